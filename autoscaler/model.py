@@ -1,0 +1,221 @@
+"""Frozen value types shared by the pure core, the adapters and the replay engine.
+
+Everything here is plain data: no I/O, no clock. Samples carry their own timestamps so a
+policy never needs to ask what time it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class SignalState(StrEnum):
+    """How trustworthy a query result is; only ``ok`` may ever lower the replica count."""
+
+    OK = "ok"
+    EMPTY = "empty"  # the query returned no series
+    NAN = "nan"  # NaN or +-Inf among the samples
+    STALE = "stale"  # newest sample older than two scrape intervals
+    ERROR = "error"  # timeout, HTTP or parse failure
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of a signal at a moment (seconds since the epoch, or simulated seconds)."""
+
+    t: float
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """The samples of one query over a policy's window, oldest first, with its state."""
+
+    state: SignalState
+    samples: tuple[Sample, ...] = ()
+    detail: str = ""
+
+    @property
+    def latest(self) -> float | None:
+        """The newest value, or None when there is none."""
+        return self.samples[-1].value if self.samples else None
+
+    @staticmethod
+    def ok(samples: tuple[Sample, ...]) -> Signal:
+        return Signal(SignalState.OK, samples)
+
+    @staticmethod
+    def bad(state: SignalState, detail: str) -> Signal:
+        return Signal(state, (), detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """A policy's answer: a replica count, or None for "no opinion", and why."""
+
+    replicas: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    """What a policy may know about the target besides its signal.
+
+    ``ready`` is None when the backend does not report readiness.
+    """
+
+    current: int
+    ready: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """One policy's line in the decision record."""
+
+    name: str
+    type: str
+    state: SignalState
+    value: float | None
+    replicas: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "state": str(self.state),
+            "value": self.value,
+            "replicas": self.replicas,
+            "reason": self.reason,
+        }
+
+
+class GuardBlock(StrEnum):
+    SCALE_DOWN = "scale_down"
+    SCALE_UP = "scale_up"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardResult:
+    """A guard's reading: ``active`` True vetoes its direction; None means no usable data."""
+
+    name: str
+    block: GuardBlock
+    state: SignalState
+    value: float | None
+    active: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "block": str(self.block),
+            "state": str(self.state),
+            "value": self.value,
+            "active": self.active,
+            "reason": self.reason,
+        }
+
+
+class ClipKind(StrEnum):
+    """Every way the engine can change what the policies asked for."""
+
+    METRIC_ERROR = "metric_error"
+    FALLBACK = "fallback"
+    STABILIZATION = "stabilization"
+    RATE_LIMIT = "rate_limit"
+    BOUNDS = "bounds"
+    COOLDOWN = "cooldown"
+    MANUAL_OVERRIDE = "manual_override"
+    GUARD = "guard"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """One rule that moved the proposal from ``before`` to ``after``, and why."""
+
+    kind: ClipKind
+    before: int
+    after: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "before": self.before,
+            "after": self.after,
+            "reason": self.reason,
+        }
+
+
+class Outcome(StrEnum):
+    SCALE_UP = "scale_up"
+    SCALE_DOWN = "scale_down"
+    HOLD = "hold"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """What must survive a restart or failover; lives on the target (labels/annotations).
+
+    ``recommendations`` are (time, replicas) pairs; ``events`` are (time, signed change) of
+    writes this autoscaler made. ``last_written`` is the spec count we last wrote, used to
+    detect an operator's scale. ``manual_time``/``manual_direction`` remember that scale.
+    """
+
+    last_scale_time: float | None = None
+    last_scale_direction: int = 0
+    last_written: int | None = None
+    recommendations: tuple[tuple[float, int], ...] = ()
+    events: tuple[tuple[float, int], ...] = ()
+    manual_time: float | None = None
+    manual_direction: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """What an actuator reads: spec replicas (current), ready replicas, state, pause."""
+
+    current: int
+    ready: int | None
+    state: TargetState = field(default_factory=TargetState)
+    paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The decision record: what every policy said, the winner, each clip, the result."""
+
+    target: str
+    time: float
+    current: int
+    ready: int | None
+    recommended: int
+    desired: int
+    outcome: Outcome
+    winner: str | None
+    policies: tuple[PolicyResult, ...]
+    guards: tuple[GuardResult, ...]
+    clips: tuple[Clip, ...]
+    state: TargetState
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "time": self.time,
+            "current": self.current,
+            "ready": self.ready,
+            "recommended": self.recommended,
+            "desired": self.desired,
+            "outcome": str(self.outcome),
+            "winner": self.winner,
+            "dry_run": self.dry_run,
+            "policies": [p.to_dict() for p in self.policies],
+            "guards": [g.to_dict() for g in self.guards],
+            "clips": [c.to_dict() for c in self.clips],
+        }

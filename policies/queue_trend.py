@@ -1,0 +1,86 @@
+"""`queue_trend`: add instances while the mail queue grows, enough to stop it and drain it.
+
+Growth is the least-squares slope of the queue depth over `window`. Stalwart's community
+edition exports no depth gauge; with `signal: growth` the query returns the net inflow
+(inflow - outflow, messages/hour) instead, and the backlog is estimated by integrating it.
+A flat or shrinking queue gives no opinion: it neither blocks nor holds a scale-down.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from autoscaler.model import PolicyContext, Recommendation, Sample, Signal
+from autoscaler.units import Duration
+from policies.base import Policy, ceil_exact
+
+
+def slope_per_hour(samples: tuple[Sample, ...]) -> float | None:
+    """Least-squares slope of the values, per hour; None with fewer than two distinct times."""
+    n = len(samples)
+    if n < 2:
+        return None
+    mean_t = sum(s.t for s in samples) / n
+    mean_v = sum(s.value for s in samples) / n
+    var_t = sum((s.t - mean_t) ** 2 for s in samples)
+    if var_t <= 0:
+        return None
+    cov = sum((s.t - mean_t) * (s.value - mean_v) for s in samples)
+    return cov / var_t * 3600.0
+
+
+def backlog_from_growth(samples: tuple[Sample, ...]) -> float:
+    """Messages accumulated over the samples' span from net inflow rates (messages/hour)."""
+    total = 0.0
+    for a, b in zip(samples, samples[1:], strict=False):
+        total += (a.value + b.value) / 2.0 * (b.t - a.t) / 3600.0
+    return max(total, 0.0)
+
+
+class QueueTrendPolicy(Policy):
+    """Scales up on a growing queue: current + ceil((growth + depth/drain_within) / per_instance)."""
+
+    type: Literal["queue_trend"] = "queue_trend"
+    window: Duration = Field(600.0, gt=0, description="history the slope is fitted over")
+    per_instance: float = Field(10000.0, gt=0, description="emails/hour one instance handles")
+    drain_within: Duration = Field(900.0, gt=0, description="time to drain the backlog in")
+    signal: Literal["depth", "growth"] = Field(
+        "depth", description="depth: the query is the queue depth; growth: net inflow per hour"
+    )
+    tolerance: float = Field(
+        0.1, ge=0, description="growth below tolerance x per_instance counts as flat"
+    )
+
+    def window_seconds(self) -> float:
+        return self.window
+
+    def recommend(self, signal: Signal, ctx: PolicyContext) -> Recommendation:
+        if not signal.samples:
+            return Recommendation(None, "no sample")
+        newest = signal.samples[-1].t
+        window = tuple(s for s in signal.samples if s.t >= newest - self.window - 1e-9)
+        if self.signal == "depth":
+            growth = slope_per_hour(window)
+            if growth is None:
+                return Recommendation(None, "need two samples for a trend")
+            depth = max(window[-1].value, 0.0)
+        else:
+            growth = sum(s.value for s in window) / len(window)
+            depth = backlog_from_growth(window)
+        floor = self.tolerance * self.per_instance
+        if growth <= floor:
+            return Recommendation(
+                None, f"queue {depth:.0f}, growth {growth:+.0f}/h: not growing (<= {floor:g}/h)"
+            )
+        needed = (growth + depth / (self.drain_within / 3600.0)) / self.per_instance
+        extra = ceil_exact(needed)
+        return Recommendation(
+            ctx.current + extra,
+            f"queue {depth:.0f} growing {growth:+.0f}/h: +{extra} to drain in "
+            f"{self.drain_within:g}s",
+        )
+
+
+POLICY = QueueTrendPolicy
