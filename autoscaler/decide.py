@@ -1,0 +1,365 @@
+"""The decision engine: combine -> behavior -> cooldown -> guards -> clamp. Pure; takes `now`.
+
+Each safety rule is a named function with its own table test. `decide` composes them and
+writes down every rule that changed the proposal (a `Clip`), so the log, the metrics,
+`explain` and `simulate` all show the same record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from autoscaler.behavior import Behavior, normalize_explained
+from autoscaler.model import (
+    Clip,
+    ClipKind,
+    Decision,
+    GuardBlock,
+    GuardResult,
+    Outcome,
+    PolicyResult,
+    SignalState,
+    TargetState,
+    TargetStatus,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRules:
+    """The per-target limits the engine enforces; policies never see these."""
+
+    min_replicas: int
+    max_replicas: int
+    behavior: Behavior = field(default_factory=Behavior)
+    cooldown_up: float = 0.0
+    cooldown_down: float = 0.0
+    on_metric_error: Literal["hold", "fallback"] = "hold"
+    fallback_replicas: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    recommended: int
+    winner: str | None
+    clips: tuple[Clip, ...]
+
+
+def combine_recommendations(
+    policies: Sequence[PolicyResult], current: int
+) -> tuple[int, str | None]:
+    """The highest opinion wins; with no opinion at all the size is held."""
+    best: PolicyResult | None = None
+    for p in policies:
+        if p.state is SignalState.OK and p.replicas is not None:
+            if best is None or p.replicas > (best.replicas or 0):
+                best = p
+    if best is None or best.replicas is None:
+        return current, None
+    return best.replicas, best.name
+
+
+def unreported(policies: Sequence[PolicyResult]) -> list[PolicyResult]:
+    """Policies whose signal is not `ok`: they did not report."""
+    return [p for p in policies if p.state is not SignalState.OK]
+
+
+def hold_on_missing_data(
+    recommended: int,
+    current: int,
+    missing: Sequence[PolicyResult],
+    on_metric_error: Literal["hold", "fallback"],
+    fallback_replicas: int | None,
+) -> tuple[int, Clip | None]:
+    """No scale-down unless every policy reported; `fallback` may raise, never lower.
+
+    An empty or failed read must never look like "no load" (an outage read as 0 is how
+    other autoscalers scaled production to its minimum at peak).
+    """
+    if not missing:
+        return recommended, None
+    names = ", ".join(f"{p.name} ({p.state})" for p in missing)
+    if on_metric_error == "fallback" and fallback_replicas is not None:
+        floor = max(current, fallback_replicas)
+        if recommended < floor:
+            return floor, Clip(
+                ClipKind.FALLBACK,
+                recommended,
+                floor,
+                f"no data from {names}: fallback to max(current, {fallback_replicas})",
+            )
+        return recommended, None
+    if recommended < current:
+        return current, Clip(
+            ClipKind.METRIC_ERROR, recommended, current, f"no data from {names}: no scale-down"
+        )
+    return recommended, None
+
+
+def combine(policies: Sequence[PolicyResult], current: int, rules: TargetRules) -> Combined:
+    """Combine every policy's answer into one recommendation, missing data held."""
+    recommended, winner = combine_recommendations(policies, current)
+    held, clip = hold_on_missing_data(
+        recommended, current, unreported(policies), rules.on_metric_error, rules.fallback_replicas
+    )
+    return Combined(held, winner, (clip,) if clip else ())
+
+
+def clamp_to_bounds(replicas: int, min_replicas: int, max_replicas: int) -> int:
+    """Never below min, never above max: the last word on every decision."""
+    return max(min_replicas, min(max_replicas, replicas))
+
+
+def cooldown_remaining(
+    direction: int, now: float, state: TargetState, cooldown_up: float, cooldown_down: float
+) -> float:
+    """Seconds until a change in `direction` is allowed after our own last scale.
+
+    The up cooldown stops a second scale-up before the first one's instances serve; the
+    (longer) down cooldown stops a scale-down right after any change: no flapping.
+    """
+    if direction == 0 or state.last_scale_time is None:
+        return 0.0
+    wait = cooldown_up if direction > 0 else cooldown_down
+    return max(0.0, state.last_scale_time + wait - now)
+
+
+def manual_override_remaining(
+    direction: int, now: float, state: TargetState, cooldown_up: float, cooldown_down: float
+) -> float:
+    """Seconds an operator's scale still blocks the opposite direction.
+
+    A manual scale-up blocks scale-down for `cooldown.down`; a manual scale-down blocks
+    scale-up for `cooldown.up`. The operator's number is respected, not reverted at once.
+    """
+    if direction == 0 or state.manual_time is None or state.manual_direction == 0:
+        return 0.0
+    if direction == state.manual_direction:
+        return 0.0
+    wait = cooldown_down if state.manual_direction > 0 else cooldown_up
+    return max(0.0, state.manual_time + wait - now)
+
+
+def guard_is_active(
+    block: GuardBlock,
+    state: SignalState,
+    value: float | None,
+    above: float | None,
+    below: float | None,
+) -> bool:
+    """Whether a guard vetoes its direction.
+
+    With no usable data a scale-down guard vetoes (we cannot show it is safe) and a
+    scale-up guard does not (adding capacity on missing data is the safe side).
+    """
+    if state is not SignalState.OK or value is None or math.isnan(value):
+        return block is GuardBlock.SCALE_DOWN
+    if above is not None and value > above:
+        return True
+    return below is not None and value < below
+
+
+def guard_vetoes(direction: int, guards: Sequence[GuardResult]) -> list[GuardResult]:
+    """The active guards that block a change in `direction`."""
+    if direction == 0:
+        return []
+    block = GuardBlock.SCALE_UP if direction > 0 else GuardBlock.SCALE_DOWN
+    return [g for g in guards if g.block is block and g.active]
+
+
+def detect_manual_change(status: TargetStatus, now: float) -> TargetState:
+    """A spec count that differs from the last one we wrote is an operator's scale.
+
+    A target with no state is adopted as it is.
+    """
+    state = status.state
+    if state.last_written is None:
+        return replace(state, last_written=status.current)
+    if status.current != state.last_written:
+        direction = 1 if status.current > state.last_written else -1
+        return replace(
+            state, last_written=status.current, manual_time=now, manual_direction=direction
+        )
+    return state
+
+
+def prune_history(
+    pairs: Sequence[tuple[float, int]], now: float, keep_seconds: float
+) -> tuple[tuple[float, int], ...]:
+    """Keep only what a window or period can still see."""
+    return tuple((t, v) for t, v in pairs if t > now - keep_seconds)
+
+
+def next_state(
+    state: TargetState,
+    now: float,
+    recommended: int,
+    current: int,
+    desired: int,
+    behavior: Behavior,
+    written: bool,
+) -> TargetState:
+    """The state to keep after this tick: always the recommendation, a scale only if written."""
+    recs = prune_history(
+        (*state.recommendations, (now, recommended)), now, behavior.max_window_seconds()
+    )
+    if not written or desired == current:
+        return replace(state, recommendations=recs)
+    events = prune_history(
+        (*state.events, (now, desired - current)), now, behavior.max_period_seconds()
+    )
+    return replace(
+        state,
+        recommendations=recs,
+        events=events,
+        last_scale_time=now,
+        last_scale_direction=1 if desired > current else -1,
+        last_written=desired,
+    )
+
+
+def _sign(x: int) -> int:
+    return (x > 0) - (x < 0)
+
+
+def decide(
+    *,
+    target: str,
+    now: float,
+    status: TargetStatus,
+    policies: Sequence[PolicyResult],
+    rules: TargetRules,
+    guards: Sequence[GuardResult] = (),
+    dry_run: bool = False,
+) -> Decision:
+    """One decision for one target, with its full record."""
+    current = status.current
+    state = detect_manual_change(status, now)
+    combined = combine(policies, current, rules)
+    clips: list[Clip] = list(combined.clips)
+    recommended = combined.recommended
+    lo, hi = rules.min_replicas, rules.max_replicas
+
+    if status.paused:
+        clips.append(Clip(ClipKind.PAUSED, recommended, current, "target is paused"))
+        return Decision(
+            target,
+            now,
+            current,
+            status.ready,
+            recommended,
+            current,
+            Outcome.PAUSED,
+            combined.winner,
+            tuple(policies),
+            tuple(guards),
+            tuple(clips),
+            next_state(state, now, recommended, current, current, rules.behavior, False),
+            dry_run,
+        )
+
+    if lo <= current <= hi:
+        steps = normalize_explained(
+            current,
+            recommended,
+            now,
+            behavior=rules.behavior,
+            min_replicas=lo,
+            max_replicas=hi,
+            recommendations=state.recommendations,
+            events=state.events,
+        )
+        if steps.stabilized != recommended:
+            clips.append(
+                Clip(
+                    ClipKind.STABILIZATION,
+                    recommended,
+                    steps.stabilized,
+                    "stabilization window holds "
+                    + (
+                        "the lowest recent recommendation"
+                        if steps.stabilized < recommended
+                        else "the highest recent recommendation"
+                    ),
+                )
+            )
+        if steps.bounded != steps.stabilized:
+            kind = ClipKind.RATE_LIMIT if steps.limited_by == "rate_limit" else ClipKind.BOUNDS
+            why = (
+                f"scaling policy allows {steps.limit} this period"
+                if kind is ClipKind.RATE_LIMIT
+                else f"bounds [{lo}, {hi}]"
+            )
+            clips.append(Clip(kind, steps.stabilized, steps.bounded, why))
+        desired = steps.bounded
+    else:
+        desired = current  # out of bounds (an operator's scale): the final clamp fixes it
+
+    direction = _sign(desired - current)
+    if direction:
+        wait = cooldown_remaining(direction, now, state, rules.cooldown_up, rules.cooldown_down)
+        if wait > 0:
+            which = "up" if direction > 0 else "down"
+            clips.append(
+                Clip(
+                    ClipKind.COOLDOWN,
+                    desired,
+                    current,
+                    f"{which} cooldown: {wait:.0f}s left since the last scale",
+                )
+            )
+            desired = current
+    direction = _sign(desired - current)
+    if direction:
+        wait = manual_override_remaining(
+            direction, now, state, rules.cooldown_up, rules.cooldown_down
+        )
+        if wait > 0:
+            clips.append(
+                Clip(
+                    ClipKind.MANUAL_OVERRIDE,
+                    desired,
+                    current,
+                    f"manual scale to {current} respected for {wait:.0f}s more",
+                )
+            )
+            desired = current
+    direction = _sign(desired - current)
+    vetoes = guard_vetoes(direction, guards)
+    if vetoes:
+        clips.append(
+            Clip(
+                ClipKind.GUARD, desired, current, "; ".join(f"{g.name}: {g.reason}" for g in vetoes)
+            )
+        )
+        desired = current
+
+    bounded = clamp_to_bounds(desired, lo, hi)
+    if bounded != desired:
+        clips.append(Clip(ClipKind.BOUNDS, desired, bounded, f"bounds [{lo}, {hi}]"))
+        desired = bounded
+
+    outcome = (
+        Outcome.SCALE_UP
+        if desired > current
+        else Outcome.SCALE_DOWN
+        if desired < current
+        else Outcome.HOLD
+    )
+    return Decision(
+        target,
+        now,
+        current,
+        status.ready,
+        recommended,
+        desired,
+        outcome,
+        combined.winner,
+        tuple(policies),
+        tuple(guards),
+        tuple(clips),
+        next_state(state, now, recommended, current, desired, rules.behavior, not dry_run),
+        dry_run,
+    )

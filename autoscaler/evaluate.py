@@ -1,0 +1,96 @@
+"""One evaluation of one target from signals already read: policies, guards, decide.
+
+Shared by the live loop, `explain` and the replay engine, so what staging and replay show is
+what production does. Pure: the signals come in, the decision record goes out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from autoscaler.decide import TargetRules, decide, guard_is_active
+from autoscaler.model import (
+    Decision,
+    GuardBlock,
+    GuardResult,
+    PolicyContext,
+    PolicyResult,
+    Signal,
+    SignalState,
+    TargetStatus,
+)
+from policies import Policy
+
+
+class GuardSpec(Protocol):
+    """What the engine needs of a guard's configuration."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def block(self) -> GuardBlock: ...
+    @property
+    def above(self) -> float | None: ...
+    @property
+    def below(self) -> float | None: ...
+
+
+def checked_signal(signal: Signal) -> Signal:
+    """Demote an `ok` signal holding NaN or +-Inf to `nan`: such data never reaches a policy."""
+    if signal.state is SignalState.OK:
+        if not signal.samples:
+            return Signal.bad(SignalState.EMPTY, "no samples")
+        if any(not math.isfinite(s.value) for s in signal.samples):
+            return Signal.bad(SignalState.NAN, "NaN or Inf in the samples")
+    return signal
+
+
+def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext) -> PolicyResult:
+    """A policy's line in the record; a signal that is not ok is "not reported"."""
+    signal = checked_signal(signal)
+    if signal.state is not SignalState.OK:
+        return PolicyResult(policy.label, policy.type, signal.state, None, None,
+                            f"not reported: {signal.state} ({signal.detail})")
+    rec = policy.recommend(signal, ctx)
+    return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest, rec.replicas,
+                        rec.reason)
+
+
+def run_guard(guard: GuardSpec, signal: Signal) -> GuardResult:
+    """A guard's reading, active when its condition holds (or, for scale-down, is unknown)."""
+    signal = checked_signal(signal)
+    value = signal.latest if signal.state is SignalState.OK else None
+    active = guard_is_active(guard.block, signal.state, value, guard.above, guard.below)
+    if signal.state is not SignalState.OK:
+        reason = f"no data ({signal.state}): " + ("veto" if active else "no veto")
+    else:
+        bounds = []
+        if guard.above is not None:
+            bounds.append(f"> {guard.above:g}")
+        if guard.below is not None:
+            bounds.append(f"< {guard.below:g}")
+        reason = f"{value:.4g} {'is' if active else 'is not'} {' or '.join(bounds)}"
+    return GuardResult(guard.label, guard.block, signal.state, value, active, reason)
+
+
+def evaluate(
+    *,
+    target: str,
+    now: float,
+    status: TargetStatus,
+    policies: Sequence[Policy],
+    policy_signals: Mapping[str, Signal],
+    guards: Sequence[GuardSpec],
+    guard_signals: Mapping[str, Signal],
+    rules: TargetRules,
+    dry_run: bool = False,
+) -> Decision:
+    """Every policy and guard on its signal, then `decide`."""
+    ctx = PolicyContext(current=status.current, ready=status.ready)
+    missing = Signal.bad(SignalState.ERROR, "signal was not read")
+    results = [run_policy(p, policy_signals.get(p.label, missing), ctx) for p in policies]
+    guard_results = [run_guard(g, guard_signals.get(g.label, missing)) for g in guards]
+    return decide(target=target, now=now, status=status, policies=results, rules=rules,
+                  guards=guard_results, dry_run=dry_run)

@@ -1,0 +1,168 @@
+"""Each policy's math, as tables of signal -> recommendation."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from autoscaler.model import PolicyContext, Sample, Signal
+from autoscaler.registry import policy_types
+from policies.capacity import CapacityPolicy, replicas_for_rate
+from policies.queue_trend import QueueTrendPolicy, backlog_from_growth, slope_per_hour
+from policies.target_value import TargetValuePolicy, hpa_replicas
+from policies.threshold import ThresholdPolicy, covers_window
+
+
+def series(*values: float, step: float = 15.0) -> Signal:
+    return Signal.ok(tuple(Sample(i * step, v) for i, v in enumerate(values)))
+
+
+def threshold(**kw: object) -> ThresholdPolicy:
+    return ThresholdPolicy.model_validate({"type": "threshold", "query": "cpu", **kw})
+
+
+@pytest.mark.parametrize(("params", "values", "current", "expected"), [
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (80,), 4, 5, id="above-up"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (20,), 4, 3, id="below-down"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (50,), 4, 4, id="band-holds"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (70,), 4, 4,
+                 id="at-bound-holds"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "step": 3}, (90,), 4, 7,
+                 id="step"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "for": "45s"},
+                 (80, 80, 80, 80), 4, 5, id="for-held"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "for": "45s"},
+                 (80, 60, 80, 80), 4, 4, id="for-interrupted-holds"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "for": "5m"}, (80, 80), 4, 4,
+                 id="for-not-yet-covered-holds"),
+    pytest.param({"scale_up_above": 70}, (50,), 4, None, id="up-only-no-opinion-below"),
+    pytest.param({"scale_up_above": 70}, (80,), 4, 5, id="up-only-up"),
+    pytest.param({"scale_down_below": 30}, (50,), 4, None, id="down-only-no-opinion-above"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (20,), 0, 0,
+                 id="never-negative"),
+    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "tolerance": 0.1}, (75,), 4,
+                 4, id="tolerance-widens-band"),
+])
+def test_threshold(params: dict[str, object], values: tuple[float, ...], current: int,
+                   expected: int | None) -> None:
+    rec = threshold(**params).recommend(series(*values), PolicyContext(current, current))
+    assert rec.replicas == expected
+    assert rec.reason
+
+
+@pytest.mark.parametrize(("times", "window", "expected"), [
+    pytest.param((0.0,), 0.0, True, id="no-window"),
+    pytest.param((0.0,), 60.0, False, id="one-sample"),
+    pytest.param((0.0, 15.0, 30.0, 45.0), 60.0, True, id="covered-to-one-spacing"),
+    pytest.param((15.0, 30.0, 45.0), 60.0, False, id="short"),
+])
+def test_covers_window(times: tuple[float, ...], window: float, expected: bool) -> None:
+    assert covers_window(times, window) is expected
+
+
+@pytest.mark.parametrize(("params", "error"), [
+    pytest.param({"scale_up_above": 30, "scale_down_below": 70}, "must be below", id="inverted"),
+    pytest.param({}, "set scale_up_above", id="no-bound"),
+])
+def test_threshold_cross_field_rules(params: dict[str, object], error: str) -> None:
+    errors = threshold(**params).cross_field_errors()
+    assert errors and error in errors[0][1]
+
+
+@pytest.mark.parametrize(("rate", "per", "headroom", "expected"), [
+    pytest.param(50000, 10000, 1.5, 8, id="guide-example"),
+    pytest.param(20000, 10000, 1.5, 3, id="exact-no-float-noise"),
+    pytest.param(0, 10000, 1.5, 0, id="idle"),
+    pytest.param(1, 10000, 1.5, 1, id="tiny"),
+    pytest.param(70000, 10000, 1.0, 7, id="no-headroom"),
+])
+def test_replicas_for_rate(rate: float, per: float, headroom: float, expected: int) -> None:
+    assert replicas_for_rate(rate, per, headroom) == expected
+
+
+@pytest.mark.parametrize(("rate", "current", "tolerance", "expected"), [
+    pytest.param(50000, 4, 0.0, 8, id="formula"),
+    pytest.param(-5, 4, 0.0, None, id="negative-rate-no-opinion"),
+    pytest.param(50000, 8, 0.0, 8, id="already-right"),
+    pytest.param(52000, 8, 0.2, 8, id="within-tolerance-holds"),
+])
+def test_capacity(rate: float, current: int, tolerance: float, expected: int | None) -> None:
+    policy = CapacityPolicy(type="capacity", query="q", tolerance=tolerance)
+    assert policy.recommend(series(rate), PolicyContext(current, current)).replicas == expected
+
+
+@pytest.mark.parametrize(("value", "target", "current", "ready", "tol", "expected"), [
+    pytest.param(140, 70, 4, 4, 0.1, 8, id="double-load-doubles"),
+    pytest.param(35, 70, 4, 4, 0.1, 2, id="half-load-halves"),
+    pytest.param(75, 70, 4, 4, 0.1, 4, id="within-tolerance"),
+    pytest.param(140, 70, 4, None, 0.1, 8, id="no-readiness-uses-current"),
+    pytest.param(140, 70, 4, 2, 0.1, 4, id="starting-count-as-idle-hold"),
+    pytest.param(210, 70, 4, 2, 0.1, 6, id="starting-count-as-idle-up"),
+    pytest.param(35, 70, 4, 2, 0.1, 1, id="down-over-ready-only"),
+    pytest.param(35, 70, 4, 0, 0.1, 4, id="no-ready-holds"),
+    pytest.param(71, 70, 100, 100, 0.0, 102, id="ceil"),
+])
+def test_hpa_replicas(value: float, target: float, current: int, ready: int | None,
+                      tol: float, expected: int) -> None:
+    assert hpa_replicas(value, target, current, ready, tol)[0] == expected
+
+
+def test_target_value_ignores_negative_values() -> None:
+    policy = TargetValuePolicy(type="target_value", query="q", target=70)
+    assert policy.recommend(series(-1), PolicyContext(4, 4)).replicas is None
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    pytest.param((0, 100, 200, 300), 100 / 15 * 3600, id="linear"),
+    pytest.param((5, 5, 5), 0.0, id="flat"),
+    pytest.param((7,), None, id="one-sample"),
+])
+def test_slope_per_hour(values: tuple[float, ...], expected: float | None) -> None:
+    got = slope_per_hour(series(*values).samples)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_backlog_from_growth_integrates_positive_growth() -> None:
+    # 3600 msgs/h for 60 s is 60 messages.
+    assert backlog_from_growth(series(3600, 3600, 3600, 3600, 3600, step=15).samples) == \
+        pytest.approx(60)
+    assert backlog_from_growth(series(-3600, -3600).samples) == 0.0
+
+
+@pytest.mark.parametrize(("params", "values", "current", "expected"), [
+    # +24,000 msgs/h growth, depth 3,900: ceil((24000 + 3900/0.25)/10000) = 4
+    pytest.param({}, tuple(i * 100.0 for i in range(40)), 4, 8, id="growing-depth"),
+    pytest.param({}, (500.0,) * 40, 4, None, id="flat-no-opinion"),
+    pytest.param({}, tuple(4000 - i * 100.0 for i in range(40)), 4, None,
+                 id="shrinking-no-opinion"),
+    pytest.param({}, (0.0, 10.0, 0.0, 10.0), 4, None, id="noise-below-tolerance"),
+    # 20,000/h for 300 s is a backlog of 1,667: ceil((20000 + 1667/0.25)/10000) = 3
+    pytest.param({"signal": "growth"}, (20000.0,) * 21, 4, 7, id="growth-signal"),
+    pytest.param({"signal": "growth"}, (-500.0,) * 21, 4, None, id="growth-negative"),
+    pytest.param({}, (100.0,), 4, None, id="one-sample"),
+])
+def test_queue_trend(params: dict[str, object], values: tuple[float, ...], current: int,
+                     expected: int | None) -> None:
+    policy = QueueTrendPolicy.model_validate({"type": "queue_trend", "query": "q", **params})
+    assert policy.recommend(series(*values), PolicyContext(current, current)).replicas == \
+        expected
+
+
+@pytest.mark.parametrize("name", ["threshold", "queue_trend", "capacity", "target_value"])
+def test_builtin_policies_are_registered(name: str) -> None:
+    cls = policy_types()[name]
+    assert cls.model_fields["type"].default == name
+
+
+@pytest.mark.parametrize(("cls", "params"), [
+    pytest.param(CapacityPolicy, {"per_instance": 0}, id="capacity-zero-per-instance"),
+    pytest.param(CapacityPolicy, {"headroom": 0.5}, id="capacity-headroom-below-1"),
+    pytest.param(TargetValuePolicy, {"target": 0}, id="target-zero"),
+    pytest.param(QueueTrendPolicy, {"window": "0s"}, id="queue-zero-window"),
+    pytest.param(ThresholdPolicy, {"step": 0}, id="threshold-zero-step"),
+    pytest.param(CapacityPolicy, {"colour": "red"}, id="unknown-key"),
+])
+def test_invalid_parameters_are_rejected(cls: type, params: dict[str, object]) -> None:
+    base = {"query": "q", "target": 1} if cls is TargetValuePolicy else {"query": "q"}
+    with pytest.raises(ValidationError):
+        cls.model_validate({**base, **params})

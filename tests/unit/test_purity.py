@@ -1,0 +1,84 @@
+"""The pure core imports no I/O library, directly or through the project's own modules."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PURE = ["autoscaler/model.py", "autoscaler/decide.py", "autoscaler/behavior.py",
+        "autoscaler/evaluate.py", *sorted(str(p.relative_to(ROOT))
+                                          for p in (ROOT / "policies").glob("*.py"))]
+FORBIDDEN = {"docker", "kubernetes", "requests", "urllib3", "prometheus_api_client",
+             "apscheduler", "prometheus_client", "tenacity", "http", "socket", "urllib",
+             "subprocess", "asyncio", "threading", "matplotlib", "yaml", "os", "shutil"}
+
+
+def imported_modules(source: str) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            # `from pkg import name` may name a submodule: follow it if it is one.
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def forbidden_imports(start: str, read: dict[str, str]) -> set[str]:
+    """Forbidden top-level modules reachable from `start` through project modules."""
+    bad: set[str] = set()
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen or path not in read:
+            continue
+        seen.add(path)
+        for module in imported_modules(read[path]):
+            top = module.split(".")[0]
+            if top in FORBIDDEN:
+                bad.add(f"{path}: {module}")
+            if top in ("autoscaler", "policies"):
+                as_path = module.replace(".", "/")
+                todo.extend([f"{as_path}.py", f"{as_path}/__init__.py"])
+    return bad
+
+
+def project_sources() -> dict[str, str]:
+    return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+            for folder in ("autoscaler", "policies") for p in (ROOT / folder).rglob("*.py")}
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_module_reaches_no_io_library(module: str) -> None:
+    assert forbidden_imports(module, project_sources()) == set()
+
+
+def test_the_check_catches_an_indirect_import() -> None:
+    fake = {"policies/bad.py": "from autoscaler import helper\n",
+            "autoscaler/helper.py": "import docker\n"}
+    assert forbidden_imports("policies/bad.py", fake) == {"autoscaler/helper.py: docker"}
+
+
+def test_importing_the_pure_core_loads_no_io_library_at_run_time() -> None:
+    modules = ["autoscaler.model", "autoscaler.decide", "autoscaler.behavior",
+               "autoscaler.evaluate", "policies"]
+    probe = (
+        "import sys\n"
+        f"for m in {modules!r}: __import__(m)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(FORBIDDEN - {'os'})!r})\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    # The interpreter itself may preload some stdlib modules; none of the libraries may load.
+    loaded = {m for m in out.stdout.strip().split(",") if m}
+    libraries = {"docker", "kubernetes", "requests", "urllib3", "prometheus_api_client",
+                 "apscheduler", "prometheus_client", "tenacity", "matplotlib", "yaml"}
+    assert {m.split(".")[0] for m in loaded} & libraries == set()
