@@ -1,0 +1,150 @@
+"""Stalwart presets: ready policies and guards built on Stalwart's real metric names.
+
+Facts they rely on (STALWART.md): metric ids become names with every non-alphanumeric
+character replaced by `_`, with no `_total` and no prefix unless the operator relabels one
+in; counters are per node, reset on restart and absent until their first event, so every
+rate is wrapped in `or vector(0)` where 0 is the truth; the community edition has no queue
+depth gauge (net inflow stands in), the Enterprise edition exports `queue_count` (use max());
+a node stopped with SIGTERM drops in-flight deliveries, hence the scale-down guard on
+`delivery_active_connections`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PRESET_NAMES = ("stalwart-smtp", "stalwart-imap", "stalwart-http", "stalwart-all")
+Preset = Literal["stalwart-smtp", "stalwart-imap", "stalwart-http", "stalwart-all"]
+
+
+class PresetOptions(BaseModel):
+    """Knobs of the presets; every one has a default that suits a typical cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edition: Literal["community", "enterprise"] = Field(
+        "community", description="enterprise exports queue_count; community uses net inflow"
+    )
+    cpu_query: str | None = Field(
+        None, description="average CPU % per instance; default: cAdvisor for the workload"
+    )
+    memory_query: str | None = Field(
+        None, description="average memory % of limit per instance; default: none"
+    )
+    cpu_scale_up_above: float = Field(70.0, gt=0, le=100)
+    memory_scale_up_above: float = Field(80.0, gt=0, le=100)
+    per_instance: float = Field(10000.0, gt=0, description="emails/hour one instance handles")
+    headroom: float = Field(1.5, ge=1.0)
+    drain_within: float | str = Field("15m", description="time to drain a backlog in")
+    max_active_deliveries: float = Field(
+        20.0, ge=0, description="no scale-down while more outbound deliveries are in flight"
+    )
+    connections_per_instance: float = Field(
+        2000.0, gt=0, description="IMAP/HTTP sessions one instance should hold"
+    )
+
+
+def counter_rate(prefix: str, metric: str, window: str = "5m") -> str:
+    """Cluster-wide per-second rate of a Stalwart counter, 0 while the series is absent."""
+    return f"(sum(rate({prefix}{metric}[{window}])) or vector(0))"
+
+
+def inflow_per_hour(prefix: str) -> str:
+    """Messages queued per hour: inbound plus authenticated submissions."""
+    return (
+        f"({counter_rate(prefix, 'queue_queue_message')} + "
+        f"{counter_rate(prefix, 'queue_queue_message_authenticated')}) * 3600"
+    )
+
+
+def net_inflow_per_hour(prefix: str) -> str:
+    """Queue growth per hour on the community edition: inflow minus completed deliveries."""
+    return (
+        f"({counter_rate(prefix, 'queue_queue_message')} + "
+        f"{counter_rate(prefix, 'queue_queue_message_authenticated')} - "
+        f"{counter_rate(prefix, 'delivery_completed')}) * 3600"
+    )
+
+
+def default_cpu_query(backend: str, workload: str, namespace: str | None) -> str:
+    """cAdvisor's CPU use as % of one core, averaged over the workload's containers."""
+    if backend == "kubernetes":
+        selector = f'namespace="{namespace}",pod=~"{workload}-.*",container!=""'
+    else:
+        selector = f'container_label_com_docker_swarm_service_name="{workload}"'
+    return f"avg(rate(container_cpu_usage_seconds_total{{{selector}}}[1m])) * 100"
+
+
+def _resource_policies(opts: PresetOptions, cpu_query: str) -> list[dict[str, Any]]:
+    policies: list[dict[str, Any]] = [
+        {"type": "threshold", "name": "cpu", "query": cpu_query, "simulate_as": "cpu",
+         "scale_up_above": opts.cpu_scale_up_above, "for": "1m"},
+    ]
+    if opts.memory_query:
+        policies.append(
+            {"type": "threshold", "name": "memory", "query": opts.memory_query,
+             "simulate_as": "memory", "scale_up_above": opts.memory_scale_up_above, "for": "2m"}
+        )
+    return policies
+
+
+def _mail_flow_policies(opts: PresetOptions, prefix: str) -> list[dict[str, Any]]:
+    policies: list[dict[str, Any]] = [
+        {"type": "capacity", "name": "inflow", "query": inflow_per_hour(prefix),
+         "simulate_as": "arrival_rate", "per_instance": opts.per_instance,
+         "headroom": opts.headroom},
+    ]
+    if opts.edition == "enterprise":
+        policies.append(
+            {"type": "queue_trend", "name": "queue", "query": f"max({prefix}queue_count)",
+             "simulate_as": "queue", "per_instance": opts.per_instance,
+             "drain_within": opts.drain_within}
+        )
+    else:
+        policies.append(
+            {"type": "queue_trend", "name": "queue", "query": net_inflow_per_hour(prefix),
+             "simulate_as": "net_inflow", "signal": "growth", "window": "5m",
+             "per_instance": opts.per_instance, "drain_within": opts.drain_within}
+        )
+    return policies
+
+
+def _sessions_policy(protocol: str, opts: PresetOptions, prefix: str) -> dict[str, Any]:
+    return {
+        "type": "target_value", "name": f"{protocol}_sessions",
+        "query": f"avg({prefix}{protocol}_active_connections)",
+        "target": opts.connections_per_instance,
+    }
+
+
+def preset_policies(
+    preset: str, *, prefix: str, backend: str, workload: str, namespace: str | None,
+    options: PresetOptions,
+) -> list[dict[str, Any]]:
+    """The policy specs a preset stands for, before validation."""
+    cpu = options.cpu_query or default_cpu_query(backend, workload, namespace)
+    resources = _resource_policies(options, cpu)
+    if preset == "stalwart-smtp":
+        return [*_mail_flow_policies(options, prefix), *resources]
+    if preset == "stalwart-imap":
+        return [_sessions_policy("imap", options, prefix), *resources]
+    if preset == "stalwart-http":
+        return [_sessions_policy("http", options, prefix), *resources]
+    if preset == "stalwart-all":
+        return [*_mail_flow_policies(options, prefix), _sessions_policy("imap", options, prefix),
+                *resources]
+    raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
+
+
+def preset_guards(preset: str, *, prefix: str, options: PresetOptions) -> list[dict[str, Any]]:
+    """Scale-down vetoes a preset adds: never cut nodes with deliveries in flight."""
+    if preset in ("stalwart-smtp", "stalwart-all"):
+        return [
+            {"name": "active_deliveries",
+             "query": f"sum({prefix}delivery_active_connections) or vector(0)",
+             "block": "scale_down", "above": options.max_active_deliveries,
+             "simulate_as": "active_deliveries"},
+        ]
+    return []
