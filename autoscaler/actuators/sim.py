@@ -1,0 +1,150 @@
+"""The simulated backend: a plant of mail instances with a start-up delay and a queue.
+
+Pure and deterministic. The replay engine drives it with a demand trace and scrapes it the
+way Prometheus would (every `scrape_interval`, counters turned into rates over a window), so
+the policies see the lag and smoothing they see live.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from autoscaler.model import Sample, Signal, SignalState
+
+IDLE_CPU = 5.0  # % of a core an idle Stalwart node burns
+BUSY_CPU = 90.0  # extra % at full utilisation
+BASE_MEMORY = 30.0
+BUSY_MEMORY = 45.0
+DELIVERY_SECONDS = 3.0  # time an outbound delivery holds a connection
+BASE_LATENCY = 0.2  # seconds a message takes with an empty queue
+
+
+@dataclass(frozen=True, slots=True)
+class PlantParams:
+    capacity_per_instance: float = 10000.0  # emails/hour
+    startup_delay: float = 60.0
+    scrape_interval: float = 15.0
+    rate_window: float = 300.0  # like rate(x[5m])
+    cpu_window: float = 60.0  # like rate(container_cpu_usage_seconds_total[1m])
+
+
+@dataclass
+class Plant:
+    """Instances (their start times), the queue, and cumulative counters."""
+
+    params: PlantParams
+    starts: list[float] = field(default_factory=list)
+    queue: float = 0.0
+    arrived: float = 0.0
+    processed: float = 0.0
+    cpu_seconds: float = 0.0
+    serving_seconds: float = 0.0
+    last_util: float = 0.0
+
+    @classmethod
+    def running(cls, params: PlantParams, replicas: int, t: float) -> Plant:
+        """A plant whose first instances already serve at `t`."""
+        return cls(params, [t - params.startup_delay] * replicas)
+
+    @property
+    def replicas(self) -> int:
+        return len(self.starts)
+
+    def serving(self, t: float) -> int:
+        ready_before = t - self.params.startup_delay
+        return sum(1 for s in self.starts if s <= ready_before + 1e-9)
+
+    def set_replicas(self, n: int, t: float) -> None:
+        """Add instances that start now, or remove the newest first (starting ones go first)."""
+        if n > len(self.starts):
+            self.starts.extend([t] * (n - len(self.starts)))
+        else:
+            self.starts.sort()
+            del self.starts[n:]
+
+    def step(self, t: float, dt: float, demand: float) -> tuple[float, int]:
+        """Advance by `dt` seconds at `demand` emails/hour; returns (capacity/h, serving)."""
+        serving = self.serving(t)
+        capacity = serving * self.params.capacity_per_instance
+        arrivals = demand * dt / 3600.0
+        self.arrived += arrivals
+        self.queue += arrivals
+        done = min(self.queue, capacity * dt / 3600.0)
+        self.queue -= done
+        self.processed += done
+        util = done / (capacity * dt / 3600.0) if capacity > 0 else 0.0
+        self.last_util = util
+        self.cpu_seconds += (IDLE_CPU + BUSY_CPU * util) / 100.0 * serving * dt
+        self.serving_seconds += serving * dt
+        return capacity, serving
+
+
+class ScrapeHistory:
+    """What Prometheus would hold: counters and gauges at each scrape, and derived series."""
+
+    def __init__(self, params: PlantParams) -> None:
+        self.params = params
+        self.times: list[float] = []
+        self._counters: dict[str, list[float]] = {
+            "arrived": [], "processed": [], "cpu_seconds": [], "serving_seconds": [],
+        }
+        self.series: dict[str, list[Sample]] = {
+            name: [] for name in ("cpu", "memory", "queue", "arrival_rate", "processed_rate",
+                                  "net_inflow", "latency", "active_deliveries")
+        }
+        self._series_times: dict[str, list[float]] = {name: [] for name in self.series}
+
+    def _rate(self, counter: str, window: float) -> float | None:
+        values, times = self._counters[counter], self.times
+        if len(times) < 2:
+            return None
+        i = bisect.bisect_left(times, times[-1] - window - 1e-9)
+        i = min(i, len(times) - 2)
+        span = times[-1] - times[i]
+        return (values[-1] - values[i]) / span if span > 0 else None
+
+    def _add(self, name: str, t: float, value: float | None) -> None:
+        if value is not None:
+            self.series[name].append(Sample(t, value))
+            self._series_times[name].append(t)
+
+    def scrape(self, plant: Plant, t: float) -> None:
+        self.times.append(t)
+        for name in self._counters:
+            self._counters[name].append(getattr(plant, name))
+        p = self.params
+        serving = plant.serving(t)
+        capacity = serving * p.capacity_per_instance
+        arrival = self._rate("arrived", p.rate_window)
+        processed = self._rate("processed", p.rate_window)
+        busy = self._rate("cpu_seconds", p.cpu_window)
+        alive = self._rate("serving_seconds", p.cpu_window)
+        if busy is not None and alive:
+            self._add("cpu", t, 100.0 * busy / alive)
+        if serving:
+            self._add("memory", t, BASE_MEMORY + BUSY_MEMORY * plant.last_util)
+            per_node = (processed or 0.0) / 3600.0 * DELIVERY_SECONDS / serving
+            self._add("active_deliveries", t, per_node)
+        self._add("queue", t, plant.queue)
+        self._add("arrival_rate", t, None if arrival is None else arrival * 3600.0)
+        self._add("processed_rate", t, None if processed is None else processed * 3600.0)
+        if arrival is not None and processed is not None:
+            self._add("net_inflow", t, (arrival - processed) * 3600.0)
+        latency = BASE_LATENCY + (plant.queue / (capacity / 3600.0) if capacity else 3600.0)
+        self._add("latency", t, latency)
+
+    def signal(self, name: str, now: float, window: float) -> Signal:
+        """The samples of `name` over (now - window, now], at least the newest; else empty."""
+        samples = self.series.get(name)
+        if samples is None:
+            return Signal.bad(SignalState.ERROR, f"no plant signal {name!r}")
+        times = self._series_times[name]
+        end = bisect.bisect_right(times, now + 1e-9)
+        if end == 0:
+            return Signal.bad(SignalState.EMPTY, f"no {name} sample yet")
+        if now - times[end - 1] > 2 * self.params.scrape_interval + 1e-9:
+            return Signal.bad(SignalState.STALE, f"newest {name} sample is too old")
+        start = bisect.bisect_right(times, now - window + 1e-9) if window > 0 else end - 1
+        start = min(start, end - 1)
+        return Signal(SignalState.OK, tuple(samples[start:end]))

@@ -1,0 +1,227 @@
+"""The `autoscaler` command.
+
+Only argparse is imported at start-up; each subcommand imports what it needs, so `--help`
+answers at once and the Kubernetes client's 40 MB are paid only by targets that use it.
+Exit codes: 0 success, 1 a failure while running, 2 bad input (config, trace, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_TRACE = "newsletter-burst"
+
+
+def bundled_config_path() -> Path:
+    return Path(str(files("autoscaler") / "data" / "stalwart-example.yaml"))
+
+
+def _err(message: str) -> None:
+    print(f"autoscaler: {message}", file=sys.stderr)
+
+
+def _load(path: str | Path) -> Any:
+    """Settings from a file, or None after printing every problem."""
+    from autoscaler.config import ConfigError, load_config
+    from autoscaler.registry import RegistryError
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.issues)} problem(s):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return None
+    except RegistryError as exc:
+        _err(str(exc))
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from autoscaler.config import redacted_dump
+
+    settings = _load(args.file)
+    if settings is None:
+        return EXIT_BAD_INPUT
+    dumped = redacted_dump(settings)
+    if args.json:
+        print(json.dumps(dumped, indent=2))
+    else:
+        print(f"# {args.file}: valid. Effective configuration (defaults filled, environment applied):")
+        print(yaml.safe_dump(dumped, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from autoscaler.config import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from autoscaler.plan import make_plan
+
+    try:
+        plan = make_plan(args.users, args.peak_emails_per_hour)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return EXIT_OK
+    rows = [
+        ("users", f"{plan.users:,}"),
+        ("peak emails/hour", f"{plan.peak_emails_per_hour:,}"
+         + (" (estimated)" if plan.peak_estimated else "")),
+        ("architecture", plan.architecture),
+        ("storage", plan.storage),
+        ("cluster", plan.cluster),
+        ("instances", str(plan.instances)),
+        ("formula", plan.formula),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    for note in plan.notes:
+        print(f"- {note}")
+    return EXIT_OK
+
+
+def _summary_table(summaries: Sequence[dict[str, Any]]) -> str:
+    columns = [
+        ("contender", "contender", "{}"),
+        ("overload s", "overload_seconds", "{:.0f}"),
+        ("peak queue", "peak_queue", "{:.0f}"),
+        ("worst delay s", "worst_queue_delay_seconds", "{:.0f}"),
+        ("replica-h", "replica_hours", "{:.1f}"),
+        ("scale events", "scale_events", "{}"),
+        ("peak replicas", "peak_replicas", "{}"),
+    ]
+    cells = [[head for head, _, _ in columns]]
+    for s in summaries:
+        cells.append([
+            "inf" if s.get(key) is None else fmt.format(s[key]) for _, key, fmt in columns
+        ])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from autoscaler.replay import run_simulation, simulation_report
+    from autoscaler.trace import TraceError, load_trace, resolve_trace
+
+    config_path = args.config or bundled_config_path()
+    settings = _load(config_path)
+    if settings is None:
+        return EXIT_BAD_INPUT
+    try:
+        target = settings.target(args.target)
+    except KeyError as exc:
+        _err(str(exc.args[0]))
+        return EXIT_BAD_INPUT
+    try:
+        trace = load_trace(resolve_trace(args.trace))
+    except TraceError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    results = run_simulation(settings, target, trace, baseline=args.baseline,
+                             compare=args.compare)
+    main = results[0]
+    print(f"trace {trace.name}: {trace.duration / 3600:.1f} h, peak {trace.peak:,.0f} emails/h; "
+          f"target {target.name} ({config_path}); plant: "
+          f"{settings.simulation.capacity_per_instance:,.0f} emails/h per instance, "
+          f"start-up {settings.simulation.startup_delay:g}s, "
+          f"scrape {settings.simulation.scrape_interval:g}s")
+    print(_summary_table([r.summary for r in results]))
+    if main.not_simulated:
+        print(f"not simulated (no plant signal; set simulate_as): {', '.join(main.not_simulated)}")
+    report = simulation_report(results, trace, target, settings)
+    if args.out:
+        out = Path(args.out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report) + "\n", encoding="utf-8")
+        except OSError as exc:
+            _err(f"cannot write {out}: {exc.strerror or exc}")
+            return EXIT_FAILURE
+        print(f"wrote {out}")
+    if args.plot != "none":
+        from autoscaler.plot import plot_simulation
+
+        plot_path = Path(args.plot or f"simulate-{trace.name}-{target.name}.png")
+        try:
+            plot_simulation(results, plot_path,
+                            f"{trace.name}: target {target.name}, {main.contender}")
+        except OSError as exc:
+            _err(f"cannot write {plot_path}: {exc.strerror or exc}")
+            return EXIT_FAILURE
+        print(f"wrote {plot_path}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoscaler",
+        description="Autoscaling control loop for Stalwart Mail Server clusters "
+                    "(Docker Swarm and Kubernetes).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check-config", help="validate a config file and print it effective")
+    p.add_argument("file", help="YAML or TOML config file")
+    p.add_argument("--json", action="store_true", help="print the effective config as JSON")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("config-schema", help="print the JSON Schema of the config file")
+    p.set_defaults(func=cmd_config_schema)
+
+    p = sub.add_parser("simulate", help="replay a demand trace through a simulated cluster")
+    p.add_argument("--config", help="config file (default: the bundled Stalwart example)")
+    p.add_argument("--trace", default=DEFAULT_TRACE,
+                   help="CSV with columns t,demand or a bundled trace name "
+                        "(diurnal-week, newsletter-burst, slow-ramp, noisy-flat); "
+                        f"default {DEFAULT_TRACE}")
+    p.add_argument("--target", help="target name (default: the first)")
+    p.add_argument("--baseline", choices=["hpa-cpu", "static"],
+                   help="replace the target's policies with a baseline")
+    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the other contenders on the same plant (default on)")
+    p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--plot", help="PNG path (default simulate-TRACE-TARGET.png; 'none' to skip)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("plan", help="size a Stalwart deployment from its users and mail volume")
+    p.add_argument("--users", type=int, required=True)
+    p.add_argument("--peak-emails-per-hour", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
