@@ -56,7 +56,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(dumped, indent=2))
     else:
-        print(f"# {args.file}: valid. Effective configuration (defaults filled, environment applied):")
+        print(f"# {args.file}: valid. Effective configuration "
+              "(defaults filled, environment applied):")
         print(yaml.safe_dump(dumped, sort_keys=False), end="")
     return EXIT_OK
 

@@ -53,9 +53,9 @@ def combine_recommendations(
     """The highest opinion wins; with no opinion at all the size is held."""
     best: PolicyResult | None = None
     for p in policies:
-        if p.state is SignalState.OK and p.replicas is not None:
-            if best is None or p.replicas > (best.replicas or 0):
-                best = p
+        if (p.state is SignalState.OK and p.replicas is not None
+                and (best is None or p.replicas > (best.replicas or 0))):
+            best = p
     if best is None or best.replicas is None:
         return current, None
     return best.replicas, best.name

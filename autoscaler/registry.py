@@ -27,7 +27,9 @@ def policy_types() -> dict[str, type[Policy]]:
         try:
             obj = ep.load()
         except Exception as exc:
-            raise RegistryError(f"policy plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            raise RegistryError(
+                f"policy plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+            ) from exc
         if not (isinstance(obj, type) and issubclass(obj, Policy)):
             raise RegistryError(f"policy plugin {ep.name!r} ({ep.value}) is not a Policy subclass")
         found[ep.name] = obj

@@ -93,7 +93,7 @@ def simulate(
 ) -> RunResult:
     """Run one contender over the trace; returns the timeline and a summary."""
     result = RunResult(contender.name)
-    dt = step or min(5.0, params.scrape_interval, contender.interval)
+    dt = step or min(params.scrape_interval, contender.interval)
     t0, t_end = trace.t[0], trace.t[-1]
     start = contender.static_replicas or initial_replicas
     plant = Plant.running(params, start, t0)
@@ -129,7 +129,7 @@ def simulate(
         while i_trace + 1 < n_trace and trace.t[i_trace + 1] <= t + 1e-9:
             i_trace += 1
         demand = trace.demand[i_trace]
-        capacity, serving = plant.step(t, dt, demand)
+        capacity, _ = plant.step(t, dt, demand)
         replica_seconds += plant.replicas * dt
         if demand > capacity + 1e-9:
             overload += dt

@@ -47,6 +47,8 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+DURATION_PATTERN = r"^\s*([0-9.]+(ns|us|µs|ms|s|m|h))+\s*$|^\s*[0-9.]+\s*$"
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
@@ -55,7 +57,7 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*([0-9.]+(ns|us|µs|ms|s|m|h))+\s*$|^\s*[0-9.]+\s*$"},
+                {"type": "string", "pattern": DURATION_PATTERN},
             ],
             "description": "seconds, or a duration such as 15s, 5m, 1h30m",
         }

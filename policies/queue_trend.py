@@ -8,6 +8,7 @@ A flat or shrinking queue gives no opinion: it neither blocks nor holds a scale-
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field
@@ -34,13 +35,13 @@ def slope_per_hour(samples: tuple[Sample, ...]) -> float | None:
 def backlog_from_growth(samples: tuple[Sample, ...]) -> float:
     """Messages accumulated over the samples' span from net inflow rates (messages/hour)."""
     total = 0.0
-    for a, b in zip(samples, samples[1:], strict=False):
+    for a, b in pairwise(samples):
         total += (a.value + b.value) / 2.0 * (b.t - a.t) / 3600.0
     return max(total, 0.0)
 
 
 class QueueTrendPolicy(Policy):
-    """Scales up on a growing queue: current + ceil((growth + depth/drain_within) / per_instance)."""
+    """Scales up on a growing queue: current + ceil((growth + depth/drain) / per_instance)."""
 
     type: Literal["queue_trend"] = "queue_trend"
     window: Duration = Field(600.0, gt=0, description="history the slope is fitted over")

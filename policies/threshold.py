@@ -7,6 +7,7 @@ one content threshold blocks a scale-down that another policy would allow (none 
 
 from __future__ import annotations
 
+from itertools import pairwise
 from statistics import median
 from typing import Literal
 
@@ -27,7 +28,7 @@ def covers_window(times: tuple[float, ...], window: float) -> bool:
         return bool(times)
     if len(times) < 2:
         return False
-    spacing = median(b - a for a, b in zip(times, times[1:], strict=False))
+    spacing = median(b - a for a, b in pairwise(times))
     return times[-1] - times[0] >= window - spacing - 1e-9
 
 

@@ -1,0 +1,110 @@
+"""State on the target: TargetState <-> Swarm labels / Kubernetes annotations. Pure.
+
+What must survive a restart or a failover (last scale time and direction, last replicas
+written, recent recommendations and scale events, an operator's scale) is kept on the
+workload itself, written in the same update as the replica count. Unreadable values are
+reported and dropped, never fatal: the target is then adopted as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from autoscaler.model import TargetState
+
+SWARM_PREFIX = "autoscaler."
+KUBERNETES_PREFIX = "autoscaler.stalwart.io/"
+KEYS = ("last-scale-time", "last-scale-direction", "last-replicas", "recommendations",
+        "events", "manual-time", "manual-direction")
+PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedState:
+    state: TargetState
+    paused: bool
+    problems: tuple[str, ...] = ()
+
+
+def _direction(value: int) -> str:
+    return "up" if value > 0 else "down" if value < 0 else ""
+
+
+def _pairs(pairs: tuple[tuple[float, int], ...]) -> str:
+    return json.dumps([[round(t, 3), v] for t, v in pairs], separators=(",", ":"))
+
+
+def encode_state(state: TargetState, prefix: str) -> dict[str, str]:
+    """Labels/annotations for `state`; keys that do not apply are written empty."""
+    def num(x: float | None) -> str:
+        return "" if x is None else f"{x:.3f}"
+
+    values = {
+        "last-scale-time": num(state.last_scale_time),
+        "last-scale-direction": _direction(state.last_scale_direction),
+        "last-replicas": "" if state.last_written is None else str(state.last_written),
+        "recommendations": _pairs(state.recommendations),
+        "events": _pairs(state.events),
+        "manual-time": num(state.manual_time),
+        "manual-direction": _direction(state.manual_direction),
+    }
+    return {prefix + key: value for key, value in values.items()}
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value
+
+
+def _parse_pairs(text: str) -> tuple[tuple[float, int], ...]:
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError("not a list")
+    out = []
+    for item in data:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise ValueError("items must be [time, value]")
+        t, v = item
+        if isinstance(v, bool) or not isinstance(v, int) or isinstance(t, bool):
+            raise ValueError("items must be [time, integer]")
+        out.append((_parse_float(str(t)), v))
+    return tuple(out)
+
+
+def _parse_direction(text: str) -> int:
+    return {"up": 1, "down": -1, "": 0}[text]
+
+
+def decode_state(labels: Mapping[str, str] | None, prefix: str) -> DecodedState:
+    """The state kept in `labels`; anything unreadable is dropped and named in `problems`."""
+    labels = labels or {}
+    problems: list[str] = []
+    fields: dict[str, object] = {}
+    parsers = {
+        "last-scale-time": ("last_scale_time", _parse_float),
+        "last-scale-direction": ("last_scale_direction", _parse_direction),
+        "last-replicas": ("last_written", int),
+        "recommendations": ("recommendations", _parse_pairs),
+        "events": ("events", _parse_pairs),
+        "manual-time": ("manual_time", _parse_float),
+        "manual-direction": ("manual_direction", _parse_direction),
+    }
+    for key, (name, parse) in parsers.items():
+        raw = labels.get(prefix + key)
+        if raw is None or (raw == "" and name not in ("last_scale_direction",
+                                                       "manual_direction")):
+            continue
+        try:
+            fields[name] = parse(raw)  # type: ignore[operator]
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+            problems.append(f"{prefix}{key}={raw[:60]!r} is unreadable; ignored")
+    if isinstance(fields.get("last_written"), int) and fields["last_written"] < 0:  # type: ignore[operator]
+        problems.append(f"{prefix}last-replicas is negative; ignored")
+        del fields["last_written"]
+    paused = labels.get(prefix + PAUSED, "").strip().lower() == "true"
+    return DecodedState(TargetState(**fields), paused, tuple(problems))  # type: ignore[arg-type]

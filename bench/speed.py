@@ -1,0 +1,76 @@
+"""Speed of the decision core: `simulate` over a 7-day trace, and `autoscaler --help`.
+
+Targets (issue: the decision core): a 7-day trace at 15 s steps (40,320 evaluations) in
+under 5 s; `--help` in under 0.3 s. Run: `scripts/bench speed [--runs N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from autoscaler.cli import bundled_config_path
+from autoscaler.config import load_config
+from autoscaler.replay import run_simulation
+from autoscaler.trace import load_trace, resolve_trace
+from bench.report import machine, spread, write_section
+
+
+def time_simulate(runs: int, baseline: str | None) -> tuple[list[float], int]:
+    settings = load_config(bundled_config_path())
+    trace = load_trace(resolve_trace("diurnal-week"))
+    times, evaluations = [], 0
+    for _ in range(runs):
+        start = time.perf_counter()
+        [result] = run_simulation(settings, settings.targets[0], trace,
+                                  baseline=baseline)  # type: ignore[arg-type]
+        times.append(time.perf_counter() - start)
+        evaluations = len(result.timeline)
+    return times, evaluations
+
+
+def time_help(runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "autoscaler.cli", "--help"], check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    profile, evaluations = time_simulate(args.runs, None)
+    hpa, _ = time_simulate(args.runs, "hpa-cpu")
+    helps = time_help(max(args.runs, 10))
+    rows = [
+        ("simulate diurnal-week, Stalwart profile (s)", spread(profile, "{:.2f}"), "< 5"),
+        ("simulate diurnal-week, hpa-cpu baseline (s)", spread(hpa, "{:.2f}"), "< 5"),
+        ("`autoscaler --help` (s)", spread(helps), "< 0.3"),
+    ]
+    body = [
+        "## Decision core speed",
+        "",
+        f"Machine: {machine()}. Command: `scripts/bench speed --runs {args.runs}`.",
+        f"The 7-day trace gives {evaluations:,} evaluations at 15 s (policies, behavior,",
+        "cooldowns, guards and the plant model each time; no plot).",
+        "",
+        "| what | median (min-max) | goal |",
+        "|---|---|---|",
+        *[f"| {w} | {v} | {g} |" for w, v, g in rows],
+        "",
+        "`--help` imports only argparse: every subcommand imports its own dependencies, and",
+        "the time is mostly the interpreter's own start-up.",
+    ]
+    text = "\n".join(body)
+    print(text)
+    write_section("speed", text)
+
+
+if __name__ == "__main__":
+    main()
