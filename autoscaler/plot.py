@@ -27,7 +27,7 @@ def plot_simulation(results: Sequence[RunResult], path: Path, title: str) -> Non
     demand_ax.plot(hours, [r["demand"] for r in main.timeline], color="black", lw=1,
                    label="demand")
     for run in results:
-        color = COLORS.get(run.contender, None)
+        color = COLORS.get(run.contender)
         style = "-" if run is main else "--"
         xs = [row["t"] / 3600.0 for row in run.timeline]
         demand_ax.plot(xs, [r["capacity"] for r in run.timeline], ls=style, color=color,
