@@ -184,7 +184,7 @@ class TargetConfig(Strict):
 
     def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
         return [self.replica_bounds, self.backend_fields, self.fallback_in_bounds,
-                self.has_policies, self.unique_policy_names]
+                self.has_policies, self.preset_expands, self.unique_policy_names]
 
     def replica_bounds(self) -> list[tuple[str, str]]:
         if self.min_replicas > self.max_replicas:
@@ -209,6 +209,19 @@ class TargetConfig(Strict):
                 f"fallback_replicas ({self.fallback_replicas}) must be within "
                 f"[{self.min_replicas}, {self.max_replicas}]",
             )]
+        return []
+
+    def preset_expands(self) -> list[tuple[str, str]]:
+        """The preset's policies and guards, built from `preset_options`, must validate."""
+        if self.preset is None:
+            return []
+        try:
+            self.effective_policies()
+            self.effective_guards()
+        except ValidationError as exc:
+            return [("preset_options", f"the preset {self.preset} cannot be built: "
+                     + "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                 for e in exc.errors()))]
         return []
 
     def has_policies(self) -> list[tuple[str, str]]:
@@ -415,6 +428,9 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
         except tomllib.TOMLDecodeError as exc:
             line = getattr(exc, "lineno", None)
             raise ConfigError([ConfigIssue(src, line, "", f"invalid TOML: {exc}")]) from exc
+        except RecursionError as exc:
+            reason = "invalid TOML: nested too deeply"
+            raise ConfigError([ConfigIssue(src, None, "", reason)]) from exc
         lines: dict[Loc, int] = {}
     else:
         try:
@@ -434,19 +450,31 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
     return data, lines
 
 
+def _env_loc(variable: str) -> Loc:
+    """AUTOSCALER_PROMETHEUS__TIMEOUT -> ("prometheus", "timeout")."""
+    return tuple(variable[len(ENV_PREFIX):].lower().split("__"))
+
+
 def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[ConfigIssue]]:
-    """The overrides in AUTOSCALER_* variables, parsed by pydantic-settings."""
-    relevant = {k: v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
-    if not relevant:
-        return {}, []
-    source = EnvSettingsSource(Settings, case_sensitive=False, env_prefix=ENV_PREFIX,
-                               env_nested_delimiter="__")
-    source.env_vars = {k.lower(): v for k, v in relevant.items()}
-    try:
-        return dict(source()), []
-    except SettingsError as exc:
-        cause = exc.__cause__ or exc
-        return {}, [ConfigIssue("environment", None, "", f"{exc} ({cause})")]
+    """The overrides in AUTOSCALER_* variables, parsed by pydantic-settings one variable at
+    a time, so a variable that cannot be parsed is named and the others still count."""
+    merged: dict[str, Any] = {}
+    issues: list[ConfigIssue] = []
+    for variable, value in sorted(environ.items()):
+        if not variable.upper().startswith(ENV_PREFIX):
+            continue
+        source = EnvSettingsSource(Settings, case_sensitive=False, env_prefix=ENV_PREFIX,
+                                   env_nested_delimiter="__")
+        source.env_vars = {variable.lower(): value}
+        try:
+            merged = deep_merge(merged, dict(source()))
+        except SettingsError as exc:
+            cause = exc.__cause__
+            why = f"{cause}" if cause else str(exc)
+            key = format_key(_env_loc(variable.upper()))
+            issues.append(ConfigIssue(f"environment {variable.upper()}", None, key,
+                                      f"cannot parse the value for {key}: {why}"))
+    return merged, issues
 
 
 def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -504,9 +532,10 @@ def _lenient(model: type[Strict] | type[Settings] | type[Policy], raw: Any) -> A
             values[name] = [t for t in (_lenient(TargetConfig, x) for x in raw[key]) if t]
             continue
         try:
-            values[name] = TypeAdapter(info.annotation).validate_python(  # type: ignore[arg-type]
-                raw[key]
-            )
+            annotation: Any = info.annotation
+            if info.metadata:  # keep validators such as Duration's parser and ge/le bounds
+                annotation = Annotated[(annotation, *info.metadata)]
+            values[name] = TypeAdapter(annotation).validate_python(raw[key])
         except Exception:
             invalid.append(name)
     try:
@@ -581,10 +610,17 @@ def load_config_data(
     lines = lines or {}
 
     def where(loc: Loc) -> tuple[str, int | None]:
+        def variable(env_loc: Loc) -> str:
+            return "environment " + ENV_PREFIX + "__".join(str(p) for p in env_loc).upper()
+
         for n in range(len(loc), 0, -1):
             if loc[:n] in env_locs:
-                var = ENV_PREFIX + "__".join(str(p) for p in loc[:n]).upper()
-                return f"environment {var}", None
+                return variable(loc[:n]), None
+        # The variable set something below the key in error (e.g. AUTOSCALER_TARGETS__0__X
+        # when `targets` itself is wrong): still the variable's doing.
+        deeper = sorted(e for e in env_locs if e[:len(loc)] == loc and len(e) > len(loc))
+        if loc and deeper:
+            return variable(deeper[0][:len(loc)] if len(deeper) > 1 else deeper[0]), None
         for n in range(len(loc), 0, -1):
             if loc[:n] in lines:
                 return source, lines[loc[:n]]
@@ -599,9 +635,12 @@ def load_config_data(
         src, line = where(loc)
         issues.append(ConfigIssue(src, line, format_key(loc), message))
 
+    for key in [k for k in merged if not isinstance(k, str)]:
+        add((), f"top-level key {key!r} is not a name (keys are text such as `targets`)")
+        del merged[key]
     settings: Settings | None = None
     try:
-        settings = Settings(**merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
         for err in exc.errors():
             add(_strip_union_tags(err["loc"], merged), _friendly(err))

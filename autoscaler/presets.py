@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from autoscaler.units import Duration
+
 PRESET_NAMES = ("stalwart-smtp", "stalwart-imap", "stalwart-http", "stalwart-all")
 Preset = Literal["stalwart-smtp", "stalwart-imap", "stalwart-http", "stalwart-all"]
 
@@ -37,7 +39,7 @@ class PresetOptions(BaseModel):
     memory_scale_up_above: float = Field(80.0, gt=0, le=100)
     per_instance: float = Field(10000.0, gt=0, description="emails/hour one instance handles")
     headroom: float = Field(1.5, ge=1.0)
-    drain_within: float | str = Field("15m", description="time to drain a backlog in")
+    drain_within: Duration = Field(900.0, gt=0, description="time to drain a backlog in")
     max_active_deliveries: float = Field(
         20.0, ge=0, description="no scale-down while more outbound deliveries are in flight"
     )

@@ -61,7 +61,8 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _parse_pairs(text: str) -> tuple[tuple[float, int], ...]:
+def _parse_pairs(text: str, *, signed: bool) -> tuple[tuple[float, int], ...]:
+    """[[time, value], ...]; times are numbers, values integers (>= 0 unless `signed`)."""
     data = json.loads(text)
     if not isinstance(data, list):
         raise ValueError("not a list")
@@ -70,8 +71,11 @@ def _parse_pairs(text: str) -> tuple[tuple[float, int], ...]:
         if not (isinstance(item, list) and len(item) == 2):
             raise ValueError("items must be [time, value]")
         t, v = item
-        if isinstance(v, bool) or not isinstance(v, int) or isinstance(t, bool):
+        if isinstance(v, bool) or not isinstance(v, int) or isinstance(t, bool) \
+                or not isinstance(t, int | float):
             raise ValueError("items must be [time, integer]")
+        if v < 0 and not signed:
+            raise ValueError("a replica count is never negative")
         out.append((_parse_float(str(t)), v))
     return tuple(out)
 
@@ -89,8 +93,8 @@ def decode_state(labels: Mapping[str, str] | None, prefix: str) -> DecodedState:
         "last-scale-time": ("last_scale_time", _parse_float),
         "last-scale-direction": ("last_scale_direction", _parse_direction),
         "last-replicas": ("last_written", int),
-        "recommendations": ("recommendations", _parse_pairs),
-        "events": ("events", _parse_pairs),
+        "recommendations": ("recommendations", lambda s: _parse_pairs(s, signed=False)),
+        "events": ("events", lambda s: _parse_pairs(s, signed=True)),
         "manual-time": ("manual_time", _parse_float),
         "manual-direction": ("manual_direction", _parse_direction),
     }
@@ -101,10 +105,39 @@ def decode_state(labels: Mapping[str, str] | None, prefix: str) -> DecodedState:
             continue
         try:
             fields[name] = parse(raw)  # type: ignore[operator]
-        except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             problems.append(f"{prefix}{key}={raw[:60]!r} is unreadable; ignored")
     if isinstance(fields.get("last_written"), int) and fields["last_written"] < 0:  # type: ignore[operator]
         problems.append(f"{prefix}last-replicas is negative; ignored")
         del fields["last_written"]
     paused = labels.get(prefix + PAUSED, "").strip().lower() == "true"
     return DecodedState(TargetState(**fields), paused, tuple(problems))  # type: ignore[arg-type]
+
+
+def _union(a: tuple[tuple[float, int], ...],
+           b: tuple[tuple[float, int], ...]) -> tuple[tuple[float, int], ...]:
+    return tuple(sorted(set(a) | set(b)))
+
+
+def merge_states(on_target: TargetState, in_memory: TargetState | None) -> TargetState:
+    """Combine what the target says with what this process remembers.
+
+    The target is the truth for writes (another daemon may have scaled it after a
+    failover): its last scale wins when it is newer. Recommendations and events are the
+    union of both, so a restart keeps stabilization and a failover keeps what either saw.
+    """
+    if in_memory is None:
+        return on_target
+    newer = on_target
+    if (in_memory.last_scale_time or 0.0) > (on_target.last_scale_time or 0.0):
+        newer = in_memory
+    manual = in_memory if in_memory.manual_time is not None else on_target
+    return TargetState(
+        last_scale_time=newer.last_scale_time,
+        last_scale_direction=newer.last_scale_direction,
+        last_written=newer.last_written,
+        recommendations=_union(on_target.recommendations, in_memory.recommendations),
+        events=_union(on_target.events, in_memory.events),
+        manual_time=manual.manual_time,
+        manual_direction=manual.manual_direction,
+    )

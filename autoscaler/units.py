@@ -34,8 +34,9 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-def format_duration(seconds: float) -> str:
-    """The shortest exact Go-style spelling of a duration, for printing configs back."""
+def format_duration(seconds: float) -> str | float:
+    """Whole seconds as the shortest Go-style spelling (`1h30m`); anything finer as the
+    number of seconds itself, so printing a config back never loses precision."""
     if seconds == int(seconds):
         whole = int(seconds)
         parts = []
@@ -44,7 +45,7 @@ def format_duration(seconds: float) -> str:
                 parts.append(f"{whole // size}{unit}")
                 whole %= size
         return "".join(parts) or "0s"
-    return f"{seconds:g}s"
+    return seconds
 
 
 DURATION_PATTERN = r"^\s*([0-9.]+(ns|us|µs|ms|s|m|h))+\s*$|^\s*[0-9.]+\s*$"
@@ -52,7 +53,7 @@ DURATION_PATTERN = r"^\s*([0-9.]+(ns|us|µs|ms|s|m|h))+\s*$|^\s*[0-9.]+\s*$"
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
+    PlainSerializer(format_duration, return_type=str | float),
     WithJsonSchema(
         {
             "anyOf": [
