@@ -176,6 +176,146 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
+    """An Engine on the real Prometheus and backends; with `everything_dry` no write is
+    possible at all (explain)."""
+    from autoscaler.actuators.factory import BackendClients, DryRunActuator, make_actuator
+    from autoscaler.leader import NoElection, SwarmLeader
+    from autoscaler.loop import Engine
+    from autoscaler.sources.prometheus import PrometheusSource
+    from autoscaler.telemetry import Health, Telemetry
+
+    clients = BackendClients(timeout=max(5.0, settings.prometheus.timeout))
+
+    def factory(target: Any) -> Any:
+        actuator = make_actuator(target, clients)
+        if everything_dry or dry_run or settings.dry_run or target.dry_run:
+            return DryRunActuator(actuator)
+        return actuator
+
+    mode = settings.leader_election.mode
+    if mode == "swarm":
+        leadership: Any = SwarmLeader(clients.docker())
+    elif mode == "kubernetes":
+        raise NotImplementedError(
+            "leader_election.mode kubernetes (a Lease) is not available yet; "
+            "use mode none with one replica")
+    else:
+        leadership = NoElection()
+    telemetry = Telemetry()
+    health = Health(settings.evaluation_interval)
+    return Engine(settings, source=PrometheusSource(settings.prometheus),
+                  actuator_factory=factory, telemetry=telemetry, health=health,
+                  leadership=leadership, dry_run=dry_run or everything_dry)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from autoscaler import __version__
+    from autoscaler.loop import run_forever, setup_logging
+    from autoscaler.telemetry import TelemetryServer
+
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_BAD_INPUT
+    setup_logging()
+    try:
+        engine = _engine(settings, dry_run=args.dry_run, everything_dry=False)
+    except NotImplementedError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    engine.telemetry.info.labels(__version__).set(1)
+    if args.once:
+        try:
+            outcomes = engine.tick()
+        finally:
+            engine.close()
+        return EXIT_FAILURE if any(o.error for o in outcomes) else EXIT_OK
+    try:
+        server = TelemetryServer(settings.listen, engine.telemetry, engine.health)
+    except OSError as exc:
+        _err(f"cannot listen on {settings.listen}: {exc.strerror or exc}")
+        engine.close()
+        return EXIT_FAILURE
+    server.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    import logging
+
+    logging.getLogger("autoscaler").info(
+        "started: %d target(s), every %gs, metrics on http://%s/metrics",
+        len(settings.targets), settings.evaluation_interval, server.address)
+    try:
+        run_forever(engine, settings.evaluation_interval, stop)
+    finally:
+        server.stop()
+        engine.close()
+        logging.getLogger("autoscaler").info("stopped")
+    return EXIT_OK
+
+
+def _explain_text(outcome: Any, runtime: Any) -> str:
+    lines = []
+    d = outcome.decision
+    head = f"target {outcome.target} ({runtime.config.backend})"
+    if d is None:
+        return f"{head}: ERROR {outcome.error}"
+    ready = "?" if d.ready is None else d.ready
+    lines.append(f"{head}: current {d.current}, ready {ready} -> desired {d.desired} "
+                 f"({d.outcome}); bounds [{runtime.config.min_replicas}, "
+                 f"{runtime.config.max_replicas}]; winner {d.winner or '-'}")
+    rows = [("policy", "state", "value", "replicas", "reason")]
+    for p in d.policies:
+        rows.append((p.name, str(p.state), "-" if p.value is None else f"{p.value:.4g}",
+                     "-" if p.replicas is None else str(p.replicas), p.reason))
+    for g in d.guards:
+        rows.append((f"guard {g.name}", str(g.state),
+                     "-" if g.value is None else f"{g.value:.4g}",
+                     "veto" if g.active else "-", g.reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True))
+                     + "  " + r[4])
+    for c in d.clips:
+        lines.append(f"  clip {c.kind}: {c.before} -> {c.after} ({c.reason})")
+    if outcome.error:
+        lines.append(f"  error: {outcome.error}")
+    return "\n".join(lines)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from autoscaler.loop import setup_logging
+
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_BAD_INPUT
+    setup_logging("WARNING")
+    try:
+        engine = _engine(settings, dry_run=True, everything_dry=True)
+    except NotImplementedError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    try:
+        outcomes = engine.tick()
+    finally:
+        engine.close()
+    if args.json:
+        print(json.dumps([{"target": o.target, "error": o.error,
+                           "decision": o.decision.to_dict() if o.decision else None}
+                          for o in outcomes], indent=2))
+    else:
+        by_name = {rt.name: rt for rt in engine.runtimes}
+        print("\n\n".join(_explain_text(o, by_name[o.target]) for o in outcomes))
+    return EXIT_FAILURE if any(o.error for o in outcomes) else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoscaler",
@@ -183,6 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "(Docker Swarm and Kubernetes).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the control loop")
+    p.add_argument("--config", required=True, help="YAML or TOML config file")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read and decide everything, write nothing")
+    p.add_argument("--once", action="store_true", help="one tick, then exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("explain", help="one evaluation now, a table per target; writes nothing")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("check-config", help="validate a config file and print it effective")
     p.add_argument("file", help="YAML or TOML config file")

@@ -1,0 +1,83 @@
+"""Actuators by target: backend libraries are imported only when a target uses them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from autoscaler.actuators.base import Actuator
+from autoscaler.config import TargetConfig
+from autoscaler.model import TargetState, TargetStatus
+
+log = logging.getLogger("autoscaler.actuators")
+
+
+class BackendClients:
+    """One Docker client and one Kubernetes API client per process, created on first use."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._docker: Any = None
+        self._kube: Any = None
+
+    def docker(self) -> Any:
+        if self._docker is None:
+            from autoscaler.actuators.swarm import swarm_client
+
+            self._docker = swarm_client(self.timeout)
+        return self._docker
+
+    def kubernetes(self) -> Any:
+        if self._kube is None:
+            from autoscaler.actuators.kubernetes import kubernetes_api_client
+
+            self._kube = kubernetes_api_client()
+        return self._kube
+
+    def close(self) -> None:
+        for client in (self._docker, self._kube):
+            close = getattr(client, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.debug("closing a backend client failed", exc_info=True)
+
+
+def make_actuator(target: TargetConfig, clients: BackendClients) -> Actuator:
+    """The actuator for a target's backend (config validation guarantees its fields)."""
+    if target.backend == "swarm":
+        from autoscaler.actuators.swarm import SwarmActuator
+
+        return SwarmActuator(clients.docker(), str(target.service))
+    from autoscaler.actuators.kubernetes import KubernetesActuator
+
+    kind: Literal["deployment", "statefulset"] = (
+        "deployment" if target.deployment else "statefulset"
+    )
+    name = target.deployment or target.statefulset
+    return KubernetesActuator(clients.kubernetes(), kind, str(target.namespace), str(name),
+                              timeout=clients.timeout)
+
+
+class DryRunActuator:
+    """Reads through to the real backend; `scale` writes nothing, ever."""
+
+    def __init__(self, inner: Actuator) -> None:
+        self.inner = inner
+        self.would_have: list[tuple[int, TargetState]] = []
+
+    @property
+    def description(self) -> str:
+        return f"{self.inner.description} (dry-run)"
+
+    def status(self) -> TargetStatus:
+        return self.inner.status()
+
+    def scale(self, replicas: int, state: TargetState, *, expected_current: int) -> None:
+        self.would_have.append((replicas, state))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("record_event",):  # events are writes too
+            return lambda *a, **k: None
+        return getattr(self.inner, name)

@@ -1,0 +1,379 @@
+"""The live loop: one tick evaluates every target concurrently; APScheduler runs the ticks.
+
+Per target: read the status, merge the state kept on the target with what this process
+remembers, read its signals, `evaluate()`, write replicas + state in one update when the write
+gate allows (not dry-run, not paused, leader), and record the decision (JSON log line,
+metrics, Kubernetes event). A slow or failing target never delays the others: each runs in its
+own thread against a shared tick deadline, and an error is that target's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field, replace
+from datetime import UTC
+from typing import Any, Protocol
+
+from autoscaler.actuators.base import Actuator, ActuatorError, ConflictError
+from autoscaler.config import GuardConfig, Settings, TargetConfig
+from autoscaler.decide import detect_manual_change
+from autoscaler.evaluate import evaluate
+from autoscaler.leader import Leadership, NoElection, may_write
+from autoscaler.model import Decision, Outcome, Signal, TargetStatus
+from autoscaler.state import merge_states
+from autoscaler.telemetry import Health, Telemetry
+from policies import Policy
+
+log = logging.getLogger("autoscaler.loop")
+decision_log = logging.getLogger("autoscaler.decision")
+CONFLICT_RETRIES = 2
+
+
+class SignalSource(Protocol):
+    def read(self, requests: Sequence[Any], now: float, deadline: float) -> dict[str, Signal]:
+        ...
+
+    def check_reachable(self, deadline: float) -> str | None: ...
+
+    def close(self) -> None: ...
+
+
+ActuatorFactory = Callable[[TargetConfig], Actuator]
+
+
+@dataclass
+class TargetRuntime:
+    """A configured target and what the loop remembers about it between ticks."""
+
+    config: TargetConfig
+    policies: list[Policy]
+    guards: list[GuardConfig]
+    dry_run: bool
+    actuator: Actuator | None = None
+    state: Any = None  # TargetState | None: merged with the target's own at every tick
+    refused: str | None = None  # a standing reason never to write (HPA conflict)
+    hpa_checked: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass
+class TargetOutcome:
+    """What one tick did for one target."""
+
+    target: str
+    decision: Decision | None = None
+    written: bool = False
+    skipped: str = ""
+    error: str | None = None
+    signals: dict[str, Signal] = field(default_factory=dict)
+
+
+def signal_key(target: str, kind: str, label: str) -> str:
+    return f"{target}\x1f{kind}\x1f{label}"
+
+
+def build_runtimes(settings: Settings, dry_run: bool) -> list[TargetRuntime]:
+    return [TargetRuntime(t, t.effective_policies(), t.effective_guards(),
+                          dry_run or settings.dry_run or t.dry_run)
+            for t in settings.targets]
+
+
+class Engine:
+    """Ticks over the configured targets. Thread-safe for one tick at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: SignalSource,
+        actuator_factory: ActuatorFactory,
+        telemetry: Telemetry | None = None,
+        health: Health | None = None,
+        leadership: Leadership | None = None,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.actuator_factory = actuator_factory
+        self.telemetry = telemetry or Telemetry()
+        self.health = health or Health(settings.evaluation_interval)
+        self.leadership: Leadership = leadership or NoElection()
+        self.dry_run_override = dry_run
+        self.clock = clock
+        self.runtimes = build_runtimes(settings, dry_run)
+        self._pool = ThreadPoolExecutor(max_workers=max(2, min(32, len(self.runtimes))),
+                                        thread_name_prefix="target")
+        self._lock = threading.Lock()
+        self.health.config_loaded = True
+
+    # ----------------------------------------------------------------------- ticks
+
+    def tick_deadline(self) -> float:
+        """A tick may take the interval, or the query timeout plus a margin if longer."""
+        budget = max(self.settings.evaluation_interval, self.settings.prometheus.timeout + 1.0)
+        return time.monotonic() + budget
+
+    def tick(self) -> list[TargetOutcome]:
+        """Evaluate every target once; never raises."""
+        with self._lock:
+            started = time.monotonic()
+            now = self.clock()
+            deadline = self.tick_deadline()
+            leader = self._leader()
+            futures: dict[Future[TargetOutcome], TargetRuntime] = {
+                self._pool.submit(self._tick_target, rt, now, deadline, leader): rt
+                for rt in self.runtimes
+            }
+            prom_problem: Future[str | None] = self._pool.submit(
+                self.source.check_reachable, deadline)
+            done, _ = wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()) + 2.0)
+            outcomes = []
+            for fut, rt in futures.items():
+                if fut in done:
+                    try:
+                        outcomes.append(fut.result())
+                    except Exception as exc:
+                        log.exception("target %s: tick failed", rt.name)
+                        outcomes.append(TargetOutcome(rt.name, error=f"internal error: {exc}"))
+                else:
+                    outcomes.append(TargetOutcome(rt.name, error="timed out in this tick"))
+            problems = {o.target: o.error for o in outcomes if o.error}
+            try:
+                prom = prom_problem.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+            except Exception as exc:
+                prom = f"check failed: {exc}"
+            if prom:
+                problems["prometheus"] = prom
+            self.health.set_problems({k: v for k, v in problems.items() if v})
+            self.health.role = self.leadership.role
+            self.health.ticked()
+            self.telemetry.ticks.inc()
+            self.telemetry.tick_seconds.observe(time.monotonic() - started)
+            self.telemetry.last_tick.set(time.time())
+            if not any(o.error for o in outcomes):
+                self.telemetry.last_success.set(time.time())
+            return outcomes
+
+    def _leader(self) -> bool:
+        try:
+            leader = self.leadership.is_leader()
+        except Exception:
+            log.exception("leader check failed; acting as standby")
+            leader = False
+        self.telemetry.leader.set(1 if leader else 0)
+        return leader
+
+    def _actuator(self, rt: TargetRuntime) -> Actuator:
+        if rt.actuator is None:
+            rt.actuator = self.actuator_factory(rt.config)
+        return rt.actuator
+
+    def _timed(self, rt: TargetRuntime, verb: str, call: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        try:
+            return call()
+        except Exception:
+            self.telemetry.actuation_errors.labels(rt.name, verb).inc()
+            raise
+        finally:
+            self.telemetry.actuation_seconds.labels(rt.name, verb).observe(
+                time.monotonic() - started)
+
+    def _check_hpa(self, rt: TargetRuntime, actuator: Actuator) -> None:
+        """Refuse a Kubernetes workload that a HorizontalPodAutoscaler also scales."""
+        check = getattr(actuator, "hpa_conflict", None)
+        if rt.hpa_checked or check is None:
+            return
+        conflict = check()
+        rt.hpa_checked = True
+        if conflict:
+            rt.refused = conflict
+            log.error("target %s: %s; it will be read but never written", rt.name, conflict)
+
+    def _tick_target(self, rt: TargetRuntime, now: float, deadline: float,
+                     leader: bool) -> TargetOutcome:
+        outcome = TargetOutcome(rt.name)
+        try:
+            actuator = self._actuator(rt)
+            status: TargetStatus = self._timed(rt, "status", actuator.status)
+            self._check_hpa(rt, actuator)
+        except (ActuatorError, ValueError, OSError) as exc:
+            return self._failed(rt, outcome, f"reading {rt.config.backend} target: {exc}")
+        requests = self._requests(rt)
+        started = time.monotonic()
+        signals = self.source.read(requests, now, deadline)
+        self.telemetry.query_seconds.labels(rt.name).observe(time.monotonic() - started)
+        outcome.signals = signals
+        for attempt in range(CONFLICT_RETRIES + 1):
+            decision, before = self._decide(rt, status, signals, now, leader)
+            outcome.decision = decision
+            allowed, why = may_write(dry_run=rt.dry_run, paused=status.paused,
+                                     leader=leader and rt.refused is None)
+            if rt.refused:
+                why = rt.refused
+            if decision.desired == status.current:
+                rt.state = decision.state
+                break
+            if not allowed:
+                outcome.skipped = why
+                rt.state = decision.state
+                break
+            def write(d: Decision = decision, s: TargetStatus = status) -> None:
+                actuator.scale(d.desired, d.state, expected_current=s.current)
+
+            try:
+                self._timed(rt, "scale", write)
+            except ConflictError as exc:
+                log.warning("target %s: %s; re-reading (attempt %d)", rt.name, exc, attempt + 1)
+                try:
+                    status = self._timed(rt, "status", actuator.status)
+                except ActuatorError as exc2:
+                    rt.state = self._unwritten(decision, before)
+                    return self._failed(rt, outcome, f"re-reading after a conflict: {exc2}")
+                continue
+            except (ActuatorError, OSError) as exc:
+                rt.state = self._unwritten(decision, before)
+                self._event(actuator, "FailedRescale",
+                            f"failed to scale to {decision.desired}: {exc}", "Warning")
+                self._record(rt, outcome, decision)
+                return self._failed(rt, outcome, f"writing {decision.desired} replicas: {exc}")
+            outcome.written = True
+            rt.state = decision.state
+            direction = "up" if decision.desired > status.current else "down"
+            self.telemetry.scale_writes.labels(rt.name, direction).inc()
+            winner = decision.winner or "bounds"
+            self._event(actuator, "SuccessfulRescale",
+                        f"New size: {decision.desired}; reason: {winner} "
+                        f"({self._winner_reason(decision)})")
+            break
+        else:
+            outcome.skipped = "gave up after repeated conflicts"
+        if outcome.decision is not None:
+            self._record(rt, outcome, outcome.decision)
+        return outcome
+
+    def _decide(self, rt: TargetRuntime, status: TargetStatus, signals: dict[str, Signal],
+                now: float, leader: bool) -> tuple[Decision, Any]:
+        state = merge_states(status.state, rt.state)
+        status = replace(status, state=state)
+        writes = not (rt.dry_run or status.paused or not leader or rt.refused)
+        decision = evaluate(
+            target=rt.name, now=now, status=status, policies=rt.policies,
+            policy_signals={p.label: signals[signal_key(rt.name, "policy", p.label)]
+                            for p in rt.policies},
+            guards=rt.guards,
+            guard_signals={g.label: signals[signal_key(rt.name, "guard", g.label)]
+                           for g in rt.guards},
+            rules=rt.config.rules(), dry_run=not writes,
+        )
+        return replace(decision, dry_run=rt.dry_run), detect_manual_change(status, now)
+
+    @staticmethod
+    def _unwritten(decision: Decision, before: Any) -> Any:
+        """The state to keep when the write did not happen: the recommendation only."""
+        return replace(decision.state, events=before.events,
+                       last_scale_time=before.last_scale_time,
+                       last_scale_direction=before.last_scale_direction,
+                       last_written=before.last_written)
+
+    def _requests(self, rt: TargetRuntime) -> list[Any]:
+        from autoscaler.sources.prometheus import SignalRequest
+
+        return [
+            *(SignalRequest(signal_key(rt.name, "policy", p.label), p.query, p.window_seconds())
+              for p in rt.policies),
+            *(SignalRequest(signal_key(rt.name, "guard", g.label), g.query, 0.0)
+              for g in rt.guards),
+        ]
+
+    @staticmethod
+    def _winner_reason(decision: Decision) -> str:
+        return next((p.reason for p in decision.policies if p.name == decision.winner),
+                    "bounds")
+
+    def _event(self, actuator: Actuator, reason: str, message: str,
+               type_: str = "Normal") -> None:
+        record = getattr(actuator, "record_event", None)
+        if record is not None:
+            try:
+                record(reason, message, type_)
+            except Exception:
+                log.warning("could not record event %s", reason, exc_info=True)
+
+    def _failed(self, rt: TargetRuntime, outcome: TargetOutcome, error: str) -> TargetOutcome:
+        outcome.error = error
+        log.error("target %s: %s; holding its size", rt.name, error)
+        decision_log.info(json.dumps({"event": "target_error", "target": rt.name,
+                                      "error": error}))
+        return outcome
+
+    def _record(self, rt: TargetRuntime, outcome: TargetOutcome, decision: Decision) -> None:
+        status_paused = decision.outcome is Outcome.PAUSED
+        self.telemetry.record_decision(decision, rt.config.min_replicas,
+                                       rt.config.max_replicas, status_paused)
+        line = {"event": "decision", **decision.to_dict(), "written": outcome.written,
+                "skipped": outcome.skipped or None}
+        decision_log.info(json.dumps(line, default=str))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.source.close()
+        finally:
+            self.leadership.close()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; decision lines are already JSON and are passed through."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == decision_log.name and message.startswith("{"):
+            return message
+        line: dict[str, Any] = {"time": round(record.created, 3), "level": record.levelname,
+                                "logger": record.name, "message": message}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def run_forever(engine: Engine, interval: float, stop: threading.Event) -> None:
+    """Tick every `interval` with APScheduler (max_instances=1, coalesce) until `stop`.
+
+    On stop the scheduler finishes the tick in flight before returning.
+    """
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True,
+                                                  "misfire_grace_time": None})
+    scheduler.add_job(engine.tick, "interval", seconds=interval, id="tick",
+                      next_run_time=_now_for_scheduler())
+    scheduler.start()
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)
+
+
+def _now_for_scheduler() -> Any:
+    from datetime import datetime
+
+    return datetime.now(UTC)
