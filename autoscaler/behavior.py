@@ -190,15 +190,6 @@ class NormalizeSteps:
     limited_by: LimitedBy | None
 
 
-def _in_window(t: float, now: float, seconds: int) -> bool:
-    """True when ``t`` is strictly after ``now − seconds``; a 0 s window holds nothing.
-
-    The explicit 0 s case also keeps a record stamped in the future (a skewed clock on
-    another leader) out of a window that is meant to be empty.
-    """
-    return seconds > 0 and t > now - seconds
-
-
 def stabilize(
     current: int,
     recommended: int,
@@ -218,11 +209,15 @@ def stabilize(
     down_window = behavior.scale_down.stabilization_window_seconds
     floor = recommended
     ceiling = recommended
+    # An entry counts when its time is strictly after now - window; a 0 s window holds
+    # nothing, not even a record stamped in the future by a skewed clock elsewhere.
+    up_cut = now - up_window if up_window > 0 else math.inf
+    down_cut = now - down_window if down_window > 0 else math.inf
     for t, value in recommendations:
-        if _in_window(t, now, up_window):
-            floor = min(floor, value)
-        if _in_window(t, now, down_window):
-            ceiling = max(ceiling, value)
+        if t > up_cut and value < floor:
+            floor = value
+        if t > down_cut and value > ceiling:
+            ceiling = value
     return min(max(current, floor), ceiling)
 
 

@@ -188,8 +188,17 @@ def detect_manual_change(status: TargetStatus, now: float) -> TargetState:
 def prune_history(
     pairs: Sequence[tuple[float, int]], now: float, keep_seconds: float
 ) -> tuple[tuple[float, int], ...]:
-    """Keep only what a window or period can still see."""
-    return tuple((t, v) for t, v in pairs if t > now - keep_seconds)
+    """Keep only what a window or period can still see.
+
+    History is kept in time order, so only a run of the oldest entries drops. Pruning is
+    memory hygiene only: every window and period checks each entry's time itself, so an
+    entry left behind by a clock step can never count.
+    """
+    cut = now - keep_seconds
+    start = 0
+    while start < len(pairs) and pairs[start][0] <= cut:
+        start += 1
+    return tuple(pairs[start:])
 
 
 def next_state(

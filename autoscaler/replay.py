@@ -97,7 +97,6 @@ def simulate(
     t0, t_end = trace.t[0], trace.t[-1]
     start = contender.static_replicas or initial_replicas
     plant = Plant.running(params, start, t0)
-    history = ScrapeHistory(params)
     state = TargetState()
     policy_names = {}
     for p in contender.policies:
@@ -115,6 +114,8 @@ def simulate(
         else:
             guard_names[g.label] = name
     guards = [g for g in contender.guards if g.label in guard_names]
+    history = ScrapeHistory(params, {*policy_names.values(), *guard_names.values()})
+    windows = {p.label: max(p.window_seconds(), 0.0) for p in policies}
 
     next_scrape = t0
     next_eval = t0 + contender.interval
@@ -147,7 +148,6 @@ def simulate(
             next_eval += contender.interval
             ready = plant.serving(t)
             status = TargetStatus(current=plant.replicas, ready=ready, state=state)
-            windows = {p.label: max(p.window_seconds(), 0.0) for p in policies}
             psignals = {label: history.signal(policy_names[label], t, windows[label])
                         for label in policy_names}
             gsignals = {label: history.signal(guard_names[label], t, 0.0)

@@ -60,8 +60,9 @@ class QueueTrendPolicy(Policy):
     def recommend(self, signal: Signal, ctx: PolicyContext) -> Recommendation:
         if not signal.samples:
             return Recommendation(None, "no sample")
-        newest = signal.samples[-1].t
-        window = tuple(s for s in signal.samples if s.t >= newest - self.window - 1e-9)
+        samples = signal.samples
+        cut = samples[-1].t - self.window - 1e-9
+        window = samples if samples[0].t >= cut else tuple(s for s in samples if s.t >= cut)
         if self.signal == "depth":
             growth = slope_per_hour(window)
             if growth is None:

@@ -7,8 +7,6 @@ one content threshold blocks a scale-down that another policy would allow (none 
 
 from __future__ import annotations
 
-from itertools import pairwise
-from statistics import median
 from typing import Literal
 
 from pydantic import Field
@@ -28,8 +26,9 @@ def covers_window(times: tuple[float, ...], window: float) -> bool:
         return bool(times)
     if len(times) < 2:
         return False
-    spacing = median(b - a for a, b in pairwise(times))
-    return times[-1] - times[0] >= window - spacing - 1e-9
+    span = times[-1] - times[0]
+    spacing = span / (len(times) - 1)  # the mean: samples come at the scrape interval
+    return span >= window - spacing - 1e-9
 
 
 class ThresholdPolicy(Policy):
@@ -62,8 +61,9 @@ class ThresholdPolicy(Policy):
     def recommend(self, signal: Signal, ctx: PolicyContext) -> Recommendation:
         if not signal.samples:
             return Recommendation(None, "no sample")
-        newest = signal.samples[-1].t
-        window = [s for s in signal.samples if s.t >= newest - self.for_ - 1e-9]
+        samples = signal.samples
+        cut = samples[-1].t - self.for_ - 1e-9
+        window = samples if samples[0].t >= cut else tuple(s for s in samples if s.t >= cut)
         values = [s.value for s in window]
         shown = f"{values[-1]:.4g}"
         if not covers_window(tuple(s.t for s in window), self.for_):

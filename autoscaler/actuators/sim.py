@@ -8,6 +8,7 @@ the policies see the lag and smoothing they see live.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from autoscaler.model import Sample, Signal, SignalState
@@ -83,16 +84,18 @@ class Plant:
 class ScrapeHistory:
     """What Prometheus would hold: counters and gauges at each scrape, and derived series."""
 
-    def __init__(self, params: PlantParams) -> None:
+    SERIES = ("cpu", "memory", "queue", "arrival_rate", "processed_rate", "net_inflow",
+              "latency", "active_deliveries")
+
+    def __init__(self, params: PlantParams, wanted: Iterable[str] | None = None) -> None:
+        """`wanted`: the series to keep (default all); skipping the rest keeps replay fast."""
         self.params = params
+        self.wanted = frozenset(self.SERIES if wanted is None else wanted) | {"cpu"}
         self.times: list[float] = []
         self._counters: dict[str, list[float]] = {
             "arrived": [], "processed": [], "cpu_seconds": [], "serving_seconds": [],
         }
-        self.series: dict[str, list[Sample]] = {
-            name: [] for name in ("cpu", "memory", "queue", "arrival_rate", "processed_rate",
-                                  "net_inflow", "latency", "active_deliveries")
-        }
+        self.series: dict[str, list[Sample]] = {name: [] for name in self.SERIES}
         self._series_times: dict[str, list[float]] = {name: [] for name in self.series}
 
     def _rate(self, counter: str, window: float) -> float | None:
@@ -105,7 +108,7 @@ class ScrapeHistory:
         return (values[-1] - values[i]) / span if span > 0 else None
 
     def _add(self, name: str, t: float, value: float | None) -> None:
-        if value is not None:
+        if value is not None and name in self.wanted:
             self.series[name].append(Sample(t, value))
             self._series_times[name].append(t)
 
@@ -113,26 +116,30 @@ class ScrapeHistory:
         self.times.append(t)
         for name in self._counters:
             self._counters[name].append(getattr(plant, name))
-        p = self.params
+        p, want = self.params, self.wanted
         serving = plant.serving(t)
         capacity = serving * p.capacity_per_instance
-        arrival = self._rate("arrived", p.rate_window)
-        processed = self._rate("processed", p.rate_window)
         busy = self._rate("cpu_seconds", p.cpu_window)
         alive = self._rate("serving_seconds", p.cpu_window)
         if busy is not None and alive:
             self._add("cpu", t, 100.0 * busy / alive)
+        if want & {"arrival_rate", "net_inflow"}:
+            arrival = self._rate("arrived", p.rate_window)
+            self._add("arrival_rate", t, None if arrival is None else arrival * 3600.0)
+        if want & {"processed_rate", "net_inflow", "active_deliveries"}:
+            processed = self._rate("processed", p.rate_window)
+            self._add("processed_rate", t, None if processed is None else processed * 3600.0)
+            if "net_inflow" in want and arrival is not None and processed is not None:
+                self._add("net_inflow", t, (arrival - processed) * 3600.0)
         if serving:
             self._add("memory", t, BASE_MEMORY + BUSY_MEMORY * plant.last_util)
-            per_node = (processed or 0.0) / 3600.0 * DELIVERY_SECONDS / serving
-            self._add("active_deliveries", t, per_node)
+            if "active_deliveries" in want:
+                per_node = (processed or 0.0) / 3600.0 * DELIVERY_SECONDS / serving
+                self._add("active_deliveries", t, per_node)
         self._add("queue", t, plant.queue)
-        self._add("arrival_rate", t, None if arrival is None else arrival * 3600.0)
-        self._add("processed_rate", t, None if processed is None else processed * 3600.0)
-        if arrival is not None and processed is not None:
-            self._add("net_inflow", t, (arrival - processed) * 3600.0)
-        latency = BASE_LATENCY + (plant.queue / (capacity / 3600.0) if capacity else 3600.0)
-        self._add("latency", t, latency)
+        if "latency" in want:
+            wait = plant.queue / (capacity / 3600.0) if capacity else 3600.0
+            self._add("latency", t, BASE_LATENCY + wait)
 
     def signal(self, name: str, now: float, window: float) -> Signal:
         """The samples of `name` over (now - window, now], at least the newest; else empty."""

@@ -1,0 +1,549 @@
+"""Reading signals from Prometheus: one bounded, deadline-aware batch of queries per tick.
+
+The pure part, `classify_response`, turns whatever Prometheus (or something pretending to be
+it) answered into a `Signal` with a state; `PrometheusSource` only moves bytes. Nothing here
+raises for a bad answer: a policy that cannot be fed is "not reported", never a crashed tick.
+
+Two clocks, on purpose: `now` is epoch seconds, the evaluation time sent to Prometheus and the
+reference for staleness; `deadline` is a `time.monotonic()` value, so a wall-clock step (NTP)
+can neither cut a tick short nor stretch it.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import logging
+import math
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
+from urllib3.util.retry import Retry
+
+from autoscaler.config import PrometheusConfig
+from autoscaler.model import Sample, Signal, SignalState
+
+__all__ = ["PrometheusSource", "SignalRequest", "classify_response"]
+
+log = logging.getLogger(__name__)
+
+RESULT_TYPES = ("vector", "matrix", "scalar")
+MAX_POINTS = 10_000  # Prometheus refuses a range query of more than 11,000 points
+MIN_ATTEMPT = 0.05  # seconds: an attempt with less time left than this is not worth sending
+MARGIN = 0.1  # seconds kept back before the deadline: a timed-out attempt still reports why
+DETAIL_CHARS = 240
+# Prometheus writes sample values as Go floats in strings: digits, an exponent, NaN or ±Inf.
+# float() alone would also take "1_000", " 1" or "infinity".
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN")
+
+
+@dataclass(frozen=True)
+class SignalRequest:
+    """One signal to read: `window` seconds of history, or 0 for only the latest value."""
+
+    key: str
+    query: str
+    window: float
+
+
+# --------------------------------------------------------------------------- classification
+
+
+class _Malformed(Exception):
+    """The answer does not have the shape of a Prometheus query response."""
+
+
+def one_line(text: str, limit: int = DETAIL_CHARS) -> str:
+    """A detail fits one log line: whitespace collapsed, long text cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _snippet(text: str) -> str:
+    """A hostile string, shown whole when short, else only its length (never a cut piece)."""
+    return repr(text) if len(text) <= 40 else f"({len(text)} characters)"
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _shown(value: Any) -> str:
+    return _snippet(value) if isinstance(value, str) else _json_type(value)
+
+
+def _number(raw: Any, what: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise _Malformed(f"{what} is {_json_type(raw)}, not a number")
+    if isinstance(raw, str) and not _NUMBER.fullmatch(raw):
+        raise _Malformed(f"{what} {_snippet(raw)} is not a number")
+    try:
+        return float(raw)
+    except (OverflowError, ValueError) as exc:  # an int too large for a float
+        raise _Malformed(f"{what} is out of range") from exc
+
+
+def _point(raw: Any) -> Sample:
+    if not isinstance(raw, list | tuple) or len(raw) != 2:
+        raise _Malformed("a sample is not a [timestamp, value] pair")
+    t = _number(raw[0], "a timestamp")
+    if not math.isfinite(t):
+        raise _Malformed("a timestamp is not finite")
+    return Sample(t, _number(raw[1], "a value"))
+
+
+def _series_points(series: Any, key: str) -> list[Sample]:
+    if not isinstance(series, dict):
+        raise _Malformed(f"a series is {_json_type(series)}, not an object")
+    if key not in series:
+        raise _Malformed(f"a series has no {key!r}")
+    raw = series[key]
+    if key == "value":
+        return [_point(raw)]
+    if not isinstance(raw, list):
+        raise _Malformed(f"a series' values are {_json_type(raw)}, not an array")
+    return [_point(p) for p in raw]
+
+
+def _samples(result_type: str, result: Any) -> tuple[int, list[Sample]]:
+    """(number of series, samples) of a well-formed `data.result`."""
+    if result_type == "scalar":
+        return 1, [_point(result)]
+    if not isinstance(result, list):
+        raise _Malformed(f"a {result_type} result is {_json_type(result)}, not an array")
+    if len(result) != 1:
+        return len(result), []
+    return 1, _series_points(result[0], "value" if result_type == "vector" else "values")
+
+
+def classify_response(
+    payload: Any,
+    now: float,
+    scrape_interval: float,
+    *,
+    endpoint: str = "Prometheus",
+    secrets: Sequence[str] = (),
+) -> Signal:
+    """The signal in a decoded /api/v1/query(_range) body, with its state; never raises.
+
+    Errors win over empty, empty over nan, nan over stale: a state says what is wrong first.
+    Staleness is judged by the newest point's own timestamp against `now` (epoch seconds).
+    `secrets` are blanked out of the detail (a proxy may echo what it was sent).
+    """
+    try:
+        signal = _classify(payload, now, scrape_interval, endpoint)
+    except _Malformed as exc:
+        signal = Signal.bad(SignalState.ERROR, f"malformed answer from {endpoint}: {exc}")
+    except Exception as exc:  # a hostile payload must not crash the tick
+        signal = Signal.bad(
+            SignalState.ERROR, f"unreadable answer from {endpoint} ({type(exc).__name__})"
+        )
+    return Signal(signal.state, signal.samples, redact(signal.detail, secrets))
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """One short line with every secret blanked out; blanked before cut, so no piece leaks."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return one_line(text)
+
+
+def _classify(payload: Any, now: float, scrape_interval: float, endpoint: str) -> Signal:
+    if not isinstance(payload, dict):
+        raise _Malformed(f"the body is {_json_type(payload)}, not an object")
+    status = payload.get("status")
+    if status == "error":
+        kind, text = payload.get("errorType"), payload.get("error")
+        said = ": ".join(str(x) for x in (kind, text) if isinstance(x, str) and x)
+        return Signal.bad(SignalState.ERROR, f"{endpoint} said: {said or 'error (no message)'}")
+    if status != "success":
+        raise _Malformed(f"status {_shown(status) if 'status' in payload else 'missing'}")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise _Malformed("no 'data' object")
+    result_type = data.get("resultType")
+    if not isinstance(result_type, str) or result_type not in RESULT_TYPES:
+        shown = _shown(result_type) if "resultType" in data else "missing"
+        raise _Malformed(f"resultType {shown} is not vector, matrix or scalar")
+    if "result" not in data:
+        raise _Malformed("no 'result'")
+    n_series, samples = _samples(result_type, data["result"])
+    if n_series > 1:
+        return Signal.bad(
+            SignalState.ERROR,
+            f"{endpoint} returned {n_series} series; aggregate it with sum/avg/max",
+        )
+    if not samples:
+        what = "no series" if n_series == 0 else "a series without points"
+        return Signal.bad(SignalState.EMPTY, f"{what} for this query")
+    samples.sort(key=lambda s: s.t)
+    bad = sum(1 for s in samples if not math.isfinite(s.value))
+    if bad:
+        return Signal.bad(SignalState.NAN, f"NaN or ±Inf in {bad} of {len(samples)} samples")
+    age = now - samples[-1].t
+    if age > 2 * scrape_interval:
+        return Signal.bad(
+            SignalState.STALE,
+            f"newest sample is {age:.0f}s old (more than 2 × the {scrape_interval:g}s "
+            "scrape interval)",
+        )
+    return Signal.ok(tuple(samples))
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class _Transient(Exception):  # a signal carrier, not an error type of its own
+    """A failure worth another attempt (transport, timeout, 5xx); carries its signal."""
+
+    def __init__(self, signal: Signal) -> None:
+        super().__init__(signal.detail)
+        self.signal = signal
+
+
+class _LastResponse(threading.local):
+    """The raw response of this thread's latest request.
+
+    prometheus-api-client hands back only `data.result`: it drops `resultType` and folds
+    Prometheus' `error` text into an exception string. A session response hook keeps the whole
+    response so `classify_response` sees exactly what Prometheus said.
+    """
+
+    response: requests.Response | None = None
+
+
+def _remember(local: _LastResponse) -> Callable[..., None]:
+    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        local.response = response
+
+    return hook
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (requests and urllib3 nest several levels)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        wrapped = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+        todo.extend(w for w in wrapped if isinstance(w, BaseException))
+
+
+def _transport_reason(exc: BaseException, timeout: float) -> str:
+    """Why a request failed, in a few words and without the request URL (it has the query)."""
+    names = {type(c).__name__ for c in _causes(exc)}
+    if isinstance(exc, requests.Timeout) or names & {"ReadTimeoutError", "ConnectTimeoutError",
+                                                     "TimeoutError"}:
+        return f"timed out after {timeout:.3g}s"
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed ({cause.verify_message})"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection broken while reading the answer"
+    return f"request failed ({type(exc).__name__})"
+
+
+def _public_url(url: str) -> str:
+    """The URL without user:password@, fit to name in details and logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class _Tick:
+    """One read's view of the client: this tick's headers, auth and the secrets to hide.
+
+    Secret files are read at every tick (tokens and passwords rotate while the daemon runs);
+    the client is a shallow copy sharing the session, so concurrent callers never mix secrets.
+    """
+
+    client: PrometheusConnect
+    secrets: tuple[str, ...]
+
+    def scrub(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+    def error(self, detail: str) -> Signal:
+        return Signal.bad(SignalState.ERROR, self.scrub(detail))
+
+
+class _SecretError(Exception):
+    """A secret file cannot be used; the message names the file, never its content."""
+
+
+def _read_secret(path: Path, key: str) -> str:
+    try:
+        text = path.read_bytes().decode("utf-8").strip()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise _SecretError(f"cannot read {key} {path}: {reason}") from None
+    except UnicodeDecodeError:
+        raise _SecretError(f"{key} {path} is not UTF-8 text") from None
+    if not text:
+        raise _SecretError(f"{key} {path} is empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise _SecretError(f"{key} {path} holds control characters (a line break?)")
+    return text
+
+
+class PrometheusSource:
+    """Prometheus queries for one daemon: a session, a bounded pool of workers, retries.
+
+    Thread-safe: `read` (the tick) and `check_reachable` (/readyz) may run at the same time.
+    """
+
+    def __init__(self, config: PrometheusConfig) -> None:
+        self.config = config
+        self.endpoint = _public_url(config.url)
+        self._last = _LastResponse()
+        session = requests.Session()
+        session.verify = str(config.ca_file) if config.ca_file else config.verify_tls
+        session.hooks["response"].append(_remember(self._last))
+        # The client's own retries stay off: tenacity alone retries, within the tick's deadline.
+        self._prom = PrometheusConnect(
+            url=config.url, session=session, retry=Retry(total=0), timeout=config.timeout
+        )
+        # Same adapter, with a pool big enough for every worker to keep its connection.
+        pool = max(10, config.max_concurrent_queries)
+        session.mount(config.url, HTTPAdapter(max_retries=Retry(total=0), pool_maxsize=pool))
+        self._session = session
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.max_concurrent_queries, thread_name_prefix="prometheus"
+        )
+
+    # ----------------------------------------------------------------- public API
+
+    def read(
+        self, requests_: Sequence[SignalRequest], now: float, deadline: float
+    ) -> dict[str, Signal]:
+        """Every request's signal by key; returns by `deadline` (monotonic) and never raises.
+
+        `now` (epoch seconds) is the evaluation time; identical (query, window) pairs are
+        sent once. A query still unanswered at the deadline is an `error`.
+        """
+        if not requests_:
+            return {}
+        try:
+            return self._read(requests_, now, deadline)
+        except Exception as exc:  # the tick must go on with "not reported"
+            log.error("reading %s failed: %s", self.endpoint, type(exc).__name__)
+            detail = f"reading {self.endpoint} failed ({type(exc).__name__})"
+            return {r.key: Signal.bad(SignalState.ERROR, detail) for r in requests_}
+
+    def check_reachable(self, deadline: float) -> str | None:
+        """None when Prometheus answers /-/ready in time, else why not (for /readyz)."""
+        where = f"{self.endpoint}/-/ready"
+        try:
+            tick = self._tick()
+        except _SecretError as exc:
+            return str(exc)
+        timeout = min(self.config.timeout, deadline - time.monotonic())
+        if timeout < MIN_ATTEMPT:
+            return f"no time left to ask {where}"
+        try:
+            response = self._session.get(
+                f"{self.config.url}/-/ready",
+                headers=tick.client.headers,
+                auth=tick.client.auth,
+                timeout=timeout,
+                # Explicit, as the client passes it: left unset, REQUESTS_CA_BUNDLE in the
+                # environment would replace ca_file and even verify_tls: false.
+                verify=self._session.verify,
+            )
+        except Exception as exc:  # /readyz must answer, whatever happened
+            return tick.scrub(f"{where}: {_transport_reason(exc, timeout)}")
+        if response.status_code != 200:
+            return tick.scrub(f"{where}: HTTP {response.status_code} {response.reason or ''}")
+        return None
+
+    def close(self) -> None:
+        """Stop the workers (queued queries are dropped) and close the connections."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._session.close()
+
+    def __enter__(self) -> PrometheusSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- internals
+
+    def _tick(self) -> _Tick:
+        cfg = self.config
+        headers = dict(cfg.headers)
+        auth: tuple[bytes, bytes] | None = None
+        secrets = [v for v in headers.values() if len(v) >= 4]
+        url = urlsplit(cfg.url)
+        if url.password:
+            userinfo = f"{url.username or ''}:{url.password}".encode()
+            secrets += [url.password, base64.b64encode(userinfo).decode()]
+        if cfg.bearer_token_file is not None:
+            token = _read_secret(cfg.bearer_token_file, "bearer_token_file")
+            headers["Authorization"] = f"Bearer {token}"
+            secrets.append(token)
+        if cfg.basic_auth is not None:
+            password = _read_secret(cfg.basic_auth.password_file, "basic_auth.password_file")
+            # bytes: requests would encode a str as latin-1 and fail with the password in the
+            # exception message.
+            auth = (cfg.basic_auth.username.encode(), password.encode())
+            # What goes on the wire is base64(user:password): as secret as the password.
+            secrets += [password, base64.b64encode(b":".join(auth)).decode()]
+        client = copy.copy(self._prom)
+        client.headers, client.auth = headers, auth
+        return _Tick(client, tuple(secrets))
+
+    def _read(
+        self, requests_: Sequence[SignalRequest], now: float, deadline: float
+    ) -> dict[str, Signal]:
+        try:
+            tick = self._tick()
+        except _SecretError as exc:
+            return {r.key: Signal.bad(SignalState.ERROR, str(exc)) for r in requests_}
+        futures: dict[tuple[str, float], Future[Signal]] = {}
+        for request in requests_:
+            pair = (request.query, float(request.window))
+            if pair not in futures:
+                futures[pair] = self._pool.submit(self._fetch, tick, *pair, now, deadline)
+        done, _ = wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        results: dict[tuple[str, float], Signal] = {}
+        for pair, future in futures.items():
+            if future not in done:
+                future.cancel()  # not started yet: drop it; running: it ends on its timeout
+                results[pair] = Signal.bad(
+                    SignalState.ERROR, f"no answer from {self.endpoint} before the tick's deadline"
+                )
+            elif (crash := future.exception()) is not None:
+                kind = type(crash).__name__
+                log.error("query to %s crashed: %s", self.endpoint, kind)
+                results[pair] = Signal.bad(
+                    SignalState.ERROR, f"query to {self.endpoint} failed ({kind})"
+                )
+            else:
+                results[pair] = future.result()
+        return {r.key: results[(r.query, float(r.window))] for r in requests_}
+
+    def _fetch(self, tick: _Tick, query: str, window: float, now: float, deadline: float) -> Signal:
+        """One query, retried on transient failures with jittered backoff, never past deadline."""
+
+        def out_of_time(state: RetryCallState) -> bool:
+            return time.monotonic() + state.upcoming_sleep + MARGIN + MIN_ATTEMPT >= deadline
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            # 0.1 s, 0.2 s, 0.4 s ... up to 2 s, plus up to 0.1 s of jitter so that the workers
+            # of one tick (and several autoscalers) do not retry in lockstep.
+            wait=wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.1),
+            stop=out_of_time,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    signal = self._attempt(tick, query, window, now, deadline)
+        except _Transient as exc:
+            if attempts > 1:
+                return Signal.bad(SignalState.ERROR, f"{exc.signal.detail} ({attempts} attempts)")
+            return exc.signal
+        return signal
+
+    def _attempt(
+        self, tick: _Tick, query: str, window: float, now: float, deadline: float
+    ) -> Signal:
+        where = self.endpoint + ("/api/v1/query_range" if window > 0 else "/api/v1/query")
+        timeout = min(self.config.timeout, deadline - MARGIN - time.monotonic())
+        if timeout < MIN_ATTEMPT:
+            return tick.error(f"no time left before the tick's deadline to ask {where}")
+        self._last.response = None
+        try:
+            self._send(tick.client, query, window, now, timeout)
+        except requests.exceptions.SSLError as exc:  # a bad certificate stays bad: no retry
+            return tick.error(f"{where}: {_transport_reason(exc, timeout)}")
+        except (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            reason = tick.scrub(_transport_reason(exc, timeout))
+            log.debug("query to %s failed, may retry: %s", where, reason)
+            raise _Transient(tick.error(f"{where}: {reason}")) from None
+        except Exception:  # the client choked on the body: judged below
+            pass
+        response, self._last.response = self._last.response, None
+        if response is None:
+            return tick.error(f"{where}: the request could not be sent")
+        return self._judge(tick, response, where, now)
+
+    def _send(
+        self, client: PrometheusConnect, query: str, window: float, now: float, timeout: float
+    ) -> None:
+        # Prometheus' own `timeout` parameter lets it give up on the query when we do.
+        params = {"timeout": f"{timeout:.3f}"}
+        if window > 0:
+            step = max(self.config.scrape_interval, window / MAX_POINTS, 0.001)
+            client.custom_query_range(
+                query,
+                start_time=datetime.fromtimestamp(now - window, UTC),
+                end_time=datetime.fromtimestamp(now, UTC),
+                step=f"{step:.3f}",
+                params=params,
+                timeout=timeout,
+            )
+        else:
+            client.custom_query(query, params={"time": f"{now:.3f}", **params}, timeout=timeout)
+
+    def _judge(self, tick: _Tick, response: requests.Response, where: str, now: float) -> Signal:
+        """A signal from a complete HTTP response; a 5xx is raised as worth a retry."""
+        status = response.status_code
+        try:
+            payload: Any = json.loads(response.content)
+        except Exception:  # bad bytes, bad JSON, nesting too deep
+            payload = None
+        if status >= 400:
+            said = payload.get("error") if isinstance(payload, dict) else None
+            suffix = f": {said}" if isinstance(said, str) and said else ""
+            signal = tick.error(f"HTTP {status} from {where}{suffix}")
+            if status >= 500:
+                raise _Transient(signal)
+            return signal
+        if not 200 <= status < 300:
+            return tick.error(f"unexpected HTTP {status} from {where}")
+        if payload is None:
+            kind = response.headers.get("Content-Type", "no Content-Type").split(";")[0]
+            return tick.error(f"answer from {where} is not JSON ({kind})")
+        return classify_response(
+            payload, now, self.config.scrape_interval, endpoint=where, secrets=tick.secrets
+        )
