@@ -155,7 +155,7 @@ def test_paused_does_not_depend_on_the_rest_being_readable() -> None:
     assert len(decoded.problems) == 1
 
 
-# --- known bugs in autoscaler/state.py (reported, not fixed here) --------------------------------
+# --- regressions: these were bugs in decode_state (found by these tests, since fixed) -----------
 
 
 def test_deeply_nested_json_is_dropped_not_raised() -> None:
