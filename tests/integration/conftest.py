@@ -1,0 +1,67 @@
+"""Fixtures for tests against the real components started by `scripts/testenv up`.
+
+Every test collected under tests/integration gets the `realenv` marker, so
+`pytest -m "not realenv"` runs without the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import kubernetes.client
+import kubernetes.config
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+_REPO_ROOT = _HERE.parent.parent
+if str(_REPO_ROOT) not in sys.path:  # `tests` has no __init__.py: make `tests.realenv` importable
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from tests.realenv import RealEnv, load_realenv  # noqa: E402
+
+# Everything here is on 127.0.0.1: never route it through a proxy from the environment.
+for _var in ("NO_PROXY", "no_proxy"):
+    _hosts = [h for h in os.environ.get(_var, "").split(",") if h]
+    os.environ[_var] = ",".join(
+        [*_hosts, *(h for h in ("127.0.0.1", "localhost") if h not in _hosts)]
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.realenv)
+
+
+@pytest.fixture(scope="session")
+def realenv() -> RealEnv:
+    return load_realenv()
+
+
+@pytest.fixture(scope="session")
+def prometheus_url(realenv: RealEnv) -> str:
+    return realenv.prometheus_url
+
+
+@pytest.fixture(scope="session")
+def docker_client(realenv: RealEnv) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=realenv.docker_host, timeout=60)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def kube_api(realenv: RealEnv) -> Iterator[kubernetes.client.ApiClient]:
+    client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(realenv.kubeconfig)
+    )
+    try:
+        yield client
+    finally:
+        client.close()
