@@ -145,15 +145,19 @@ def classify_response(
     *,
     endpoint: str = "Prometheus",
     secrets: Sequence[str] = (),
+    step: float = 0.0,
 ) -> Signal:
     """The signal in a decoded /api/v1/query(_range) body, with its state; never raises.
 
     Errors win over empty, empty over nan, nan over stale: a state says what is wrong first.
-    Staleness is judged by the newest point's own timestamp against `now` (epoch seconds).
+    Staleness is judged by the newest point's own timestamp against `now` (epoch seconds):
+    older than 2 scrape intervals is stale — or than step + 1 interval, when a range query's
+    `step` had to be coarser than the scrape interval (its newest point may sit a step back).
     `secrets` are blanked out of the detail (a proxy may echo what it was sent).
     """
+    stale_after = max(2 * scrape_interval, step + scrape_interval)
     try:
-        signal = _classify(payload, now, scrape_interval, endpoint)
+        signal = _classify(payload, now, stale_after, endpoint)
     except _Malformed as exc:
         signal = Signal.bad(SignalState.ERROR, f"malformed answer from {endpoint}: {exc}")
     except Exception as exc:  # a hostile payload must not crash the tick
@@ -171,7 +175,7 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return one_line(text)
 
 
-def _classify(payload: Any, now: float, scrape_interval: float, endpoint: str) -> Signal:
+def _classify(payload: Any, now: float, stale_after: float, endpoint: str) -> Signal:
     if not isinstance(payload, dict):
         raise _Malformed(f"the body is {_json_type(payload)}, not an object")
     status = payload.get("status")
@@ -204,11 +208,9 @@ def _classify(payload: Any, now: float, scrape_interval: float, endpoint: str) -
     if bad:
         return Signal.bad(SignalState.NAN, f"NaN or ±Inf in {bad} of {len(samples)} samples")
     age = now - samples[-1].t
-    if age > 2 * scrape_interval:
+    if age > stale_after:
         return Signal.bad(
-            SignalState.STALE,
-            f"newest sample is {age:.0f}s old (more than 2 × the {scrape_interval:g}s "
-            "scrape interval)",
+            SignalState.STALE, f"newest sample is {age:.0f}s old (stale after {stale_after:g}s)"
         )
     return Signal.ok(tuple(samples))
 
@@ -478,8 +480,9 @@ class PrometheusSource:
                     attempts += 1
                     signal = self._attempt(tick, query, window, now, deadline)
         except _Transient as exc:
-            if attempts > 1:
-                return Signal.bad(SignalState.ERROR, f"{exc.signal.detail} ({attempts} attempts)")
+            if attempts > 1:  # already redacted: cutting it now leaks nothing
+                detail = one_line(exc.signal.detail, DETAIL_CHARS - 16)
+                return Signal.bad(SignalState.ERROR, f"{detail} ({attempts} attempts)")
             return exc.signal
         return signal
 
@@ -505,7 +508,7 @@ class PrometheusSource:
         response, self._last.response = self._last.response, None
         if response is None:
             return tick.error(f"{where}: the request could not be sent")
-        return self._judge(tick, response, where, now)
+        return self._judge(tick, response, where, now, self._step(window) if window > 0 else 0.0)
 
     def _send(
         self, client: PrometheusConnect, query: str, window: float, now: float, timeout: float
@@ -513,19 +516,24 @@ class PrometheusSource:
         # Prometheus' own `timeout` parameter lets it give up on the query when we do.
         params = {"timeout": f"{timeout:.3f}"}
         if window > 0:
-            step = max(self.config.scrape_interval, window / MAX_POINTS, 0.001)
             client.custom_query_range(
                 query,
                 start_time=datetime.fromtimestamp(now - window, UTC),
                 end_time=datetime.fromtimestamp(now, UTC),
-                step=f"{step:.3f}",
+                step=f"{self._step(window):.3f}",
                 params=params,
                 timeout=timeout,
             )
         else:
             client.custom_query(query, params={"time": f"{now:.3f}", **params}, timeout=timeout)
 
-    def _judge(self, tick: _Tick, response: requests.Response, where: str, now: float) -> Signal:
+    def _step(self, window: float) -> float:
+        """A range query's resolution: one scrape interval, coarser only for huge windows."""
+        return max(self.config.scrape_interval, window / MAX_POINTS, 0.001)
+
+    def _judge(
+        self, tick: _Tick, response: requests.Response, where: str, now: float, step: float
+    ) -> Signal:
         """A signal from a complete HTTP response; a 5xx is raised as worth a retry."""
         status = response.status_code
         try:
@@ -545,5 +553,6 @@ class PrometheusSource:
             kind = response.headers.get("Content-Type", "no Content-Type").split(";")[0]
             return tick.error(f"answer from {where} is not JSON ({kind})")
         return classify_response(
-            payload, now, self.config.scrape_interval, endpoint=where, secrets=tick.secrets
+            payload, now, self.config.scrape_interval, endpoint=where, secrets=tick.secrets,
+            step=step,
         )
