@@ -42,6 +42,7 @@ COMPONENT = "stalwart-autoscaler"
 FIELD_MANAGER = COMPONENT
 
 _MERGE_PATCH = "application/merge-patch+json"
+_DETAIL_LIMIT = 300  # characters of the API server's own words kept in a message
 _EVENT_MESSAGE_LIMIT = 1024  # events.k8s.io's limit; core/v1 has none, but keep them short
 
 
@@ -125,6 +126,7 @@ class KubernetesActuator:
         self.name = name
         self._timeout = timeout
         self._read: _Read | None = None
+        self._uid = ""  # of the last object read; outlives the write, for its event
 
     @property
     def description(self) -> str:
@@ -145,7 +147,7 @@ class KubernetesActuator:
         try:
             response = fn(*args, _preload_content=False, _request_timeout=self._timeout,
                           **kwargs)
-            return json.loads(response.data)
+            data = response.data
         except ApiException as exc:
             raise self._api_error(exc, verb, resource, what) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -162,6 +164,8 @@ class KubernetesActuator:
                 message = (f"{what}: cannot reach the API server at {self._host()}: "
                            f"{_one_line(cause)}")
             raise ActuatorError(self._scrub(message)) from exc
+        try:
+            return json.loads(data)
         except ValueError as exc:  # not JSON: a proxy's error page, a truncated answer
             raise ActuatorError(f"{what}: unexpected answer ({_one_line(exc)})") from exc
 
@@ -227,6 +231,7 @@ class KubernetesActuator:
             raise ActuatorError(
                 f"get {self._kind.resource} {self.namespace}/{self.name}: unexpected answer "
                 f"({exc!r})") from exc
+        self._uid = read.uid
         return read, ready, annotations
 
     def _decode(self, annotations: dict[str, str]) -> TargetState:
@@ -289,8 +294,8 @@ class KubernetesActuator:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         involved: dict[str, str] = {"apiVersion": "apps/v1", "kind": self._kind.kind,
                                     "name": self.name, "namespace": self.namespace}
-        if self._read is not None and self._read.uid:
-            involved["uid"] = self._read.uid
+        if self._uid:
+            involved["uid"] = self._uid
         body = {
             # client-go's recorder names events <object>.<unix nanoseconds in hex>
             "metadata": {"name": f"{self.name}.{time.time_ns():x}",
@@ -309,7 +314,7 @@ class KubernetesActuator:
         try:
             self._call("create", "events", self._core.create_namespaced_event, self.namespace,
                        body)
-        except ActuatorError as exc:
+        except Exception as exc:  # whatever it is, the tick it reports on goes on
             log.warning("%s: could not record event %s (%s): %s", self.description, reason,
                         message, exc)
 
@@ -357,18 +362,24 @@ def _only_paused(annotations: dict[str, str]) -> dict[str, str]:
 
 
 def _api_message(exc: ApiException) -> str:
-    """The API server's own message (a Status object's `message`), else the HTTP reason."""
+    """The API server's own message (a Status object's `message`), else the HTTP reason.
+
+    Cut short: a 422 echoes the whole patched object, which belongs in no log line.
+    """
     body = exc.body
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
+    text = str(exc.reason or f"HTTP {exc.status}")
     if isinstance(body, str) and body:
         try:
             parsed = json.loads(body)
         except ValueError:
-            return _one_line(body[:300])
+            parsed = None
+            text = body
         if isinstance(parsed, dict) and parsed.get("message"):
-            return _one_line(str(parsed["message"]))
-    return _one_line(str(exc.reason or f"HTTP {exc.status}"))
+            text = str(parsed["message"])
+    text = _one_line(text)
+    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "…"
 
 
 def _one_line(value: object) -> str:
