@@ -128,9 +128,10 @@ def merge_states(on_target: TargetState, in_memory: TargetState | None) -> Targe
     """
     if in_memory is None:
         return on_target
-    newer = on_target
-    if (in_memory.last_scale_time or 0.0) > (on_target.last_scale_time or 0.0):
-        newer = in_memory
+    # Ties go to memory: it also knows what was adopted without a write.
+    newer = in_memory
+    if (on_target.last_scale_time or 0.0) > (in_memory.last_scale_time or 0.0):
+        newer = on_target
     manual = in_memory if in_memory.manual_time is not None else on_target
     return TargetState(
         last_scale_time=newer.last_scale_time,

@@ -12,6 +12,7 @@ from autoscaler.state import (
     SWARM_PREFIX,
     decode_state,
     encode_state,
+    merge_states,
 )
 
 PREFIXES = [pytest.param(SWARM_PREFIX, id="swarm"), pytest.param(KUBERNETES_PREFIX, id="k8s")]
@@ -174,3 +175,31 @@ def test_negative_recommendation_is_dropped() -> None:
     decoded = decode_state({SWARM_PREFIX + "recommendations": "[[10, -4]]"}, SWARM_PREFIX)
     assert decoded.state.recommendations == ()
     assert len(decoded.problems) == 1
+
+
+# --------------------------------------------------------------------------- merge_states
+
+MEMORY = TargetState(last_scale_time=100.0, last_scale_direction=1, last_written=5,
+                     recommendations=((90.0, 5),), events=((100.0, 2),))
+
+
+@pytest.mark.parametrize(("on_target", "memory", "expected_written"), [
+    pytest.param(TargetState(), None, None, id="nothing-remembered-adopt-target"),
+    pytest.param(TargetState(), TargetState(last_written=3), 3,
+                 id="adopted-in-memory-survives-empty-labels"),
+    pytest.param(TargetState(last_scale_time=200.0, last_written=7), MEMORY, 7,
+                 id="newer-write-by-another-daemon-wins"),
+    pytest.param(TargetState(last_scale_time=50.0, last_written=2), MEMORY, 5,
+                 id="older-labels-lose"),
+    pytest.param(TargetState(last_scale_time=100.0, last_written=5), MEMORY, 5, id="same"),
+])
+def test_merge_states_last_written(on_target: TargetState, memory: TargetState | None,
+                                   expected_written: int | None) -> None:
+    assert merge_states(on_target, memory).last_written == expected_written
+
+
+def test_merge_states_keeps_the_union_of_history() -> None:
+    on_target = TargetState(recommendations=((80.0, 4), (90.0, 5)), events=((70.0, 1),))
+    merged = merge_states(on_target, MEMORY)
+    assert merged.recommendations == ((80.0, 4), (90.0, 5))
+    assert merged.events == ((70.0, 1), (100.0, 2))

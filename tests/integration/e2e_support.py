@@ -1,0 +1,170 @@
+"""Shared pieces of the end-to-end tests: a Swarm service, the emulator registered in
+Prometheus, a dedicated Prometheus process, and an engine ticking in the background."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from autoscaler.config import Settings, load_config_data
+from autoscaler.emulator import Emulator
+from autoscaler.loop import Engine, run_forever
+from tests.realenv import RealEnv
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.25,
+             what: str = "condition") -> Any:
+    """Poll until `check()` is truthy; generous deadlines only, figures belong to benchmarks."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+@contextmanager
+def swarm_service(docker_client: Any, image: str, replicas: int = 1,
+                  labels: dict[str, str] | None = None) -> Iterator[Any]:
+    import docker.types
+
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    service = docker_client.services.create(
+        image, ["sleep", "100000"], name=name, labels=labels or {},
+        mode=docker.types.ServiceMode("replicated", replicas=replicas))
+    try:
+        yield service
+    finally:
+        service.remove()
+
+
+def spec_replicas(docker_client: Any, name: str) -> int:
+    attrs = docker_client.api.inspect_service(name)
+    return int(attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
+
+
+@contextmanager
+def registered(realenv: RealEnv, emulator: Emulator) -> Iterator[str]:
+    """The emulator as two file_sd targets of the shared Prometheus; yields the value of
+    the `cluster` label that tells its series apart from other tests' emulators."""
+    cluster = uuid.uuid4().hex[:8]
+    path = realenv.prometheus_file_sd_dir / f"e2e-{cluster}.json"
+    target = [emulator.address]
+    path.write_text(json.dumps([
+        {"targets": target, "labels": {"job": "stalwart", "cluster": cluster,
+                                       "__metrics_path__": "/metrics/prometheus"}},
+        {"targets": target, "labels": {"job": "cadvisor", "cluster": cluster,
+                                       "__metrics_path__": "/metrics"}},
+    ]))
+    try:
+        yield cluster
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def prom_value(url: str, query: str) -> float | None:
+    try:
+        body = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=5).json()
+        result = body["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+    except (requests.RequestException, KeyError, ValueError, IndexError):
+        return None
+
+
+class OwnPrometheus:
+    """A Prometheus process of the test's own, to stop and restart without disturbing
+    the shared one."""
+
+    def __init__(self, workdir: Path, emulator_address: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "prometheus.yml"
+        self.config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: stalwart\n    metrics_path: /metrics/prometheus\n"
+            f"    static_configs: [{{targets: ['{emulator_address}']}}]\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={self.config}",
+             f"--storage.tsdb.path={self.workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._ready, 30, what="own prometheus ready")
+
+    def _ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+def settings_for(prometheus_url: str, target: dict[str, Any], *, interval: str = "1s",
+                 dry_run: bool = False) -> Settings:
+    return load_config_data({
+        "evaluation_interval": interval,
+        "dry_run": dry_run,
+        "prometheus": {"url": prometheus_url, "timeout": "3s", "scrape_interval": "1s"},
+        "targets": [target],
+    }, environ={})
+
+
+def inflow_capacity(cluster: str = "", window: str = "10s") -> dict[str, Any]:
+    """The capacity policy on Stalwart's inflow counters, with a short rate window so the
+    test reacts within seconds (the preset uses 5m)."""
+    sel = f'{{cluster="{cluster}"}}' if cluster else ""
+    query = (f"(sum(rate(queue_queue_message{sel}[{window}])) or vector(0)) + "
+             f"(sum(rate(queue_queue_message_authenticated{sel}[{window}])) or vector(0))")
+    return {"type": "capacity", "name": "inflow", "query": f"({query}) * 3600",
+            "per_instance": 10000, "headroom": 1.5}
+
+
+FAST_BEHAVIOR = {
+    "scaleUp": {"stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Pods", "value": 20, "periodSeconds": 1}]},
+    "scaleDown": {"stabilizationWindowSeconds": 10,
+                  "policies": [{"type": "Pods", "value": 20, "periodSeconds": 1}]},
+}
+
+
+@contextmanager
+def running(engine: Engine, interval: float) -> Iterator[Engine]:
+    """The engine ticking on APScheduler in a background thread, as `autoscaler run` does."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_forever, args=(engine, interval, stop), daemon=True)
+    thread.start()
+    try:
+        yield engine
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        engine.close()
