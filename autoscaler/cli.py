@@ -316,6 +316,50 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if any(o.error for o in outcomes) else EXIT_OK
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from autoscaler.backtest import (
+        BacktestError,
+        parse_time,
+        plot_backtest,
+        run_backtest,
+        summary_lines,
+    )
+    from autoscaler.sources.prometheus import PrometheusSource
+
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_BAD_INPUT
+    try:
+        target = settings.target(args.target)
+        now = _time.time()
+        start, end = parse_time(args.start, now), parse_time(args.end, now)
+    except KeyError as exc:
+        _err(str(exc.args[0]))
+        return EXIT_BAD_INPUT
+    except BacktestError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    with PrometheusSource(settings.prometheus) as source:
+        try:
+            result = run_backtest(settings, target, start, end, args.initial_replicas, source)
+        except BacktestError as exc:
+            _err(str(exc))
+            return EXIT_BAD_INPUT
+    print("\n".join(summary_lines(result)))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"summary": result.summary,
+                                              "events": result.events,
+                                              "timeline": result.timeline}) + "\n")
+        print(f"wrote {args.out}")
+    if args.plot and args.plot != "none":
+        plot_backtest(result, Path(args.plot))
+        print(f"wrote {args.plot}")
+    return EXIT_FAILURE if not result.timeline or all(
+        all(st != "ok" for st in r["states"].values()) for r in result.timeline) else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoscaler",
@@ -358,6 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the JSON report here")
     p.add_argument("--plot", help="PNG path (default simulate-TRACE-TARGET.png; 'none' to skip)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("backtest", help="replay Prometheus history through the engine")
+    p.add_argument("--config", required=True)
+    p.add_argument("--start", required=True,
+                   help="now, -6h (write --start=-6h), epoch seconds or ISO 8601")
+    p.add_argument("--end", default="now", help="as --start (default now)")
+    p.add_argument("--target", help="target name (default: the first)")
+    p.add_argument("--initial-replicas", type=int, help="default: min_replicas")
+    p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--plot", help="write a PNG here")
+    p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("plan", help="size a Stalwart deployment from its users and mail volume")
     p.add_argument("--users", type=int, required=True)

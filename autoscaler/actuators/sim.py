@@ -146,12 +146,20 @@ class ScrapeHistory:
         samples = self.series.get(name)
         if samples is None:
             return Signal.bad(SignalState.ERROR, f"no plant signal {name!r}")
-        times = self._series_times[name]
-        end = bisect.bisect_right(times, now + 1e-9)
-        if end == 0:
-            return Signal.bad(SignalState.EMPTY, f"no {name} sample yet")
-        if now - times[end - 1] > 2 * self.params.scrape_interval + 1e-9:
-            return Signal.bad(SignalState.STALE, f"newest {name} sample is too old")
-        start = bisect.bisect_right(times, now - window + 1e-9) if window > 0 else end - 1
-        start = min(start, end - 1)
-        return Signal(SignalState.OK, tuple(samples[start:end]))
+        return window_signal(samples, self._series_times[name], now, window,
+                             2 * self.params.scrape_interval, name)
+
+
+def window_signal(samples: list[Sample], times: list[float], now: float, window: float,
+                  stale_after: float, name: str) -> Signal:
+    """A signal as Prometheus would give it at `now`: the samples over (now - window, now]
+    (at least the newest), `stale` when the newest is older than `stale_after`, `empty`
+    before the first. Shared by `simulate` and `backtest`."""
+    end = bisect.bisect_right(times, now + 1e-9)
+    if end == 0:
+        return Signal.bad(SignalState.EMPTY, f"no {name} sample yet")
+    if now - times[end - 1] > stale_after + 1e-9:
+        return Signal.bad(SignalState.STALE, f"newest {name} sample is too old")
+    start = bisect.bisect_right(times, now - window + 1e-9) if window > 0 else end - 1
+    start = min(start, end - 1)
+    return Signal(SignalState.OK, tuple(samples[start:end]))
