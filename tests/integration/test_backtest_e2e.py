@@ -42,7 +42,7 @@ def test_backtest_replays_a_recorded_demand_step(realenv: RealEnv, tmp_path: Pat
     proc = subprocess.run(
         [sys.executable, "-m", "autoscaler.cli", "backtest", "--config", str(config),
          "--start", f"{start:.3f}", "--end", f"{end:.3f}", "--out", str(out),
-         "--plot", str(plot)], capture_output=True, text=True, timeout=120)
+         "--plot", str(plot)], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     report: dict[str, Any] = json.loads(out.read_text())
@@ -63,7 +63,7 @@ def test_backtest_with_prometheus_down_says_so_and_exits_1(tmp_path: Path) -> No
     }))
     proc = subprocess.run(
         [sys.executable, "-m", "autoscaler.cli", "backtest", "--config", str(config),
-         "--start=-2m"], capture_output=True, text=True, timeout=120)
+         "--start=-2m"], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "gaps in policy/capacity" in proc.stdout
     assert "Traceback" not in proc.stderr
@@ -77,6 +77,7 @@ def test_backtest_rejects_bad_times(tmp_path: Path) -> None:
     for start, end in (("yesterday", "now"), ("-1m", "-2m")):
         proc = subprocess.run(
             [sys.executable, "-m", "autoscaler.cli", "backtest", "--config", str(config),
-             f"--start={start}", f"--end={end}"], capture_output=True, text=True, timeout=60)
+             f"--start={start}", f"--end={end}"],
+            check=False, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.startswith("autoscaler: ")

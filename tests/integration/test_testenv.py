@@ -136,6 +136,7 @@ def test_swarm_service_scales_to_two_running_tasks(
         command=["sleep", "100000"],
         name=name,
         mode=docker.types.ServiceMode("replicated", replicas=1),
+        stop_grace_period=1_000_000_000,  # ns; `sleep` as PID 1 ignores SIGTERM
     )
     try:
         service.reload()
@@ -155,8 +156,13 @@ def test_swarm_service_scales_to_two_running_tasks(
         service.remove()
 
     wait_until(
-        "the service to be gone",
-        lambda: not any(s.name == name for s in docker_client.services.list()),
+        "the service and its containers to be gone",
+        lambda: (
+            not docker_client.services.list(filters={"name": name})
+            and not docker_client.containers.list(
+                all=True, filters={"label": f"com.docker.swarm.service.name={name}"}
+            )
+        ),
         60,
     )
 
