@@ -41,7 +41,9 @@ class PresetOptions(BaseModel):
     headroom: float = Field(1.5, ge=1.0)
     drain_within: Duration = Field(900.0, gt=0, description="time to drain a backlog in")
     max_active_deliveries: float = Field(
-        20.0, ge=0, description="no scale-down while more outbound deliveries are in flight"
+        20.0, ge=0,
+        description="no scale-down while a node has more outbound deliveries in flight "
+                    "(average per node)",
     )
     connections_per_instance: float = Field(
         2000.0, gt=0, description="IMAP/HTTP sessions one instance should hold"
@@ -145,7 +147,8 @@ def preset_guards(preset: str, *, prefix: str, options: PresetOptions) -> list[d
     if preset in ("stalwart-smtp", "stalwart-all"):
         return [
             {"name": "active_deliveries",
-             "query": f"sum({prefix}delivery_active_connections) or vector(0)",
+             # Per node: removing one node drops the deliveries that node has in flight.
+             "query": f"avg({prefix}delivery_active_connections) or vector(0)",
              "block": "scale_down", "above": options.max_active_deliveries,
              "simulate_as": "active_deliveries"},
         ]
