@@ -10,7 +10,8 @@ from pathlib import Path
 
 from autoscaler.replay import RunResult
 
-COLORS = {"profile": "tab:blue", "hpa-cpu": "tab:orange", "static": "tab:green"}
+COLORS = {"profile": "tab:blue", "hpa-cpu": "tab:orange", "static": "tab:green",
+          "reactive-oracle": "tab:gray", "clairvoyant-oracle": "black"}
 
 
 def plot_simulation(results: Sequence[RunResult], path: Path, title: str) -> None:

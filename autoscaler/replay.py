@@ -8,8 +8,9 @@ in milliseconds; what takes time is the start-up delay, which the plant models).
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,9 +20,9 @@ from autoscaler.config import GuardConfig, Settings, TargetConfig
 from autoscaler.decide import TargetRules
 from autoscaler.evaluate import evaluate
 from autoscaler.model import Decision, Signal, SignalState, TargetState, TargetStatus
-from autoscaler.trace import Trace
+from autoscaler.trace import Trace, demand_at
 from policies import Policy
-from policies.base import PLANT_SIGNALS
+from policies.base import PLANT_SIGNALS, ceil_exact
 from policies.capacity import replicas_for_rate
 from policies.target_value import TargetValuePolicy
 
@@ -49,6 +50,8 @@ class Contender:
     rules: TargetRules
     interval: float
     static_replicas: int | None = None
+    # Oracles bypass the engine: the replica count at each evaluation comes from here.
+    schedule: Callable[[float], int] | None = None
 
 
 def profile_contender(settings: Settings, target: TargetConfig) -> Contender:
@@ -72,6 +75,42 @@ def static_contender(target: TargetConfig, trace: Trace, per_instance: float) ->
     replicas = max(1, replicas_for_rate(trace.peak, per_instance, 1.5))
     rules = TargetRules(min_replicas=replicas, max_replicas=replicas)
     return Contender("static", (), (), rules, HPA_SYNC_PERIOD, static_replicas=replicas)
+
+
+def needed(demand: float, per_instance: float, lo: int, hi: int) -> int:
+    """Instances that serve `demand` exactly, within the target's bounds."""
+    return max(lo, min(hi, ceil_exact(demand / per_instance)))
+
+
+def reactive_oracle_contender(target: TargetConfig, trace: Trace, params: PlantParams,
+                              interval: float) -> Contender:
+    """Knows the current demand exactly at every evaluation; held back only by start-up."""
+    lo, hi, cap = target.min_replicas, target.max_replicas, params.capacity_per_instance
+
+    def schedule(t: float) -> int:
+        return needed(demand_at(trace, t), cap, lo, hi)
+
+    return Contender("reactive-oracle", (), (), TargetRules(lo, hi), interval,
+                     schedule=schedule)
+
+
+def clairvoyant_oracle_contender(target: TargetConfig, trace: Trace, params: PlantParams,
+                                 interval: float) -> Contender:
+    """Knows the future: at each moment the instances needed at any time within the next
+    start-up delay (so they serve in time), and no more: the fewest that never overload."""
+    lo, hi, cap = target.min_replicas, target.max_replicas, params.capacity_per_instance
+    horizon = params.startup_delay + interval
+    ts, need = trace.t, [needed(d, cap, lo, hi) for d in trace.demand]
+
+    def schedule(t: float) -> int:
+        # From one interval back (the plant runs the step before an evaluation at the
+        # demand then) to the start-up delay ahead.
+        i = max(0, bisect.bisect_right(ts, t - interval) - 1)
+        j = bisect.bisect_right(ts, t + horizon)
+        return max(need[i:max(j, i + 1)])
+
+    return Contender("clairvoyant-oracle", (), (), TargetRules(lo, hi), interval,
+                     schedule=schedule)
 
 
 @dataclass
@@ -147,6 +186,19 @@ def simulate(
         if t >= next_eval - 1e-9:
             next_eval += contender.interval
             ready = plant.serving(t)
+            if contender.schedule is not None:
+                wanted = contender.schedule(t)
+                if wanted != plant.replicas:
+                    result.events.append({"t": round(t - t0, 3), "from": plant.replicas,
+                                          "to": wanted, "winner": "oracle", "reason": ""})
+                    plant.set_replicas(wanted, t)
+                result.timeline.append({
+                    "t": round(t - t0, 3), "demand": demand, "replicas": plant.replicas,
+                    "ready": ready, "queue": round(plant.queue, 3),
+                    "cpu": None if last_cpu is None else round(last_cpu, 3),
+                    "capacity": capacity,
+                })
+                continue
             status = TargetStatus(current=plant.replicas, ready=ready, state=state)
             psignals = {label: history.signal(policy_names[label], t, windows[label])
                         for label in policy_names}

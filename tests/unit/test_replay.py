@@ -172,3 +172,23 @@ def test_missing_data_never_scales_down_in_simulation_either() -> None:
     s_ok = settings(CAPACITY, initial=4)
     [control] = run_simulation(s_ok, s_ok.targets[0], steady(5000, hours=0.5))
     assert control.timeline[-1]["replicas"] == 1
+
+
+def test_oracles_bracket_the_contenders_on_a_step() -> None:
+    from autoscaler.actuators.sim import PlantParams
+    from autoscaler.replay import (
+        clairvoyant_oracle_contender,
+        reactive_oracle_contender,
+        simulate,
+    )
+
+    s = settings(CAPACITY)
+    target = s.targets[0]
+    trace = step_trace(10000, 40000, 1800, hours=1.0)
+    params = PlantParams(10000, 60, 15)
+    clair = simulate(clairvoyant_oracle_contender(target, trace, params, 15.0), trace,
+                     params, 1)
+    react = simulate(reactive_oracle_contender(target, trace, params, 15.0), trace, params, 1)
+    assert clair.summary["overload_seconds"] == 0  # starts instances a start-up early
+    assert react.summary["overload_seconds"] >= 60  # knows now, but instances take 60 s
+    assert clair.timeline[-1]["replicas"] == react.timeline[-1]["replicas"] == 4
