@@ -215,7 +215,10 @@ def next_state(
         (*state.recommendations, (now, recommended)), now, behavior.max_window_seconds()
     )
     if not written or desired == current:
-        return replace(state, recommendations=recs)
+        # Built directly: dataclasses.replace is a hot spot in long replays.
+        return TargetState(state.last_scale_time, state.last_scale_direction,
+                           state.last_written, recs, state.events, state.manual_time,
+                           state.manual_direction)
     events = prune_history(
         (*state.events, (now, desired - current)), now, behavior.max_period_seconds()
     )

@@ -42,7 +42,7 @@ def checked_signal(signal: Signal) -> Signal:
     if signal.state is SignalState.OK:
         if not signal.samples:
             return Signal.bad(SignalState.EMPTY, "no samples")
-        if any(not math.isfinite(s.value) for s in signal.samples):
+        if not all(map(math.isfinite, [s.value for s in signal.samples])):
             return Signal.bad(SignalState.NAN, "NaN or Inf in the samples")
     return signal
 
