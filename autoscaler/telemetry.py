@@ -126,7 +126,7 @@ class Health:
         self.last_tick: float | None = None
         self.config_loaded = False
         self.problems: dict[str, str] = {}
-        self.role = "leader"
+        self.role = "starting"
         self._lock = threading.Lock()
 
     def ticked(self) -> None:
