@@ -180,7 +180,7 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
     """An Engine on the real Prometheus and backends; with `everything_dry` no write is
     possible at all (explain)."""
     from autoscaler.actuators.factory import BackendClients, DryRunActuator, make_actuator
-    from autoscaler.leader import NoElection, SwarmLeader
+    from autoscaler.leader import LeaseLeader, NoElection, NotACandidate, SwarmLeader
     from autoscaler.loop import Engine
     from autoscaler.sources.prometheus import PrometheusSource
     from autoscaler.telemetry import Health, Telemetry
@@ -196,10 +196,11 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
     mode = settings.leader_election.mode
     if mode == "swarm":
         leadership: Any = SwarmLeader(clients.docker())
+    elif mode == "kubernetes" and (everything_dry or dry_run or settings.dry_run
+                                   or all(t.dry_run for t in settings.targets)):
+        leadership = NotACandidate("dry-run: not a candidate for the Lease")
     elif mode == "kubernetes":
-        raise NotImplementedError(
-            "leader_election.mode kubernetes (a Lease) is not available yet; "
-            "use mode none with one replica")
+        leadership = LeaseLeader.from_config(settings.leader_election).start()
     else:
         leadership = NoElection()
     telemetry = Telemetry()
@@ -240,24 +241,63 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine.close()
         return EXIT_FAILURE
     server.start()
-    stop = threading.Event()
+    import logging
+
+    from autoscaler import sdnotify
+    from autoscaler.loop import reload_config
+
+    log = logging.getLogger("autoscaler")
+    stop, wake, hangup = threading.Event(), threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            sdnotify.stopping()
         stop.set()
+        wake.set()
+
+    def on_hangup(signum: int, _frame: Any) -> None:
+        hangup.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    import logging
+    signal.signal(signal.SIGHUP, on_hangup)
 
-    logging.getLogger("autoscaler").info(
-        "started: %d target(s), every %gs, metrics on http://%s/metrics",
-        len(settings.targets), settings.evaluation_interval, server.address)
+    def check_watchdog() -> None:
+        problem = sdnotify.watchdog_problem(sdnotify.watchdog_interval(), engine.tick_budget())
+        if problem:
+            log.warning("%s", problem)
+
+    def describe() -> str:
+        s = engine.settings
+        return f"{len(s.targets)} target(s), every {s.evaluation_interval:g}s"
+
+    def on_wake() -> float:
+        """SIGHUP: re-read the file between two ticks; systemd sees RELOADING=1 ... READY=1."""
+        if hangup.is_set():
+            hangup.clear()
+            sdnotify.reloading()
+            ok = reload_config(engine, args.config)
+            check_watchdog()
+            sdnotify.ready(describe() if ok else f"{describe()}; last reload REJECTED")
+        return float(engine.settings.evaluation_interval)
+
+    def on_tick(_outcomes: list[Any]) -> None:
+        problems = sorted(engine.health.ready()[1]["problems"])
+        sdnotify.watchdog(f"{describe()}; last tick: "
+                          + (f"problems with {', '.join(problems)}" if problems else "ok"))
+
+    log.info("started: %d target(s), every %gs, metrics on http://%s/metrics",
+             len(settings.targets), settings.evaluation_interval, server.address)
+    check_watchdog()
+    sdnotify.ready(describe())
     try:
-        run_forever(engine, settings.evaluation_interval, stop)
+        run_forever(engine, settings.evaluation_interval, stop, wake=wake, on_wake=on_wake,
+                    on_tick=on_tick)
     finally:
         server.stop()
         engine.close()
-        logging.getLogger("autoscaler").info("stopped")
+        log.info("stopped")
     return EXIT_OK
 
 

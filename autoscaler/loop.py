@@ -5,10 +5,13 @@ remembers, read its signals, `evaluate()`, write replicas + state in one update 
 gate allows (not dry-run, not paused, leader), and record the decision (JSON log line,
 metrics, Kubernetes event). A slow or failing target never delays the others: each runs in its
 own thread against a shared tick deadline, and an error is that target's alone.
+A reload (SIGHUP, `Engine.reload`) swaps the config between two ticks and keeps the state of
+every target it still names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -18,14 +21,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
 from datetime import UTC
+from pathlib import Path
 from typing import Any, Protocol
 
 from autoscaler.actuators.base import Actuator, ActuatorError, ConflictError
-from autoscaler.config import GuardConfig, Settings, TargetConfig
+from autoscaler.config import (
+    ConfigError,
+    GuardConfig,
+    PrometheusConfig,
+    Settings,
+    TargetConfig,
+    load_config,
+)
 from autoscaler.decide import detect_manual_change
 from autoscaler.evaluate import evaluate
 from autoscaler.leader import Leadership, NoElection, may_write
-from autoscaler.model import Decision, Outcome, Signal, TargetStatus
+from autoscaler.model import Decision, Outcome, Signal, SignalState, TargetStatus
 from autoscaler.state import merge_states
 from autoscaler.telemetry import Health, Telemetry
 from policies import Policy
@@ -45,6 +56,7 @@ class SignalSource(Protocol):
 
 
 ActuatorFactory = Callable[[TargetConfig], Actuator]
+SourceFactory = Callable[[PrometheusConfig], SignalSource]
 
 
 @dataclass
@@ -87,6 +99,63 @@ def build_runtimes(settings: Settings, dry_run: bool) -> list[TargetRuntime]:
             for t in settings.targets]
 
 
+def workload_key(target: TargetConfig) -> tuple[str, ...]:
+    """What a reload must leave unchanged for a target to keep its state: its name and the
+    workload it scales. Policies, bounds, behavior and cooldowns may change."""
+    return (target.name, target.backend, target.service or "", target.namespace or "",
+            target.deployment or "", target.statefulset or "")
+
+
+def fit_dry_run(actuator: Actuator, dry_run: bool) -> Actuator:
+    """Wrap or unwrap the no-write actuator to match `dry_run`.
+
+    The actuator factory decided at start-up from the config it was given; after a reload that
+    turns dry-run on or off, the runtime's flag is the truth, and a write must never be
+    reported as done while a DryRunActuator swallows it.
+    """
+    from autoscaler.actuators.factory import DryRunActuator
+
+    if dry_run and not isinstance(actuator, DryRunActuator):
+        return DryRunActuator(actuator)
+    if not dry_run and isinstance(actuator, DryRunActuator):
+        return actuator.inner
+    return actuator
+
+
+def default_source_factory(config: PrometheusConfig) -> SignalSource:
+    from autoscaler.sources.prometheus import PrometheusSource
+
+    return PrometheusSource(config)
+
+
+@dataclass(frozen=True)
+class ReloadSummary:
+    """What `Engine.reload` changed, for the log."""
+
+    kept: tuple[str, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    replaced: tuple[str, ...]  # same name, another workload: its state starts afresh
+    interval: tuple[float, float]  # (before, after)
+    prometheus_changed: bool
+    needs_restart: tuple[str, ...]  # keys only a restart applies
+
+    def describe(self) -> str:
+        parts = [f"{len(self.kept)} target(s) kept with their state"]
+        for label, names in (("added", self.added), ("removed", self.removed),
+                             ("replaced (new workload, fresh state)", self.replaced)):
+            if names:
+                parts.append(f"{label}: {', '.join(names)}")
+        before, after = self.interval
+        if before != after:
+            parts.append(f"evaluation_interval {before:g}s -> {after:g}s")
+        if self.prometheus_changed:
+            parts.append("new Prometheus connection")
+        if self.needs_restart:
+            parts.append(f"unchanged until a restart: {', '.join(self.needs_restart)}")
+        return "; ".join(parts)
+
+
 class Engine:
     """Ticks over the configured targets. Thread-safe for one tick at a time."""
 
@@ -101,9 +170,11 @@ class Engine:
         leadership: Leadership | None = None,
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
+        source_factory: SourceFactory | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
+        self.source_factory = source_factory or default_source_factory
         self.actuator_factory = actuator_factory
         self.telemetry = telemetry or Telemetry()
         self.health = health or Health(settings.evaluation_interval)
@@ -111,17 +182,108 @@ class Engine:
         self.dry_run_override = dry_run
         self.clock = clock
         self.runtimes = build_runtimes(settings, dry_run)
-        self._pool = ThreadPoolExecutor(max_workers=max(2, min(32, len(self.runtimes))),
-                                        thread_name_prefix="target")
+        self._pool = self._new_pool(len(self.runtimes))
         self._lock = threading.Lock()
         self.health.config_loaded = True
 
+    @staticmethod
+    def _new_pool(targets: int) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=max(2, min(32, targets)),
+                                  thread_name_prefix="target")
+
+    # ---------------------------------------------------------------------- reload
+
+    def reload(self, settings: Settings, *, wait: float | None = None) -> ReloadSummary:
+        """Apply a new, already validated config between two ticks, keeping state.
+
+        Takes the tick lock, so it never runs inside a tick; the next tick uses the new
+        config. A target whose name and workload are unchanged keeps its runtime: the
+        in-memory recommendations and events that stabilization and cooldowns read, its
+        actuator and its HPA check; its policies, guards, bounds and dry-run flag are
+        replaced. A removed target is dropped and its series forgotten. The interval is the
+        scheduler's to apply (`run_forever`); a changed `prometheus` block gets a new source
+        and the old one is closed. `listen` and `leader_election` need a restart.
+        Raises, changing nothing, when the new source cannot be built or a stuck tick holds
+        the engine past `wait` seconds (default: three tick budgets).
+        """
+        old = self.settings
+        new_source = (self.source_factory(settings.prometheus)
+                      if settings.prometheus != old.prometheus else None)
+        wait = 3 * self.tick_budget() if wait is None else wait
+        if not self._lock.acquire(timeout=wait):
+            if new_source is not None:
+                new_source.close()
+            raise TimeoutError(f"a tick has held the engine for over {wait:g}s; "
+                               "the config was not applied")
+        try:
+            current = {workload_key(rt.config): rt for rt in self.runtimes}
+            runtimes: list[TargetRuntime] = []
+            kept: list[str] = []
+            added: list[str] = []
+            for fresh in build_runtimes(settings, self.dry_run_override):
+                rt = current.pop(workload_key(fresh.config), None)
+                if rt is None:
+                    runtimes.append(fresh)
+                    added.append(fresh.name)
+                    continue
+                gone_policies = {p.label for p in rt.policies} - {p.label for p in fresh.policies}
+                self._forget_policies(rt.name, gone_policies)
+                rt.config, rt.policies, rt.guards = fresh.config, fresh.policies, fresh.guards
+                rt.dry_run = fresh.dry_run
+                if rt.actuator is not None:
+                    rt.actuator = fit_dry_run(rt.actuator, rt.dry_run)
+                runtimes.append(rt)
+                kept.append(rt.name)
+            for rt in current.values():
+                self.telemetry.forget_target(rt.name)
+                self._forget_policies(rt.name, {p.label for p in rt.policies})
+            if len(runtimes) != len(self.runtimes):
+                old_pool, self._pool = self._pool, self._new_pool(len(runtimes))
+                old_pool.shutdown(wait=False, cancel_futures=True)
+            self.runtimes = runtimes
+            self.settings = settings
+            self.health.interval = settings.evaluation_interval
+            if new_source is not None:
+                old_source, self.source = self.source, new_source
+                try:
+                    old_source.close()
+                except Exception:
+                    log.warning("closing the previous Prometheus source failed", exc_info=True)
+        finally:
+            self._lock.release()
+        removed = {rt.name for rt in current.values()}
+        return ReloadSummary(
+            kept=tuple(kept),
+            added=tuple(n for n in added if n not in removed),
+            removed=tuple(sorted(removed - set(added))),
+            replaced=tuple(n for n in added if n in removed),
+            interval=(old.evaluation_interval, settings.evaluation_interval),
+            prometheus_changed=new_source is not None,
+            needs_restart=tuple(key for key in ("listen", "leader_election")
+                                if getattr(settings, key) != getattr(old, key)),
+        )
+
+    def _forget_policies(self, target: str, labels: set[str]) -> None:
+        """Drop the per-policy series `forget_target` does not cover."""
+        t = self.telemetry
+        for label in labels:
+            for metric, values in (
+                (t.policy_value, [(target, label)]),
+                (t.policy_recommendation, [(target, label)]),
+                (t.signal_state, [(target, label, str(s)) for s in SignalState]),
+            ):
+                for labelvalues in values:
+                    with contextlib.suppress(KeyError):
+                        metric.remove(*labelvalues)
+
     # ----------------------------------------------------------------------- ticks
 
-    def tick_deadline(self) -> float:
+    def tick_budget(self) -> float:
         """A tick may take the interval, or the query timeout plus a margin if longer."""
-        budget = max(self.settings.evaluation_interval, self.settings.prometheus.timeout + 1.0)
-        return time.monotonic() + budget
+        return max(self.settings.evaluation_interval, self.settings.prometheus.timeout + 1.0)
+
+    def tick_deadline(self) -> float:
+        return time.monotonic() + self.tick_budget()
 
     def tick(self) -> list[TargetOutcome]:
         """Evaluate every target once; never raises."""
@@ -171,11 +333,18 @@ class Engine:
             log.exception("leader check failed; acting as standby")
             leader = False
         self.telemetry.leader.set(1 if leader else 0)
+        self.health.role = self.leadership.role  # shown from the tick's start, not its end
         return leader
+
+    def _still_leader(self) -> bool:
+        try:
+            return bool(self.leadership.is_leader())
+        except Exception:
+            return False
 
     def _actuator(self, rt: TargetRuntime) -> Actuator:
         if rt.actuator is None:
-            rt.actuator = self.actuator_factory(rt.config)
+            rt.actuator = fit_dry_run(self.actuator_factory(rt.config), rt.dry_run)
         return rt.actuator
 
     def _timed(self, rt: TargetRuntime, verb: str, call: Callable[[], Any]) -> Any:
@@ -228,6 +397,13 @@ class Engine:
                 outcome.skipped = why
                 rt.state = decision.state
                 break
+            if not self._still_leader():
+                # Asked again right before writing: a process frozen mid-tick (SIGSTOP,
+                # a long GC pause) may have lost its lease since the tick began.
+                outcome.skipped = "standby (lost leadership during the tick)"
+                rt.state = self._unwritten(decision, before)
+                break
+
             def write(d: Decision = decision, s: TargetStatus = status) -> None:
                 actuator.scale(d.desired, d.state, expected_current=s.current)
 
@@ -355,22 +531,75 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
 
 
-def run_forever(engine: Engine, interval: float, stop: threading.Event) -> None:
+def run_forever(
+    engine: Engine,
+    interval: float,
+    stop: threading.Event,
+    *,
+    wake: threading.Event | None = None,
+    on_wake: Callable[[], float] | None = None,
+    on_tick: Callable[[list[TargetOutcome]], None] | None = None,
+) -> None:
     """Tick every `interval` with APScheduler (max_instances=1, coalesce) until `stop`.
 
+    `on_tick` runs in the scheduler's thread after every completed tick: the systemd watchdog
+    ping lives there, so a loop that stops completing ticks stops pinging. Whenever `wake` is
+    set, `on_wake` runs in the caller's thread (a SIGHUP reload: `Engine.reload` waits for the
+    tick in flight) and returns the interval from then on; a change reschedules the job.
     On stop the scheduler finishes the tick in flight before returning.
     """
     from apscheduler.schedulers.background import BackgroundScheduler
 
+    def job() -> None:
+        outcomes = engine.tick()
+        if on_tick is not None:
+            try:
+                on_tick(outcomes)
+            except Exception:
+                log.exception("after-tick hook failed")
+
     scheduler = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True,
                                                   "misfire_grace_time": None})
-    scheduler.add_job(engine.tick, "interval", seconds=interval, id="tick",
+    scheduler.add_job(job, "interval", seconds=interval, id="tick",
                       next_run_time=_now_for_scheduler())
     scheduler.start()
     try:
-        stop.wait()
+        while not stop.is_set():
+            (wake or stop).wait()
+            if stop.is_set() or wake is None:
+                break
+            wake.clear()
+            if on_wake is None:
+                continue
+            new_interval = on_wake()
+            if new_interval != interval:
+                log.info("evaluation interval %gs -> %gs", interval, new_interval)
+                scheduler.reschedule_job("tick", trigger="interval", seconds=new_interval)
+                interval = new_interval
     finally:
         scheduler.shutdown(wait=True)
+
+
+def reload_config(engine: Engine, path: str | Path) -> bool:
+    """Re-read `path` and apply it (SIGHUP). Invalid: every problem is logged, one line each
+    with file:line and key, the failure is counted, and the running config stays."""
+    try:
+        settings = load_config(path)
+        summary = engine.reload(settings)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            log.error("config reload rejected: %s", issue)
+        problems = len(exc.issues)
+    except Exception as exc:  # a policy plugin, a source that cannot be built: never fatal
+        log.error("config reload rejected: %s: %s", path, exc)
+        problems = 1
+    else:
+        log.info("config reloaded from %s: %s", path, summary.describe())
+        return True
+    engine.telemetry.reload_failures.inc()
+    log.error("config reload from %s failed with %s problem(s); the running config stays",
+              path, problems)
+    return False
 
 
 def _now_for_scheduler() -> Any:

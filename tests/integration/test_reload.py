@@ -1,0 +1,271 @@
+"""SIGHUP reload of a real `autoscaler run` process, on the real Prometheus and real Swarm
+services: a target added by a reload appears in /metrics and the decision log while the first
+target keeps its in-memory stabilization; an invalid file is rejected with every problem logged
+(file:line and key), counted, and the old config keeps deciding.
+
+Why the first target's state can only survive in memory: its policy asks 6 replicas, clamped
+to max_replicas 3, which is the service's size, so nothing is ever written to the service (state
+on the target is written only with a replica change). After the reload its policy asks 2; the
+600 s scale-down stabilization window holds 3 only because this process remembers the 6. The
+added target, same policy and size but no memory, scales to 2: the control showing the check
+can fail. The unit tests (tests/unit/test_reload.py) cover the rest of Engine.reload on fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.e2e_support import free_port, spec_replicas, swarm_service, wait_for
+from tests.realenv import RealEnv
+
+pytestmark = pytest.mark.timeout(300)
+
+START = 60.0  # deadline for the process to serve and tick (generous)
+SETTLE = 60.0  # deadline for a reload or a scale to show
+STOP = 60.0  # deadline for the process to exit after SIGTERM
+WINDOW = {"scaleDown": {"stabilizationWindowSeconds": 600}}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def capacity(emails_per_hour: float) -> dict[str, Any]:
+    """A capacity policy on a constant: ceil(emails_per_hour / 10000 x 1.5) replicas."""
+    return {"type": "capacity", "name": "inflow", "query": f"vector({emails_per_hour:g})",
+            "per_instance": 10000, "headroom": 1.5}
+
+
+def target(name: str, service: str, emails_per_hour: float) -> dict[str, Any]:
+    return {"name": name, "backend": "swarm", "service": service, "min_replicas": 1,
+            "max_replicas": 3, "cooldown": {"up": "0s", "down": "0s"}, "behavior": WINDOW,
+            "policies": [capacity(emails_per_hour)]}
+
+
+def config_data(prometheus_url: str, port: int, targets: list[dict[str, Any]],
+                **extra: Any) -> dict[str, Any]:
+    return {"evaluation_interval": "1s",
+            "prometheus": {"url": prometheus_url, "timeout": "3s", "scrape_interval": "1s"},
+            "listen": f"127.0.0.1:{port}", "targets": targets, **extra}
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def daemon_env(realenv: RealEnv, **extra: str) -> dict[str, str]:
+    """The caller's environment without AUTOSCALER_* overrides or a service manager's
+    variables, pointed at the test dockerd; loopback traffic never goes through a proxy."""
+    drop = ("AUTOSCALER_", "NOTIFY_SOCKET", "WATCHDOG_", "HTTP_PROXY", "HTTPS_PROXY")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)}
+    env["DOCKER_HOST"] = realenv.docker_host
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+class Daemon:
+    """`autoscaler run` as a subprocess; stderr (the JSON log) goes to a file."""
+
+    def __init__(self, config: Path, env: dict[str, str], workdir: Path, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = workdir / f"daemon-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "autoscaler.cli", "run", "--config", str(config)],
+            env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        assert self.alive(), self.log_text()
+        self.proc.send_signal(signum)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text()
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                out.append(value)
+        return out
+
+    def decisions(self, name: str, after: int = 0) -> list[dict[str, Any]]:
+        """Decision records of target `name` logged after record number `after`."""
+        return [r for r in self.records()[after:]
+                if r.get("event") == "decision" and r.get("target") == name]
+
+    def index_of(self, text: str) -> int | None:
+        """Number of the first log record whose message contains `text`."""
+        return next((i for i, r in enumerate(self.records())
+                     if text in str(r.get("message", ""))), None)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        session = requests.Session()
+        session.trust_env = False
+        try:
+            with session:
+                response = session.get(f"{self.base}/metrics", timeout=5)
+        except requests.RequestException:
+            return {}
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(response.text) for s in f.samples}
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=STOP)
+
+    def close(self) -> None:
+        """Stop the process this object started (by its own pid), whatever happened."""
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP)
+        self._log.close()
+
+
+@contextmanager
+def daemon(config: Path, env: dict[str, str], workdir: Path, port: int) -> Iterator[Daemon]:
+    d = Daemon(config, env, workdir, port)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_a_reload_adds_a_target_and_keeps_the_first_targets_memory(
+        realenv: RealEnv, docker_client: Any, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "autoscaler.yaml"
+    with swarm_service(docker_client, realenv.busybox_image, replicas=3) as svc_a, \
+            swarm_service(docker_client, realenv.busybox_image, replicas=3) as svc_b:
+        write_yaml(config, config_data(realenv.prometheus_url, port,
+                                       [target("a", svc_a.name, 40000)]))
+        with daemon(config, daemon_env(realenv), tmp_path, port) as d:
+            first = wait_for(lambda: d.decisions("a")[1:], START, what="two decisions of a")
+            assert (first[0]["recommended"], first[0]["desired"]) == (6, 3), first[0]
+            assert ("autoscaler_target_desired_replicas", (("target", "b"),)) not in d.metrics()
+
+            write_yaml(config, config_data(
+                realenv.prometheus_url, port,
+                [target("a", svc_a.name, 10000), target("b", svc_b.name, 10000)],
+                evaluation_interval="2s",
+                prometheus={"url": realenv.prometheus_url, "timeout": "4s",
+                            "scrape_interval": "1s"}))
+            d.signal(signal.SIGHUP)
+            reloaded = wait_for(lambda: d.index_of("config reloaded from"), SETTLE,
+                                what="the reload logged")
+            message = d.records()[reloaded]["message"]
+            assert "1 target(s) kept with their state" in message and "added: b" in message
+            assert "evaluation_interval 1s -> 2s" in message
+            assert "new Prometheus connection" in message
+
+            # the new target is decided, written and exported ...
+            wait_for(lambda: spec_replicas(docker_client, svc_b.name) == 2, SETTLE,
+                     what="b scaled to 2 by the reloaded config")
+            b = d.decisions("b", after=reloaded)
+            assert b and (b[0]["recommended"], b[0]["desired"], b[0]["written"]) == (2, 2, True)
+            wait_for(lambda: d.metrics().get(("autoscaler_target_desired_replicas",
+                                              (("target", "b"),))) == 2,
+                     SETTLE, what="b in /metrics")
+
+            # ... while a, with the same policy and size, holds on what it remembers
+            held = wait_for(lambda: len(d.decisions("a", after=reloaded)) >= 3
+                            and d.decisions("a", after=reloaded), SETTLE,
+                            what="three decisions of a after the reload")
+            for record in held:
+                assert (record["recommended"], record["desired"]) == (2, 3), record
+                assert "stabilization" in {c["kind"] for c in record["clips"]}, record
+                assert record["written"] is False
+            assert spec_replicas(docker_client, svc_a.name) == 3
+            labels = docker_client.api.inspect_service(svc_a.name)["Spec"].get("Labels") or {}
+            assert not any(k.startswith("autoscaler.") for k in labels)  # only memory held it
+            assert d.metrics().get(("autoscaler_config_reload_failures_total", ())) == 0
+            assert d.stop() == 0
+        no_traceback(d.log_text())
+
+
+def test_an_invalid_reload_is_rejected_logged_counted_and_the_old_config_runs(
+        realenv: RealEnv, docker_client: Any, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "autoscaler.yaml"
+    with swarm_service(docker_client, realenv.busybox_image, replicas=3) as svc_a:
+        write_yaml(config, config_data(realenv.prometheus_url, port,
+                                       [target("a", svc_a.name, 40000)]))
+        with daemon(config, daemon_env(realenv), tmp_path, port) as d:
+            wait_for(lambda: d.decisions("a"), START, what="a decided")
+            # three problems: a cross-field rule, an unknown key, a value of the wrong type
+            config.write_text(
+                "evaluation_interval: 1s\n"  # line 1
+                f"prometheus: {{url: '{realenv.prometheus_url}', timeout: 3s}}\n"
+                f"listen: 127.0.0.1:{port}\n"
+                "targets:\n"
+                "  - name: a\n"  # line 5
+                "    backend: swarm\n"
+                f"    service: {svc_a.name}\n"
+                "    min_replicas: 5\n"  # line 8: above max_replicas
+                "    max_replicas: 3\n"
+                "    colldown: {up: 0s}\n"  # line 10: a typo
+                "    policies:\n"
+                "      - {type: capacity, name: inflow, query: 'vector(10000)'}\n"
+                "  - name: b\n"
+                "    backend: swarm\n"
+                "    service: nothing\n"
+                "    max_replicas: many\n"  # line 16: not a number
+                "    policies:\n"
+                "      - {type: capacity, query: 'vector(1)'}\n")
+            d.signal(signal.SIGHUP)
+            wait_for(lambda: d.metrics().get(("autoscaler_config_reload_failures_total", ()))
+                     == 1, SETTLE, what="autoscaler_config_reload_failures_total 1")
+            summary = wait_for(lambda: d.index_of("the running config stays"), SETTLE,
+                               what="the rejection summary")
+            rejected = [str(r["message"]) for r in d.records()[:summary]
+                        if str(r.get("message", "")).startswith("config reload rejected: ")]
+            expected = [(8, "targets[0].min_replicas"), (10, "targets[0].colldown"),
+                        (16, "targets[1].max_replicas")]
+            assert len(rejected) == len(expected), rejected
+            for line, key in expected:
+                assert any(f"{config}:{line}: {key}: " in m for m in rejected), (line, key)
+            assert all(r["level"] == "ERROR" for r in d.records()[:summary + 1]
+                       if "reload" in str(r.get("message", "")))
+
+            later = wait_for(lambda: len(d.decisions("a", after=summary)) >= 3
+                             and d.decisions("a", after=summary), SETTLE,
+                             what="a still decided by the old config")
+            for record in later:  # the old policy (40000/h -> 6) still runs
+                assert record["recommended"] == 6, record
+            assert not d.decisions("b")
+            assert d.alive()
+            assert d.stop() == 0
+        no_traceback(d.log_text())
