@@ -185,7 +185,9 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
     from autoscaler.sources.prometheus import PrometheusSource
     from autoscaler.telemetry import Health, Telemetry
 
-    clients = BackendClients(timeout=max(5.0, settings.prometheus.timeout))
+    # A backend call must end inside the tick (budget: max(interval, timeout + 1)).
+    budget = max(settings.evaluation_interval, settings.prometheus.timeout + 1.0)
+    clients = BackendClients(timeout=min(10.0, max(1.0, budget - 1.0)))
 
     def factory(target: Any) -> Any:
         actuator = make_actuator(target, clients)
@@ -208,6 +210,12 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
     return Engine(settings, source=PrometheusSource(settings.prometheus),
                   actuator_factory=factory, telemetry=telemetry, health=health,
                   leadership=leadership, dry_run=dry_run or everything_dry)
+
+
+def _tick_failed(outcomes: Any, engine: Any) -> bool:
+    """A one-shot tick failed when a target could not be evaluated or Prometheus was not
+    reachable (every signal then reads `error`)."""
+    return any(o.error for o in outcomes) or bool(engine.health.problems)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -233,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             outcomes = engine.tick()
         finally:
             engine.close()
-        return EXIT_FAILURE if any(o.error for o in outcomes) else EXIT_OK
+        return EXIT_FAILURE if _tick_failed(outcomes, engine) else EXIT_OK
     try:
         server = TelemetryServer(settings.listen, engine.telemetry, engine.health)
     except OSError as exc:
@@ -353,7 +361,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         by_name = {rt.name: rt for rt in engine.runtimes}
         print("\n\n".join(_explain_text(o, by_name[o.target]) for o in outcomes))
-    return EXIT_FAILURE if any(o.error for o in outcomes) else EXIT_OK
+    return EXIT_FAILURE if _tick_failed(outcomes, engine) else EXIT_OK
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:

@@ -71,6 +71,7 @@ class TargetRuntime:
     state: Any = None  # TargetState | None: merged with the target's own at every tick
     refused: str | None = None  # a standing reason never to write (HPA conflict)
     hpa_checked: bool = False
+    in_flight: Any = None  # Future of a run that outlived its tick (a hung backend)
 
     @property
     def name(self) -> str:
@@ -183,12 +184,18 @@ class Engine:
         self.clock = clock
         self.runtimes = build_runtimes(settings, dry_run)
         self._pool = self._new_pool(len(self.runtimes))
+        # The Prometheus probe has its own thread: a hung target never delays it.
+        self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        self._probe: Future[str | None] | None = None
         self._lock = threading.Lock()
         self.health.config_loaded = True
+        self.health.interval = self.tick_budget() + 2.0
 
     @staticmethod
     def _new_pool(targets: int) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=max(2, min(32, targets)),
+        """One worker per target up to 64: a target never has two runs in flight, so a
+        hung backend holds one worker, not the pool."""
+        return ThreadPoolExecutor(max_workers=max(2, min(64, targets)),
                                   thread_name_prefix="target")
 
     # ---------------------------------------------------------------------- reload
@@ -242,7 +249,7 @@ class Engine:
                 old_pool.shutdown(wait=False, cancel_futures=True)
             self.runtimes = runtimes
             self.settings = settings
-            self.health.interval = settings.evaluation_interval
+            self.health.interval = self.tick_budget() + 2.0
             if new_source is not None:
                 old_source, self.source = self.source, new_source
                 try:
@@ -292,14 +299,23 @@ class Engine:
             now = self.clock()
             deadline = self.tick_deadline()
             leader = self._leader()
-            futures: dict[Future[TargetOutcome], TargetRuntime] = {
-                self._pool.submit(self._tick_target, rt, now, deadline, leader): rt
-                for rt in self.runtimes
-            }
-            prom_problem: Future[str | None] = self._pool.submit(
-                self.source.check_reachable, deadline)
-            done, _ = wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()) + 2.0)
             outcomes = []
+            futures: dict[Future[TargetOutcome], TargetRuntime] = {}
+            for rt in self.runtimes:
+                if rt.in_flight is not None and not rt.in_flight.done():
+                    # Its backend still has last tick's call: never stack a second one.
+                    log.warning("target %s: previous evaluation still running; skipped",
+                                rt.name)
+                    outcomes.append(TargetOutcome(
+                        rt.name, error="previous evaluation still running (backend slow)"))
+                    continue
+                fut = self._pool.submit(self._tick_target, rt, now, deadline, leader)
+                rt.in_flight = fut
+                futures[fut] = rt
+            if self._probe is None or self._probe.done():
+                self._probe = self._probe_pool.submit(self.source.check_reachable, deadline)
+            prom_problem = self._probe
+            done, _ = wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()) + 2.0)
             for fut, rt in futures.items():
                 if fut in done:
                     try:
@@ -308,12 +324,15 @@ class Engine:
                         log.exception("target %s: tick failed", rt.name)
                         outcomes.append(TargetOutcome(rt.name, error=f"internal error: {exc}"))
                 else:
+                    log.warning("target %s: no decision within this tick's deadline", rt.name)
                     outcomes.append(TargetOutcome(rt.name, error="timed out in this tick"))
             problems = {o.target: o.error for o in outcomes if o.error}
             try:
                 prom = prom_problem.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+            except TimeoutError:
+                prom = "no answer within the tick"
             except Exception as exc:
-                prom = f"check failed: {exc}"
+                prom = f"check failed: {type(exc).__name__}: {exc}"
             if prom:
                 problems["prometheus"] = prom
             self.health.set_problems({k: v for k, v in problems.items() if v})
@@ -503,6 +522,7 @@ class Engine:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
         try:
             self.source.close()
         finally:

@@ -120,7 +120,7 @@ class Health:
     """What /healthz and /readyz answer, updated by the loop."""
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
+        self.interval = interval  # the loop sets it to its tick budget: ticks may run long
         self.clock = clock
         self.started = clock()
         self.last_tick: float | None = None
@@ -147,8 +147,10 @@ class Health:
                         "seconds_since_last_tick": round(since, 3)}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Config loaded, and the last tick found Prometheus and every backend answering
+        (not ready before a first tick has checked them)."""
         with self._lock:
-            ok = self.config_loaded and not self.problems
+            ok = self.config_loaded and self.last_tick is not None and not self.problems
             return ok, {"status": "ready" if ok else "not ready",
                         "config_loaded": self.config_loaded, "role": self.role,
                         "problems": dict(self.problems)}

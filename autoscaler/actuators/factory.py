@@ -16,7 +16,7 @@ class BackendClients:
     """One Docker client and one Kubernetes API client per process, created on first use."""
 
     def __init__(self, timeout: float = 10.0) -> None:
-        self.timeout = timeout
+        self.timeout = timeout  # per backend call; the CLI keeps it inside the tick budget
         self._docker: Any = None
         self._kube: Any = None
 

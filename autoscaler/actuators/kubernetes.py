@@ -61,12 +61,18 @@ def kubernetes_api_client(kubeconfig: str | None = None) -> kubernetes.client.Ap
         if in_cluster:
             configuration = kubernetes.client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
-            return kubernetes.client.ApiClient(configuration)
-        client: kubernetes.client.ApiClient = config.new_client_from_config(config_file=where)
-        return client
+            client = kubernetes.client.ApiClient(configuration)
+        else:
+            client = config.new_client_from_config(config_file=where)
     except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as exc:
         source = "the in-cluster service account" if in_cluster else where
         raise ActuatorError(f"load the Kubernetes configuration from {source}: {exc}") from exc
+    # One try per call: urllib3's default Retry(3) would turn one timeout into four and
+    # overrun the tick; the loop retries at the next tick.
+    no_retry = urllib3.util.Retry(total=0, redirect=0, raise_on_status=False)
+    client.configuration.retries = no_retry
+    client.rest_client.pool_manager.connection_pool_kw["retries"] = no_retry
+    return client
 
 
 def _in_cluster() -> bool:
