@@ -40,6 +40,20 @@ def plant_signal_name(query: str, simulate_as: str | None) -> str | None:
     return name if name in (*PLANT_SIGNALS, *EXTRA_SIGNALS) else None
 
 
+def plant_signal_names(items: Sequence[Policy | GuardConfig],
+                       not_simulated: list[str]) -> dict[str, str]:
+    """label -> plant signal for the policies or guards that have one; the others' labels
+    are appended to `not_simulated` (listed in the summary, never silently dropped)."""
+    names: dict[str, str] = {}
+    for item in items:
+        name = plant_signal_name(item.query, item.simulate_as)
+        if name is None:
+            not_simulated.append(item.label)
+        else:
+            names[item.label] = name
+    return names
+
+
 @dataclass(frozen=True)
 class Contender:
     """What is being simulated: a name, policies, guards, rules and its sync period."""
@@ -137,21 +151,9 @@ def simulate(
     start = contender.static_replicas or initial_replicas
     plant = Plant.running(params, start, t0)
     state = TargetState()
-    policy_names = {}
-    for p in contender.policies:
-        name = plant_signal_name(p.query, p.simulate_as)
-        if name is None:
-            result.not_simulated.append(p.label)
-        else:
-            policy_names[p.label] = name
+    policy_names = plant_signal_names(contender.policies, result.not_simulated)
     policies = [p for p in contender.policies if p.label in policy_names]
-    guard_names = {}
-    for g in contender.guards:
-        name = plant_signal_name(g.query, g.simulate_as)
-        if name is None:
-            result.not_simulated.append(g.label)
-        else:
-            guard_names[g.label] = name
+    guard_names = plant_signal_names(contender.guards, result.not_simulated)
     guards = [g for g in contender.guards if g.label in guard_names]
     history = ScrapeHistory(params, {*policy_names.values(), *guard_names.values()})
     windows = {p.label: max(p.window_seconds(), 0.0) for p in policies}
