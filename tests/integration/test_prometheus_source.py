@@ -253,9 +253,14 @@ def test_ok_with_the_exported_value(source: PrometheusSource, scraped: Exporter)
 def test_range_query_gives_sorted_samples_over_the_window(
     source: PrometheusSource, scraped: Exporter
 ) -> None:
-    now = time.time()
     query = scraped.sel("psrc_requests_total")
-    signal = source.read([SignalRequest("c", query, 10.0)], now, time.monotonic() + 30)["c"]
+    give_up = time.monotonic() + 60
+    while True:  # the exporter may have been scraped only once or twice so far
+        now = time.time()
+        signal = source.read([SignalRequest("c", query, 10.0)], now, time.monotonic() + 30)["c"]
+        if (signal.state is OK and len(signal.samples) >= 3) or time.monotonic() > give_up:
+            break
+        time.sleep(1)
     assert signal.state is OK, signal.detail
     assert len(signal.samples) >= 3
     times = [s.t for s in signal.samples]

@@ -280,8 +280,17 @@ def test_install_sh_refuses_bad_arguments(args: list[str], code: int, message: s
 def test_install_sh_refuses_to_install_without_root() -> None:
     if os.geteuid() != 0 or shutil.which("runuser") is None:
         pytest.skip("needs root to run the script as an unprivileged user")
-    done = subprocess.run(["runuser", "-u", "nobody", "--", "bash", str(INSTALL)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    # A copy nobody can read: the checkout itself may sit in a private directory.
+    readable = Path(tempfile.mkdtemp(prefix="install-sh-"))
+    try:
+        readable.chmod(0o755)
+        script = readable / "install.sh"
+        shutil.copy(INSTALL, script)
+        script.chmod(0o755)
+        done = subprocess.run(["runuser", "-u", "nobody", "--", "bash", str(script)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        shutil.rmtree(readable, ignore_errors=True)
     assert done.returncode == 1
     assert "run as root" in done.stderr
 
