@@ -1,0 +1,161 @@
+"""`autoscaler run` as a subprocess for end-to-end tests, and the Kubernetes namespace
+clean-up they share: one place for what several test modules used to repeat."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+STOP_TIMEOUT = 60.0
+
+MetricKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def daemon_env(drop: Iterable[str] = (), **extra: str) -> dict[str, str]:
+    """The caller's environment without AUTOSCALER_* overrides, a service manager's
+    variables, proxies or the prefixes in `drop`; loopback never goes through a proxy."""
+    prefixes = ("AUTOSCALER_", "NOTIFY_SOCKET", "WATCHDOG_", *drop)
+    env = {k: v for k, v in os.environ.items()
+           if not k.upper().startswith(prefixes)
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+class DaemonProcess:
+    """A daemon started from a config file, its stderr (the JSON log) in a file; it is
+    only ever signalled by its own pid."""
+
+    def __init__(self, config: Path, env: dict[str, str], workdir: Path, *extra: str,
+                 port: int | None = None, label: str | None = None) -> None:
+        self.label = label or uuid.uuid4().hex[:6]
+        self.base = f"http://127.0.0.1:{port}" if port is not None else ""
+        self.log_path = workdir / f"daemon-{self.label}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "autoscaler.cli", "run", "--config", str(config), *extra],
+            env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=self._log)
+
+    # ------------------------------------------------------------------ the log
+    def log_text(self) -> str:
+        return self.log_path.read_text()
+
+    def records(self, event: str | None = None) -> list[dict[str, Any]]:
+        """JSON log records in order (of one `event` kind if given); other lines skipped."""
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and (event is None or record.get("event") == event):
+                out.append(record)
+        return out
+
+    def decisions(self, target: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.records("decision")
+                if target is None or r.get("target") == target]
+
+    # ------------------------------------------------------------------ HTTP
+    def get(self, path: str) -> requests.Response | None:
+        """GET on the daemon's own listener; None while it does not answer."""
+        with requests.Session() as session:
+            session.trust_env = False
+            try:
+                return session.get(f"{self.base}{path}", timeout=5)
+            except requests.RequestException:
+                return None
+
+    def metrics(self) -> dict[MetricKey, float]:
+        response = self.get("/metrics")
+        if response is None or response.status_code != 200:
+            return {}
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(response.text) for s in f.samples}
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The value of one sample of the daemon's /metrics, None when absent."""
+        return self.metrics().get((name, tuple(sorted(labels.items()))))
+
+    # ------------------------------------------------------------------ the process
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        assert self.alive(), self.log_text()
+        os.kill(self.proc.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        if self.alive():
+            self.proc.send_signal(signum)
+        return self.proc.wait(timeout=STOP_TIMEOUT)
+
+    def close(self) -> None:
+        """End the process whatever happened: a frozen one is thawed so it can act on SIGTERM."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        self._log.close()
+
+
+@contextmanager
+def daemon(config: Path, env: dict[str, str], workdir: Path, *extra: str,
+           port: int | None = None, label: str | None = None) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(config, env, workdir, *extra, port=port, label=label)
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def delete_namespace(api: Any, ns: str) -> None:
+    """Delete what tests make in a namespace, then the namespace, clearing its `kubernetes`
+    finalizer by hand: no namespace controller runs in the test environment, so without this
+    the objects would stay in etcd and the namespace Terminating forever."""
+    import kubernetes.client as k
+
+    api_client = api.api_client if isinstance(api, k.CoreV1Api) else api
+    core, apps = k.CoreV1Api(api_client), k.AppsV1Api(api_client)
+    rbac = k.RbacAuthorizationV1Api(api_client)
+    for delete in (apps.delete_collection_namespaced_deployment,
+                   apps.delete_collection_namespaced_stateful_set,
+                   core.delete_collection_namespaced_event,
+                   core.delete_collection_namespaced_config_map,
+                   core.delete_collection_namespaced_secret,
+                   core.delete_collection_namespaced_service_account,
+                   k.CoordinationV1Api(api_client).delete_collection_namespaced_lease,
+                   k.AutoscalingV1Api(api_client)
+                   .delete_collection_namespaced_horizontal_pod_autoscaler,
+                   rbac.delete_collection_namespaced_role_binding,
+                   rbac.delete_collection_namespaced_role):
+        try:
+            delete(ns)
+        except k.ApiException as exc:
+            if exc.status != 404:
+                raise
+    try:
+        core.delete_namespace(ns)
+        body = core.read_namespace(ns)
+        body.spec = k.V1NamespaceSpec(finalizers=[])
+        core.replace_namespace_finalize(ns, body)
+    except k.ApiException as exc:
+        if exc.status != 404:
+            raise
