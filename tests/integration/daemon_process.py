@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from signal import SIGCONT, SIGTERM
 from typing import Any
 
 import requests
@@ -65,9 +65,15 @@ class DaemonProcess:
                 out.append(record)
         return out
 
-    def decisions(self, target: str | None = None) -> list[dict[str, Any]]:
-        return [r for r in self.records("decision")
-                if target is None or r.get("target") == target]
+    def decisions(self, target: str | None = None, after: int = 0) -> list[dict[str, Any]]:
+        """Decision records (of one target if given) logged after record number `after`."""
+        return [r for r in self.records()[after:]
+                if r.get("event") == "decision" and (target is None or r.get("target") == target)]
+
+    def index_of(self, text: str) -> int | None:
+        """Number of the first log record whose message contains `text`."""
+        return next((i for i, r in enumerate(self.records())
+                     if text in str(r.get("message", ""))), None)
 
     # ------------------------------------------------------------------ HTTP
     def get(self, path: str) -> requests.Response | None:
@@ -98,7 +104,7 @@ class DaemonProcess:
         assert self.alive(), self.log_text()
         os.kill(self.proc.pid, signum)
 
-    def stop(self, signum: int = signal.SIGTERM) -> int:
+    def stop(self, signum: int = SIGTERM) -> int:
         if self.alive():
             self.proc.send_signal(signum)
         return self.proc.wait(timeout=STOP_TIMEOUT)
@@ -106,7 +112,7 @@ class DaemonProcess:
     def close(self) -> None:
         """End the process whatever happened: a frozen one is thawed so it can act on SIGTERM."""
         if self.alive():
-            os.kill(self.proc.pid, signal.SIGCONT)
+            os.kill(self.proc.pid, SIGCONT)
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT)
