@@ -39,6 +39,9 @@ from policies import Policy
 
 ENV_PREFIX = "AUTOSCALER_"
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
+# Kubernetes keeps replicas in an int32; a larger count could not be written anywhere, and
+# 10**400 would not even fit the float of a metric.
+MAX_REPLICAS = 2**31 - 1
 
 
 class Strict(BaseModel):
@@ -79,6 +82,12 @@ class PrometheusConfig(Strict):
         15.0, description="Prometheus' scrape interval: a newest sample older than two is stale"
     )
     max_concurrent_queries: int = Field(8, ge=1, le=256, description="queries in flight at once")
+    group_by_label: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="send the targets' queries that differ only in this label's value "
+        '(`label="value"`) as one query per tick, split by the label; default: one query each',
+    )
 
     @field_validator("url")
     @classmethod
@@ -165,13 +174,13 @@ class TargetConfig(Strict):
     namespace: str | None = Field(None, description="kubernetes: the workload's namespace")
     deployment: str | None = None
     statefulset: str | None = None
-    min_replicas: int = Field(1, ge=1)
-    max_replicas: int = Field(..., ge=1)
+    min_replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
+    max_replicas: int = Field(..., ge=1, le=MAX_REPLICAS)
     dry_run: bool = False
     cooldown: Cooldown = Field(default_factory=Cooldown)
     behavior: Behavior = Field(default_factory=Behavior)
     on_metric_error: Literal["hold", "fallback"] = "hold"
-    fallback_replicas: int | None = Field(None, ge=1)
+    fallback_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
     preset: Preset | None = None
     prefix: str = Field("", pattern=r"^[a-zA-Z_:]?[a-zA-Z0-9_:]*$")
     preset_options: PresetOptions = Field(default_factory=PresetOptions)
@@ -291,7 +300,8 @@ class SimulationConfig(Strict):
     capacity_per_instance: float = Field(10000.0, gt=0, description="emails/hour per instance")
     startup_delay: Duration = Field(60.0, description="before a new instance serves")
     scrape_interval: Duration = Field(15.0, description="how often the plant is sampled")
-    initial_replicas: int | None = Field(None, ge=1, description="default: min_replicas")
+    initial_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS,
+                                         description="default: min_replicas")
 
     def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
         return [self.positive_scrape]
@@ -390,16 +400,43 @@ class _LineLoader(yaml.SafeLoader):
     """A SafeLoader that also records the line of every key and list item."""
 
 
+MAX_YAML_NODES = 100_000  # a real config has hundreds; aliases must not expand past this
+
+
+class _TooLarge(Exception):
+    """The document, with its aliases expanded, has more nodes than any config needs."""
+
+
+class _DuplicateKeys(Exception):
+    """Keys given twice in one mapping: YAML would silently keep the last one."""
+
+    def __init__(self, found: list[tuple[Loc, int]]) -> None:
+        super().__init__(found)
+        self.found = found
+
+
 def _yaml_with_lines(text: str) -> tuple[Any, dict[Loc, int]]:
     lines: dict[Loc, int] = {}
     node = yaml.compose(text, Loader=_LineLoader)
     if node is None:
         return None, lines
+    visits = 0
+    duplicates: dict[tuple[int, str], tuple[Loc, int]] = {}
 
     def walk(n: yaml.Node, loc: Loc) -> None:
+        # Aliases share nodes: walking (and later validating) expands them, so a "billion
+        # laughs" file of a few lines would take hours and gigabytes. Count every visit.
+        nonlocal visits
+        visits += 1
+        if visits > MAX_YAML_NODES:
+            raise _TooLarge
         if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
             for k, v in n.value:
                 key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+                if key in seen and k.tag != "tag:yaml.org,2002:merge":
+                    duplicates.setdefault((id(n), key), ((*loc, key), k.start_mark.line + 1))
+                seen.add(key)
                 lines[(*loc, key)] = k.start_mark.line + 1
                 walk(v, (*loc, key))
         elif isinstance(n, yaml.SequenceNode):
@@ -408,6 +445,8 @@ def _yaml_with_lines(text: str) -> tuple[Any, dict[Loc, int]]:
                 walk(item, (*loc, i))
 
     walk(node, ())
+    if duplicates:
+        raise _DuplicateKeys(sorted(duplicates.values(), key=lambda d: d[1]))
     data = yaml.load(text, Loader=yaml.SafeLoader)
     return data, lines
 
@@ -443,6 +482,15 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
         except RecursionError as exc:
             reason = "invalid YAML: nested too deeply"
             raise ConfigError([ConfigIssue(src, None, "", reason)]) from exc
+        except _TooLarge as exc:
+            reason = (f"invalid YAML: more than {MAX_YAML_NODES:,} values once its aliases "
+                      "(*name) are expanded; a config file needs far fewer")
+            raise ConfigError([ConfigIssue(src, None, "", reason)]) from exc
+        except _DuplicateKeys as exc:
+            raise ConfigError([
+                ConfigIssue(src, line, format_key(loc), "this key is given twice in the same "
+                            "mapping (YAML would silently keep the last one)")
+                for loc, line in exc.found]) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -40,7 +40,8 @@ class ThresholdPolicy(Policy):
         None, description="lower bound; None: never scales down"
     )
     for_: Duration = Field(0.0, alias="for", description="how long the bound must be crossed")
-    step: int = Field(1, ge=1, description="instances added or removed per decision")
+    step: int = Field(1, ge=1, le=2**31 - 1,
+                      description="instances added or removed per decision")
 
     def window_seconds(self) -> float:
         return self.for_
