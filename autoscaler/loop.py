@@ -37,7 +37,7 @@ from autoscaler.decide import detect_manual_change
 from autoscaler.evaluate import evaluate
 from autoscaler.leader import Leadership, NoElection, may_write
 from autoscaler.model import Decision, Outcome, Signal, SignalState, TargetStatus
-from autoscaler.state import merge_states
+from autoscaler.state import merge_states, remembered_for
 from autoscaler.telemetry import Health, Telemetry
 from policies import Policy
 
@@ -69,6 +69,7 @@ class TargetRuntime:
     dry_run: bool
     actuator: Actuator | None = None
     state: Any = None  # TargetState | None: merged with the target's own at every tick
+    uid: str = ""  # of the object `state` is about: a recreated one starts afresh
     refused: str | None = None  # a standing reason never to write (HPA conflict)
     hpa_checked: bool = False
     in_flight: Any = None  # Future of a run that outlived its tick (a hung backend)
@@ -394,6 +395,7 @@ class Engine:
         try:
             actuator = self._actuator(rt)
             status: TargetStatus = self._timed(rt, "status", actuator.status)
+            rt.state, rt.uid = remembered_for(rt.state, rt.uid, status.uid), status.uid
             self._check_hpa(rt, actuator)
         except (ActuatorError, ValueError, OSError) as exc:
             return self._failed(rt, outcome, f"reading {rt.config.backend} target: {exc}")
@@ -432,6 +434,7 @@ class Engine:
                 log.warning("target %s: %s; re-reading (attempt %d)", rt.name, exc, attempt + 1)
                 try:
                     status = self._timed(rt, "status", actuator.status)
+                    rt.state, rt.uid = remembered_for(rt.state, rt.uid, status.uid), status.uid
                 except ActuatorError as exc2:
                     rt.state = self._unwritten(decision, before)
                     return self._failed(rt, outcome, f"re-reading after a conflict: {exc2}")

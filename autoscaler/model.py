@@ -184,6 +184,7 @@ class TargetStatus:
     ready: int | None
     state: TargetState = field(default_factory=TargetState)
     paused: bool = False
+    uid: str = ""  # which object was read (Swarm service ID, Kubernetes uid); "" = unknown
 
 
 @dataclass(frozen=True, slots=True)

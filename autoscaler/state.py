@@ -119,6 +119,20 @@ def _union(a: tuple[tuple[float, int], ...],
     return tuple(sorted(set(a) | set(b)))
 
 
+def remembered_for(in_memory: TargetState | None, remembered_uid: str,
+                   uid: str) -> TargetState | None:
+    """What this process remembers, if it is about the object just read.
+
+    A workload deleted and recreated under the same name is another object (a new Swarm
+    service ID, a new Kubernetes uid): nothing remembered of the old one may be applied to
+    it (its last scale would start a cooldown, its last count would make the new one's size
+    look like an operator's scale), so it is adopted as it is. An unknown uid changes nothing.
+    """
+    if remembered_uid and uid and remembered_uid != uid:
+        return None
+    return in_memory
+
+
 def merge_states(on_target: TargetState, in_memory: TargetState | None) -> TargetState:
     """Combine what the target says with what this process remembers.
 

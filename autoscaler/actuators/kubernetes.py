@@ -257,7 +257,8 @@ class KubernetesActuator:
         read, ready, annotations = self._get()
         state = self._decode(annotations)
         self._read = read
-        return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused)
+        return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused,
+                            uid=read.uid)
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -145,7 +145,8 @@ class SwarmActuator:
         ready = self._ready(read.service_id)
         state = self._decode(dict(read.spec.get("Labels") or {}))
         self._read = read
-        return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused)
+        return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused,
+                            uid=read.service_id)
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from autoscaler.state import (
     decode_state,
     encode_state,
     merge_states,
+    remembered_for,
 )
 
 PREFIXES = [pytest.param(SWARM_PREFIX, id="swarm"), pytest.param(KUBERNETES_PREFIX, id="k8s")]
@@ -203,3 +204,18 @@ def test_merge_states_keeps_the_union_of_history() -> None:
     merged = merge_states(on_target, MEMORY)
     assert merged.recommendations == ((80.0, 4), (90.0, 5))
     assert merged.events == ((70.0, 1), (100.0, 2))
+
+
+# --------------------------------------------------------------------------- remembered_for
+
+
+@pytest.mark.parametrize(("memory", "remembered_uid", "uid", "expected"), [
+    pytest.param(MEMORY, "svc-1", "svc-1", MEMORY, id="same-object-keeps-memory"),
+    pytest.param(MEMORY, "svc-1", "svc-2", None, id="recreated-object-starts-afresh"),
+    pytest.param(MEMORY, "", "svc-1", MEMORY, id="first-read-of-a-uid-keeps-memory"),
+    pytest.param(MEMORY, "svc-1", "", MEMORY, id="backend-without-uid-keeps-memory"),
+    pytest.param(None, "svc-1", "svc-2", None, id="nothing-remembered"),
+])
+def test_remembered_for(memory: TargetState | None, remembered_uid: str, uid: str,
+                        expected: TargetState | None) -> None:
+    assert remembered_for(memory, remembered_uid, uid) == expected
