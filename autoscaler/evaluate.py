@@ -53,7 +53,14 @@ def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext) -> PolicyResu
     if signal.state is not SignalState.OK:
         return PolicyResult(policy.label, policy.type, signal.state, None, None,
                             f"not reported: {signal.state} ({signal.detail})")
-    rec = policy.recommend(signal, ctx)
+    try:
+        rec = policy.recommend(signal, ctx)
+    except ArithmeticError as exc:
+        # A finite but huge value (1.7e308 x headroom is +Inf) has no replica count: the
+        # policy did not report, so the target holds instead of the whole tick failing.
+        return PolicyResult(policy.label, policy.type, SignalState.ERROR, signal.latest, None,
+                            f"not reported: cannot compute from {signal.latest:.4g} "
+                            f"({type(exc).__name__})")
     return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest, rec.replicas,
                         rec.reason)
 
