@@ -50,6 +50,20 @@ class PresetOptions(BaseModel):
     )
 
 
+def while_scraped(prefix: str, expr: str) -> str:
+    """`expr` only while Prometheus scrapes some Stalwart node, else no series at all.
+
+    `or vector(0)` turns an absent counter into 0, which is the truth only while the node is
+    scraped (a counter is absent until its first event). When no node is scraped (Stalwart's
+    endpoint down, auth changed, a relabeling mistake), 0 would read as an idle cluster and
+    scale it to min_replicas; gated on `smtp_active_connections`, which every node always
+    exports and which goes stale on the first failed scrape, the signal is `empty` instead
+    and the size holds. It also cuts the fall of a 5-minute rate() over the window after
+    the scrapes stop, which would otherwise look like demand fading.
+    """
+    return f"({expr}) and on() count({prefix}smtp_active_connections)"
+
+
 def counter_rate(prefix: str, metric: str, window: str = "5m") -> str:
     """Cluster-wide per-second rate of a Stalwart counter, 0 while the series is absent."""
     return f"(sum(rate({prefix}{metric}[{window}])) or vector(0))"
@@ -57,19 +71,19 @@ def counter_rate(prefix: str, metric: str, window: str = "5m") -> str:
 
 def inflow_per_hour(prefix: str) -> str:
     """Messages queued per hour: inbound plus authenticated submissions."""
-    return (
+    return while_scraped(prefix, (
         f"({counter_rate(prefix, 'queue_queue_message')} + "
         f"{counter_rate(prefix, 'queue_queue_message_authenticated')}) * 3600"
-    )
+    ))
 
 
 def net_inflow_per_hour(prefix: str) -> str:
     """Queue growth per hour on the community edition: inflow minus completed deliveries."""
-    return (
+    return while_scraped(prefix, (
         f"({counter_rate(prefix, 'queue_queue_message')} + "
         f"{counter_rate(prefix, 'queue_queue_message_authenticated')} - "
         f"{counter_rate(prefix, 'delivery_completed')}) * 3600"
-    )
+    ))
 
 
 def default_cpu_query(backend: str, workload: str, namespace: str | None) -> str:
@@ -148,7 +162,8 @@ def preset_guards(preset: str, *, prefix: str, options: PresetOptions) -> list[d
         return [
             {"name": "active_deliveries",
              # Per node: removing one node drops the deliveries that node has in flight.
-             "query": f"avg({prefix}delivery_active_connections) or vector(0)",
+             "query": while_scraped(prefix,
+                                    f"avg({prefix}delivery_active_connections) or vector(0)"),
              "block": "scale_down", "above": options.max_active_deliveries,
              "simulate_as": "active_deliveries"},
         ]
