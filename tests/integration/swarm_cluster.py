@@ -19,6 +19,7 @@ recorded or found in its own namespaces, pidfiles and containers, never by name.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -42,6 +43,7 @@ SUBNET = "10.213.77"
 HOST_ADDRESS = f"{SUBNET}.1"
 ADDRESS_POOL = f"{SUBNET}.128/25"  # overlay networks (ingress) get /26s from here
 BASE = Path("/tmp/asfo-swarm")
+LOCK = Path("/tmp/asfo-swarm.lock")  # outside BASE: cleanup() removes BASE
 API_VERSION = "1.41"  # dockerd 20.10
 SWARM_PORT = 2377
 # dockerd's log times: RFC 3339 with nanoseconds, which datetime cannot parse whole.
@@ -430,12 +432,19 @@ class SwarmCluster:
 
 @contextlib.contextmanager
 def swarm_cluster(log_dir: Path, source_docker_host: str, image: str) -> Iterator[SwarmCluster]:
-    """A running three-manager swarm; torn down, and checked to be gone, on the way out."""
-    cluster = SwarmCluster(log_dir)
-    try:
-        yield cluster.up(source_docker_host, image)
-    finally:
-        cluster.close()
-        left = {k: v for k, v in leftovers(cluster.base).items() if v}
-        if left:
-            raise AssertionError(f"the swarm cluster left things behind: {left}")
+    """A running three-manager swarm; torn down, and checked to be gone, on the way out.
+
+    Every name and address here is fixed, so two test modules (or two pytest runs) that
+    build one at the same time would tear each other's down: an exclusive lock on a file
+    next to BASE makes the second wait until the first cluster is gone.
+    """
+    with LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cluster = SwarmCluster(log_dir)
+        try:
+            yield cluster.up(source_docker_host, image)
+        finally:
+            cluster.close()
+            left = {k: v for k, v in leftovers(cluster.base).items() if v}
+            if left:
+                raise AssertionError(f"the swarm cluster left things behind: {left}")
