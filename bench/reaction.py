@@ -32,7 +32,7 @@ from typing import Any
 
 import requests
 
-from bench._stack import loadavg, write_doc, write_json
+from bench._stack import loadavg, wait_until, write_doc, write_json
 from bench.report import machine
 
 SCRAPE, INTERVAL = 1.0, 1.0
@@ -102,16 +102,6 @@ def first_scrape_with_step(prometheus: str, cluster: str, t: float) -> float | N
     except (requests.RequestException, KeyError, ValueError, TypeError):
         return None
     return min(found, default=None)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 # --------------------------------------------------------------------------- workloads
@@ -185,7 +175,7 @@ def run_backend(backend: str, realenv: Any, trials: int, low: float, high: float
             Emulator(source, demand=low, startup_delay=1, poll=EMULATOR_POLL) as emulator, \
             registered(realenv, emulator) as cluster:
         policy = inflow_capacity(cluster, f"{WINDOW:g}s")
-        wait_for(lambda: (prom_value(prometheus, policy["query"]) or 0) > 0, 60,
+        wait_until(lambda: (prom_value(prometheus, policy["query"]) or 0) > 0, 60,
                  "the emulator's inflow in Prometheus")
         target = {"name": "smtp", **fields, "min_replicas": 1, "max_replicas": MAX_REPLICAS,
                   "cooldown": {"up": "0s", "down": "0s"},
@@ -209,18 +199,18 @@ def run_backend(backend: str, realenv: Any, trials: int, low: float, high: float
             with running(engine, settings.evaluation_interval):
                 # Same start every time: 1 replica, a full rate window of low demand, and
                 # no write for as long.
-                wait_for(lambda: replicas() == 1, 120, "the workload back at 1 replica")
+                wait_until(lambda: replicas() == 1, 120, "the workload back at 1 replica")
                 quiet = max(low_since + WINDOW + 2, log.last_write() + WINDOW + 2)
                 time.sleep(max(0.0, quiet - time.time()) + rng.uniform(0, SCRAPE))
                 if replicas() != 1:
                     raise RuntimeError("the workload left 1 replica with the demand low")
                 t0 = time.time()
                 emulator.set_demand(high)
-                wait_for(lambda: replicas() > 1, 60, "the scale-up write", every=POLL)
+                wait_until(lambda: replicas() > 1, 60, "the scale-up write", every=POLL)
                 seen = time.time()
                 emulator.set_demand(low)
                 low_since = time.time()
-                wrote = wait_for(partial(log.first_write_after, t0), 10, "the writing tick")
+                wrote = wait_until(partial(log.first_write_after, t0), 10, "the writing tick")
             scrape = first_scrape_with_step(prometheus, cluster, t0)
             if scrape is None:
                 raise RuntimeError("no scrape after the step shows the new demand")

@@ -18,7 +18,6 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.emulator import Emulator, FixedInstances, SwarmTasks
+from tests.integration.daemon_process import DaemonProcess, daemon, delete_namespace
 from tests.integration.e2e_support import (
     FAST_BEHAVIOR,
     free_port,
@@ -45,7 +45,6 @@ pytestmark = pytest.mark.timeout(300)
 
 DEMAND = 40000.0  # emails/hour: the capacity policy asks for ceil(4 x 1.5) = 6 instances
 START = 60.0  # deadline for a subprocess to be up and to have ticked (generous)
-STOP = 60.0  # deadline for a subprocess to exit after a signal
 CLI_TIMEOUT = 120.0  # deadline for a one-shot command
 
 
@@ -139,49 +138,6 @@ def http_get(url: str) -> requests.Response | None:
         return None
 
 
-class Daemon:
-    """`autoscaler run` as a subprocess; stderr (the JSON log) goes to a file."""
-
-    def __init__(self, config: Path, env: dict[str, str], workdir: Path,
-                 *extra: str) -> None:
-        self.log_path = workdir / f"daemon-{uuid.uuid4().hex[:6]}.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autoscaler.cli", "run", "--config", str(config), *extra],
-            env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=self._log)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        if self.alive():
-            self.proc.send_signal(signum)
-        return self.proc.wait(timeout=STOP)
-
-    def close(self) -> None:
-        """Stop the process this object started (by its own pid), whatever happened."""
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP)
-        self._log.close()
-
-
-@contextmanager
-def daemon(config: Path, env: dict[str, str], workdir: Path, *extra: str) -> Iterator[Daemon]:
-    d = Daemon(config, env, workdir, *extra)
-    try:
-        yield d
-    finally:
-        d.close()
-
-
 def metric_samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = http_get(f"{base}/metrics")
     if response is None or response.status_code != 200:
@@ -253,25 +209,6 @@ def write_kubeconfig(path: Path, server: str) -> Path:
         "contexts": [{"name": "slow", "context": {"cluster": "slow", "user": "nobody"}}],
     }))
     return path
-
-
-def delete_namespace(kube_api: Any, ns: str) -> None:
-    """Delete what the test made in `ns`, then `ns`; no namespace controller runs in the test
-    environment, so its `kubernetes` finalizer is cleared by hand."""
-    import kubernetes.client as k
-    from kubernetes.client.exceptions import ApiException
-
-    core, apps = k.CoreV1Api(kube_api), k.AppsV1Api(kube_api)
-    apps.delete_collection_namespaced_deployment(ns)
-    core.delete_collection_namespaced_event(ns)
-    try:
-        core.delete_namespace(ns)
-        body = core.read_namespace(ns)
-        body.spec = k.V1NamespaceSpec(finalizers=[])
-        core.replace_namespace_finalize(ns, body)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
 
 
 def closed_port() -> int:
@@ -442,10 +379,10 @@ def test_daemon_serves_health_and_metrics_and_stops_on_signal(
             wait_ticks(base, first, "ticks increasing")
             assert d.alive()
             code = d.stop(signum)
-            assert code == 0, d.log()
-            lines = [line for line in d.log().splitlines() if line.strip()]
+            assert code == 0, d.log_text()
+            lines = [line for line in d.log_text().splitlines() if line.strip()]
             assert json.loads(lines[-1])["message"] == "stopped", lines[-3:]
-            no_traceback(d.log())
+            no_traceback(d.log_text())
 
 
 def test_missing_service_next_to_a_healthy_target(
@@ -478,7 +415,7 @@ def test_missing_service_next_to_a_healthy_target(
             assert ghost in readyz[1]["problems"]["ghost"]
             wait_ticks(base, 3)
             assert d.alive()
-            log = d.log()
+            log = d.log_text()
             assert len(target_errors(log, "ghost")) >= 3
             assert len(decisions(log, "smtp")) >= 3
             assert any(r.get("level") == "ERROR" and "ghost" in r.get("message", "")
@@ -488,7 +425,7 @@ def test_missing_service_next_to_a_healthy_target(
 
 @dataclass
 class SlowRun:
-    daemon: Daemon
+    daemon: DaemonProcess
     base: str
     service: str
     server: SilentServer
@@ -518,7 +455,7 @@ def slow_run(realenv: RealEnv, docker_client: Any, busy: str,
 def test_slow_backend_times_out_while_the_healthy_target_is_scaled(
         slow_run: SlowRun, docker_client: Any) -> None:
     d, base = slow_run.daemon, slow_run.base
-    written = wait_for(lambda: [r for r in decisions(d.log(), "smtp") if r["written"]], START,
+    written = wait_for(lambda: [r for r in decisions(d.log_text(), "smtp") if r["written"]], START,
                        what="the healthy target scaled")
     assert written[0]["outcome"] == "scale_up" and written[0]["desired"] > 1
     assert spec_replicas(docker_client, slow_run.service) == written[-1]["desired"]
@@ -527,10 +464,10 @@ def test_slow_backend_times_out_while_the_healthy_target_is_scaled(
                       what="/readyz naming the slow target")
     assert "timed out" in readyz[1]["problems"]["slow"] \
         or "did not answer" in readyz[1]["problems"]["slow"], readyz
-    errors = wait_for(lambda: target_errors(d.log(), "slow"), START,
+    errors = wait_for(lambda: target_errors(d.log_text(), "slow"), START,
                       what="the slow target's error in the log")
     assert f"127.0.0.1:{slow_run.server.port} did not answer" in errors[0]["error"]
-    assert decisions(d.log(), "slow") == []  # never decided on a status it could not read
+    assert decisions(d.log_text(), "slow") == []  # never decided on a status it could not read
     wait_ticks(base, 2)
     assert d.alive()
 
@@ -541,7 +478,7 @@ def test_slow_backend_never_starves_the_healthy_target(slow_run: SlowRun) -> Non
     status = status_json(base, "/readyz")
     assert d.alive()
     assert status is not None and set(status[1]["problems"]) == {"slow"}, status
-    log = d.log()
+    log = d.log_text()
     assert target_errors(log, "smtp") == []
     smtp = decisions(log, "smtp")
     assert len(smtp) >= 5
@@ -566,7 +503,7 @@ def test_kubernetes_read_without_answer_is_tried_once(tmp_path: Path) -> None:
 
 @dataclass
 class SilentPrometheusRun:
-    daemon: Daemon
+    daemon: DaemonProcess
     base: str
     first_readyz: tuple[int, dict[str, Any]]
 
@@ -630,12 +567,12 @@ def test_paused_service_is_decided_but_never_written(
                               [swarm_target("smtp", service.name, busy)],
                               realenv.prometheus_url, listen=f"127.0.0.1:{port}")
         with daemon(config, env, tmp_path) as d:
-            wait_for(lambda: len(decisions(d.log(), "smtp")) >= 4, START,
+            wait_for(lambda: len(decisions(d.log_text(), "smtp")) >= 4, START,
                      what="four decisions")
             paused = metric_samples(base).get(("autoscaler_target_paused", (("target", "smtp"),)))
             assert paused == 1
             assert d.stop() == 0
-        records = decisions(d.log(), "smtp")
+        records = decisions(d.log_text(), "smtp")
         assert all(r["outcome"] == "paused" for r in records), records
         assert all(r["written"] is False for r in records)
         assert all(r["recommended"] > 1 for r in records)  # demand calls for a scale-up

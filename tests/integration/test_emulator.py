@@ -31,12 +31,12 @@ from typing import Any, TypeVar
 import docker
 import kubernetes.client
 import pytest
-from kubernetes.client.exceptions import ApiException
 from prometheus_api_client import PrometheusConnect
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.emulator import COUNTERS, Emulator, FixedInstances, KubernetesReplicas, Workload
 from autoscaler.presets import PresetOptions, default_cpu_query, preset_guards, preset_policies
+from tests.integration.daemon_process import delete_namespace
 from tests.realenv import RealEnv
 
 T = TypeVar("T")
@@ -304,18 +304,6 @@ def test_follows_a_real_swarm_service(
             assert state(url)["running"] == 1
 
 
-def _delete_namespace(core: kubernetes.client.CoreV1Api, ns: str) -> None:
-    """Delete a namespace for real on an API server without a controller-manager."""
-    try:
-        core.delete_namespace(ns)
-        body = core.read_namespace(ns)
-        body.spec = kubernetes.client.V1NamespaceSpec(finalizers=[])
-        core.replace_namespace_finalize(ns, body)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-
 @pytest.fixture
 def kube_deployment(kube_api: kubernetes.client.ApiClient) -> Iterator[tuple[str, str]]:
     """(namespace, name) of a Deployment with spec.replicas 1 in a namespace of its own."""
@@ -337,7 +325,7 @@ def kube_deployment(kube_api: kubernetes.client.ApiClient) -> Iterator[tuple[str
                         command=["sleep", "100000"])])))))
         yield ns, "mail"
     finally:
-        _delete_namespace(core, ns)
+        delete_namespace(core, ns)
 
 
 def test_follows_a_real_kubernetes_deployment(

@@ -23,13 +23,13 @@ from typing import Any, Literal, TypeVar
 import kubernetes.client
 import kubernetes.config.incluster_config
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from autoscaler.actuators import kubernetes as kube_actuator
 from autoscaler.actuators.base import ActuatorError, ConflictError, NotAllowed, TargetMissing
 from autoscaler.actuators.kubernetes import KubernetesActuator, kubernetes_api_client
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import KUBERNETES_PREFIX, encode_state
+from tests.integration.daemon_process import delete_namespace
 from tests.realenv import RealEnv
 
 Kind = Literal["deployment", "statefulset"]
@@ -75,7 +75,7 @@ def ns(kube_api: kubernetes.client.ApiClient) -> Iterator[str]:
     try:
         yield name
     finally:
-        _delete_namespace(kube_api, name)
+        delete_namespace(kube_api, name)
 
 
 @pytest.fixture
@@ -83,29 +83,6 @@ def own_client(realenv: RealEnv) -> Iterator[kubernetes.client.ApiClient]:
     """An admin client of the test's own, made the way the daemon makes one."""
     with kubernetes_api_client(str(realenv.kubeconfig)) as client:
         yield client
-
-
-def _delete_namespace(api: kubernetes.client.ApiClient, ns: str) -> None:
-    """Delete what the tests made, then the namespace: no namespace controller runs here."""
-    apps = kubernetes.client.AppsV1Api(api)
-    core = kubernetes.client.CoreV1Api(api)
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
-    autoscaling = kubernetes.client.AutoscalingV1Api(api)
-    for delete in (apps.delete_collection_namespaced_deployment,
-                   apps.delete_collection_namespaced_stateful_set,
-                   autoscaling.delete_collection_namespaced_horizontal_pod_autoscaler,
-                   core.delete_collection_namespaced_event,
-                   rbac.delete_collection_namespaced_role_binding,
-                   rbac.delete_collection_namespaced_role):
-        delete(ns)
-    try:
-        core.delete_namespace(ns)
-        body = core.read_namespace(ns)
-        body.spec = kubernetes.client.V1NamespaceSpec(finalizers=[])
-        core.replace_namespace_finalize(ns, body)  # its `kubernetes` finalizer, cleared by hand
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
 
 
 def create_workload(api: kubernetes.client.ApiClient, kind: Kind, ns: str, name: str,

@@ -8,11 +8,8 @@ quick; every wait is a generous deadline, never an assertion on how fast anythin
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,13 +19,11 @@ from typing import Any
 
 import kubernetes.client
 import pytest
-import requests
 import yaml
-from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.actuators.kubernetes import kubernetes_api_client
 from autoscaler.leader import LeaseLeader
+from tests.integration.daemon_process import DaemonProcess, daemon_env, delete_namespace
 from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
 from tests.realenv import RealEnv
 
@@ -55,20 +50,7 @@ def ns(kube_api: kubernetes.client.ApiClient) -> Iterator[str]:
     try:
         yield name
     finally:
-        apps = kubernetes.client.AppsV1Api(kube_api)
-        coordination = kubernetes.client.CoordinationV1Api(kube_api)
-        for delete in (apps.delete_collection_namespaced_deployment,
-                       coordination.delete_collection_namespaced_lease,
-                       core.delete_collection_namespaced_event):
-            delete(name)
-        try:
-            core.delete_namespace(name)
-            body = core.read_namespace(name)
-            body.spec = kubernetes.client.V1NamespaceSpec(finalizers=[])
-            core.replace_namespace_finalize(name, body)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        delete_namespace(kube_api, name)
 
 
 def read_lease(api: kubernetes.client.ApiClient, ns: str, name: str) -> dict[str, Any]:
@@ -198,80 +180,21 @@ def write_config(path: Path, *, port: int, ns: str, lease: str,
     return path
 
 
-def daemon_env(realenv: RealEnv) -> dict[str, str]:
-    """No AUTOSCALER_* overrides, no POD_NAME (identity = host and pid), no proxy."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.upper().startswith("AUTOSCALER_") and k != "POD_NAME"
-           and k.lower() not in ("http_proxy", "https_proxy")}
-    env["KUBECONFIG"] = str(realenv.kubeconfig)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return env
+class Daemon(DaemonProcess):
+    """A daemon with KUBECONFIG, no POD_NAME (identity = host and pid) and no proxy."""
 
-
-class Daemon:
-    """`autoscaler run` as a subprocess with its JSON log in a file; stopped by its own pid."""
-
-    def __init__(self, label: str, config: Path, port: int, env: dict[str, str],
+    def __init__(self, label: str, config: Path, port: int, realenv: RealEnv,
                  workdir: Path) -> None:
-        self.label = label
-        self.base = f"http://127.0.0.1:{port}"
-        self.log_path = workdir / f"daemon-{label}.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autoscaler.cli", "run", "--config", str(config)],
-            env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=self._log)
+        env = daemon_env(drop=("POD_NAME",), KUBECONFIG=str(realenv.kubeconfig))
+        super().__init__(config, env, workdir, port=port, label=label)
         self.identity = f"{socket.gethostname()}_{self.proc.pid}"
 
-    def decisions(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("event") == "decision":
-                out.append(record)
-        return out
-
-    def get(self, path: str) -> requests.Response | None:
-        with requests.Session() as session:
-            session.trust_env = False
-            try:
-                return session.get(f"{self.base}{path}", timeout=5)
-            except requests.RequestException:
-                return None
-
     def leader_metric(self) -> float | None:
-        response = self.get("/metrics")
-        if response is None or response.status_code != 200:
-            return None
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                if sample.name == "autoscaler_leader":
-                    return float(sample.value)
-        return None
+        return self.metric("autoscaler_leader")
 
     def role(self) -> str | None:
         response = self.get("/readyz")
         return None if response is None else str(response.json().get("role"))
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.proc.pid, signum)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=DEADLINE)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=DEADLINE)
-        self._log.close()
 
 
 def wanted_but_not_written(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -282,14 +205,13 @@ def test_two_daemons_only_the_leader_writes_and_a_frozen_leader_is_replaced(
         realenv: RealEnv, kube_api: kubernetes.client.ApiClient, ns: str,
         tmp_path: Path) -> None:
     create_deployment(kube_api, ns, "smtp", replicas=1)
-    env = daemon_env(realenv)
     with ExitStack() as stack:
         daemons = []
         for label in ("a", "b"):
             port = free_port()
             config = write_config(tmp_path / f"{label}.yaml", port=port, ns=ns, lease="as",
                                   prometheus_url=realenv.prometheus_url)
-            d = Daemon(label, config, port, env, tmp_path)
+            d = Daemon(label, config, port, realenv, tmp_path)
             stack.callback(d.close)
             daemons.append(d)
 
@@ -374,7 +296,7 @@ def test_two_daemons_only_the_leader_writes_and_a_frozen_leader_is_replaced(
                  what="the remaining daemon leading after the clean stop")
         assert leader.stop() == 0
         assert read_lease(kube_api, ns, "as")["holderIdentity"] == ""
-        text = leader.log_path.read_text() + standby.log_path.read_text()
+        text = leader.log_text() + standby.log_text()
         assert "Traceback" not in text
         for secret in (realenv.kube_admin_token,):
             assert secret not in text

@@ -16,6 +16,7 @@ import pytest
 
 from autoscaler.cli import _engine
 from autoscaler.emulator import Emulator, KubernetesReplicas, SwarmTasks
+from tests.integration.daemon_process import delete_namespace
 from tests.integration.e2e_support import (
     FAST_BEHAVIOR,
     OwnPrometheus,
@@ -190,4 +191,4 @@ def test_demand_step_scales_a_kubernetes_deployment(
             events = core.list_namespaced_event(ns).items
             assert any(e.reason == "SuccessfulRescale" for e in events)
     finally:
-        core.delete_namespace(ns)
+        delete_namespace(kube_api, ns)

@@ -13,22 +13,14 @@ can fail. The unit tests (tests/unit/test_reload.py) cover the rest of Engine.re
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.daemon_process import daemon, daemon_env
 from tests.integration.e2e_support import free_port, spec_replicas, swarm_service, wait_for
 from tests.realenv import RealEnv
 
@@ -36,7 +28,6 @@ pytestmark = pytest.mark.timeout(300)
 
 START = 60.0  # deadline for the process to serve and tick (generous)
 SETTLE = 60.0  # deadline for a reload or a scale to show
-STOP = 60.0  # deadline for the process to exit after SIGTERM
 WINDOW = {"scaleDown": {"stabilizationWindowSeconds": 600}}
 
 
@@ -67,96 +58,6 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def daemon_env(realenv: RealEnv, **extra: str) -> dict[str, str]:
-    """The caller's environment without AUTOSCALER_* overrides or a service manager's
-    variables, pointed at the test dockerd; loopback traffic never goes through a proxy."""
-    drop = ("AUTOSCALER_", "NOTIFY_SOCKET", "WATCHDOG_", "HTTP_PROXY", "HTTPS_PROXY")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)}
-    env["DOCKER_HOST"] = realenv.docker_host
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra)
-    return env
-
-
-class Daemon:
-    """`autoscaler run` as a subprocess; stderr (the JSON log) goes to a file."""
-
-    def __init__(self, config: Path, env: dict[str, str], workdir: Path, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.log_path = workdir / f"daemon-{uuid.uuid4().hex[:6]}.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autoscaler.cli", "run", "--config", str(config)],
-            env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=self._log)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def signal(self, signum: int) -> None:
-        assert self.alive(), self.log_text()
-        self.proc.send_signal(signum)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text()
-
-    def records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_text().splitlines():
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                out.append(value)
-        return out
-
-    def decisions(self, name: str, after: int = 0) -> list[dict[str, Any]]:
-        """Decision records of target `name` logged after record number `after`."""
-        return [r for r in self.records()[after:]
-                if r.get("event") == "decision" and r.get("target") == name]
-
-    def index_of(self, text: str) -> int | None:
-        """Number of the first log record whose message contains `text`."""
-        return next((i for i, r in enumerate(self.records())
-                     if text in str(r.get("message", ""))), None)
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        session = requests.Session()
-        session.trust_env = False
-        try:
-            with session:
-                response = session.get(f"{self.base}/metrics", timeout=5)
-        except requests.RequestException:
-            return {}
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(response.text) for s in f.samples}
-
-    def stop(self) -> int:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=STOP)
-
-    def close(self) -> None:
-        """Stop the process this object started (by its own pid), whatever happened."""
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP)
-        self._log.close()
-
-
-@contextmanager
-def daemon(config: Path, env: dict[str, str], workdir: Path, port: int) -> Iterator[Daemon]:
-    d = Daemon(config, env, workdir, port)
-    try:
-        yield d
-    finally:
-        d.close()
-
-
 def no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
 
@@ -172,7 +73,8 @@ def test_a_reload_adds_a_target_and_keeps_the_first_targets_memory(
             swarm_service(docker_client, realenv.busybox_image, replicas=3) as svc_b:
         write_yaml(config, config_data(realenv.prometheus_url, port,
                                        [target("a", svc_a.name, 40000)]))
-        with daemon(config, daemon_env(realenv), tmp_path, port) as d:
+        with daemon(config, daemon_env(DOCKER_HOST=realenv.docker_host), tmp_path,
+                    port=port) as d:
             first = wait_for(lambda: d.decisions("a")[1:], START, what="two decisions of a")
             assert (first[0]["recommended"], first[0]["desired"]) == (6, 3), first[0]
             assert ("autoscaler_target_desired_replicas", (("target", "b"),)) not in d.metrics()
@@ -223,7 +125,8 @@ def test_an_invalid_reload_is_rejected_logged_counted_and_the_old_config_runs(
     with swarm_service(docker_client, realenv.busybox_image, replicas=3) as svc_a:
         write_yaml(config, config_data(realenv.prometheus_url, port,
                                        [target("a", svc_a.name, 40000)]))
-        with daemon(config, daemon_env(realenv), tmp_path, port) as d:
+        with daemon(config, daemon_env(DOCKER_HOST=realenv.docker_host), tmp_path,
+                    port=port) as d:
             wait_for(lambda: d.decisions("a"), START, what="a decided")
             # three problems: a cross-field rule, an unknown key, a value of the wrong type
             config.write_text(

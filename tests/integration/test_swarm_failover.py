@@ -17,11 +17,8 @@ property, never asserted: Raft's own election takes 10-25 s here and varies.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -32,8 +29,8 @@ import docker.errors
 import pytest
 import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.daemon_process import DaemonProcess, daemon_env
 from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
 from tests.integration.swarm_cluster import (
     HOST_ADDRESS,
@@ -131,67 +128,22 @@ def write_config(path: Path, *, port: int, prometheus_url: str) -> Path:
     return path
 
 
-def daemon_env(docker_host: str) -> dict[str, str]:
-    """No AUTOSCALER_* or DOCKER_* from outside, no proxy: this manager's engine only."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.upper().startswith(("AUTOSCALER_", "DOCKER_"))
-           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    env["DOCKER_HOST"] = docker_host
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return env
-
-
-class Daemon:
-    """`autoscaler run` on one manager's engine, its JSON log in a file; ended by its pid."""
+class Daemon(DaemonProcess):
+    """`autoscaler run` on one manager's engine only (no DOCKER_* from outside)."""
 
     def __init__(self, manager: Manager, prometheus_url: str, workdir: Path) -> None:
         self.manager = manager
-        self.label = manager.name
         port = free_port()
-        self.base = f"http://127.0.0.1:{port}"
-        config = write_config(workdir / f"{self.label}.yaml", port=port,
+        config = write_config(workdir / f"{manager.name}.yaml", port=port,
                               prometheus_url=prometheus_url)
-        self.log_path = workdir / f"daemon-{self.label}.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autoscaler.cli", "run", "--config", str(config)],
-            env=daemon_env(manager.docker_host), cwd=workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=self._log)
-
-    def records(self, event: str = "decision") -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("event") == event:
-                out.append(record)
-        return out
-
-    def decisions(self) -> list[dict[str, Any]]:
-        return self.records("decision")
+        env = daemon_env(drop=("DOCKER_",), DOCKER_HOST=manager.docker_host)
+        super().__init__(config, env, workdir, port=port, label=manager.name)
 
     def writes(self) -> list[float]:
         return [r["time"] for r in self.decisions() if r["written"]]
 
-    def get(self, path: str) -> requests.Response | None:
-        with requests.Session() as session:
-            session.trust_env = False
-            try:
-                return session.get(f"{self.base}{path}", timeout=5)
-            except requests.RequestException:
-                return None
-
     def leader_metric(self) -> float | None:
-        response = self.get("/metrics")
-        if response is None or response.status_code != 200:
-            return None
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                if sample.name == "autoscaler_leader":
-                    return float(sample.value)
-        return None
+        return self.metric("autoscaler_leader")
 
     def readyz(self) -> tuple[int, str] | None:
         """(HTTP status, role) of /readyz."""
@@ -201,24 +153,6 @@ class Daemon:
 
     def ticks_after(self, since: float, n: int) -> bool:
         return len([r for r in self.decisions() if r["time"] > since]) >= n
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.proc.pid, signum)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=DEADLINE)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=DEADLINE)
-        self._log.close()
 
 
 # --------------------------------------------------------------------------- the swarm

@@ -21,6 +21,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from prometheus_api_client import PrometheusConnect
 
+from tests.integration.daemon_process import delete_namespace
 from tests.realenv import RealEnv
 
 T = TypeVar("T")
@@ -225,24 +226,11 @@ def test_kube_deployment_scale_and_lease(kube_api: kubernetes.client.ApiClient) 
         coordination.delete_namespaced_lease("autoscaler-smoke", ns)
         apps.delete_namespaced_deployment("mail", ns)
     finally:
-        _delete_namespace(core, ns)
+        delete_namespace(core, ns)
 
     with pytest.raises(ApiException) as excinfo:
         core.read_namespace(ns)
     assert excinfo.value.status == 404
-
-
-def _delete_namespace(core: kubernetes.client.CoreV1Api, ns: str) -> None:
-    """Delete a namespace for real on an API server without a controller-manager."""
-    try:
-        core.delete_namespace(ns)
-        # No namespace controller runs here: clear its `kubernetes` finalizer ourselves.
-        body = core.read_namespace(ns)
-        body.spec = kubernetes.client.V1NamespaceSpec(finalizers=[])
-        core.replace_namespace_finalize(ns, body)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
 
 
 def test_kube_rbac_refuses_an_unprivileged_user(
