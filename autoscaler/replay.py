@@ -29,7 +29,7 @@ from policies.target_value import TargetValuePolicy
 Baseline = Literal["hpa-cpu", "static"]
 BASELINES: tuple[Baseline, ...] = ("hpa-cpu", "static")
 HPA_SYNC_PERIOD = 15.0
-EXTRA_SIGNALS = ("net_inflow", "active_deliveries")
+EXTRA_SIGNALS = ("net_inflow", "active_deliveries", "arrival_rate_1m")
 
 
 def plant_signal_name(query: str, simulate_as: str | None) -> str | None:

@@ -6,6 +6,7 @@ Third-party policies register through the entry point group `autoscaler.policies
 
 from policies.base import Policy
 from policies.capacity import CapacityPolicy
+from policies.forecast import ForecastPolicy
 from policies.queue_trend import QueueTrendPolicy
 from policies.target_value import TargetValuePolicy
 from policies.threshold import ThresholdPolicy
@@ -15,6 +16,7 @@ BUILTIN_POLICIES: dict[str, type[Policy]] = {
     "queue_trend": QueueTrendPolicy,
     "capacity": CapacityPolicy,
     "target_value": TargetValuePolicy,
+    "forecast": ForecastPolicy,
 }
 
 __all__ = ["BUILTIN_POLICIES", "Policy"]

@@ -27,6 +27,7 @@ class PlantParams:
     startup_delay: float = 60.0
     scrape_interval: float = 15.0
     rate_window: float = 300.0  # like rate(x[5m])
+    fast_rate_window: float = 60.0  # like rate(x[1m]): `arrival_rate_1m`
     cpu_window: float = 60.0  # like rate(container_cpu_usage_seconds_total[1m])
 
 
@@ -85,7 +86,7 @@ class ScrapeHistory:
     """What Prometheus would hold: counters and gauges at each scrape, and derived series."""
 
     SERIES = ("cpu", "memory", "queue", "arrival_rate", "processed_rate", "net_inflow",
-              "latency", "active_deliveries")
+              "latency", "active_deliveries", "arrival_rate_1m")
 
     def __init__(self, params: PlantParams, wanted: Iterable[str] | None = None) -> None:
         """`wanted`: the series to keep (default all); skipping the rest keeps replay fast."""
@@ -126,6 +127,9 @@ class ScrapeHistory:
         if want & {"arrival_rate", "net_inflow"}:
             arrival = self._rate("arrived", p.rate_window)
             self._add("arrival_rate", t, None if arrival is None else arrival * 3600.0)
+        if "arrival_rate_1m" in want:
+            fast = self._rate("arrived", p.fast_rate_window)
+            self._add("arrival_rate_1m", t, None if fast is None else fast * 3600.0)
         if want & {"processed_rate", "net_inflow", "active_deliveries"}:
             processed = self._rate("processed", p.rate_window)
             self._add("processed_rate", t, None if processed is None else processed * 3600.0)

@@ -112,4 +112,4 @@ def test_history_queries_names_policies_and_guards() -> None:
                                        "max_replicas": 5, "preset": "stalwart-smtp"}]},
                          environ={})
     keys = set(history_queries(s.targets[0]))
-    assert {"policy/inflow", "policy/queue", "policy/cpu", "guard/active_deliveries"} == keys
+    assert {"policy/inflow", "policy/cpu", "guard/active_deliveries"} == keys

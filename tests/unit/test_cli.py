@@ -102,7 +102,7 @@ def test_check_config_prints_the_effective_config_as_yaml(
     printed = yaml.safe_load(out)
     assert printed == redacted_dump(load_config(EXAMPLE, environ={}))
     assert [t["name"] for t in printed["targets"]] == ["smtp", "imap"]
-    assert printed["targets"][0]["cooldown"] == {"up": "1m", "down": "5m"}, "defaults shown"
+    assert printed["targets"][1]["cooldown"] == {"up": "1m", "down": "10m"}, "durations shown"
 
 
 def test_check_config_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -116,13 +116,15 @@ backend = "swarm"
 service = "stalwart_smtp"
 min_replicas = 2
 max_replicas = 20
-cooldown = { up = "1m", down = "300s" }
+cooldown = { up = "1m", down = "0s" }
 preset = "stalwart-smtp"
 preset_options = { edition = "community" }
 
 [targets.behavior.scaleDown]
 stabilizationWindowSeconds = 600
-policies = [{ type = "Pods", value = 1, periodSeconds = 120 }]
+
+[targets.behavior.scaleUp]
+stabilizationWindowSeconds = 30
 
 [[targets]]
 name = "imap"
@@ -145,8 +147,9 @@ def test_bundled_example_loads() -> None:
     assert [t.name for t in settings.targets] == ["smtp", "imap"]
     smtp = settings.target("smtp")
     assert (smtp.min_replicas, smtp.max_replicas) == (2, 20)
-    assert (smtp.cooldown.up, smtp.cooldown.down) == (60.0, 300.0)
+    assert (smtp.cooldown.up, smtp.cooldown.down) == (60.0, 0.0)
     assert smtp.behavior.scale_down.stabilization_window_seconds == 600
+    assert smtp.behavior.scale_up.stabilization_window_seconds == 30
     assert settings.leader_election.mode == "swarm"
     assert settings.evaluation_interval == 15.0
     assert settings.simulation.startup_delay == 60.0
@@ -819,12 +822,14 @@ def test_smtp_preset_expands_to_its_policies_and_guard() -> None:
     target = load_config_data(minimal(targets=[preset_target("stalwart-smtp")]),
                               environ=NO_ENV).targets[0]
     policies = target.effective_policies()
-    assert [(p.label, p.type) for p in policies] == [
-        ("inflow", "capacity"), ("queue", "queue_trend"), ("cpu", "threshold")]
+    # Community edition: the inflow forecast and the CPU backstop (no net-inflow queue policy).
+    assert [(p.label, p.type) for p in policies] == [("inflow", "forecast"), ("cpu", "threshold")]
+    assert "[1m]" in policies[0].query, "the forecast reads the 1m inflow rate"
+    assert policies[1].scale_up_above == 90.0  # type: ignore[attr-defined]
     assert [g.label for g in target.effective_guards()] == ["active_deliveries"]
     assert all(p.simulate_as for p in policies), "presets set simulate_as themselves"
     assert "or vector(0)" in policies[0].query, "absent counters read as 0"
-    assert 'service_name="stalwart"' in policies[2].query, "default CPU query names the service"
+    assert 'service_name="stalwart"' in policies[1].query, "default CPU query names the service"
 
 
 @pytest.mark.parametrize(
@@ -832,7 +837,7 @@ def test_smtp_preset_expands_to_its_policies_and_guard() -> None:
     [
         pytest.param("stalwart-imap", ["imap_sessions", "cpu"], [], id="imap"),
         pytest.param("stalwart-http", ["http_sessions", "cpu"], [], id="http"),
-        pytest.param("stalwart-all", ["inflow", "queue", "imap_sessions", "cpu"],
+        pytest.param("stalwart-all", ["inflow", "imap_sessions", "cpu"],
                      ["active_deliveries"], id="all"),
     ],
 )
@@ -864,27 +869,22 @@ def test_prefix_is_in_every_stalwart_metric(preset: str, edition: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("edition", "query", "signal"),
+    ("edition", "queue_queries"),
     [
-        pytest.param("enterprise", "max(stalwart_queue_count)", "depth", id="enterprise"),
-        pytest.param("community", None, "growth", id="community"),
+        pytest.param("enterprise", ["max(stalwart_queue_count)"], id="enterprise"),
+        # No depth gauge: no queue policy (its net-inflow stand-in lagged by minutes).
+        pytest.param("community", [], id="community"),
     ],
 )
-def test_edition_picks_the_queue_depth_query(
-    edition: str, query: str | None, signal: str
-) -> None:
+def test_edition_picks_the_queue_depth_query(edition: str, queue_queries: list[str]) -> None:
     target = load_config_data(
         minimal(targets=[preset_target("stalwart-smtp", prefix="stalwart_",
                                        preset_options={"edition": edition})]),
         environ=NO_ENV,
     ).targets[0]
-    (queue,) = [p for p in target.effective_policies() if p.label == "queue"]
-    assert queue.signal == signal  # type: ignore[attr-defined]
-    if query is not None:
-        assert queue.query == query
-    else:
-        assert "queue_count" not in queue.query
-        assert "stalwart_delivery_completed" in queue.query
+    queues = [p for p in target.effective_policies() if p.label == "queue"]
+    assert [q.query for q in queues] == queue_queries
+    assert all(q.signal == "depth" for q in queues)  # type: ignore[attr-defined]
 
 
 def test_explicit_policies_come_after_the_presets() -> None:
@@ -897,7 +897,7 @@ def test_explicit_policies_come_after_the_presets() -> None:
         environ=NO_ENV,
     ).targets[0]
     assert [p.label for p in target.effective_policies()] == [
-        "inflow", "queue", "cpu", "latency", "mine"]
+        "inflow", "cpu", "latency", "mine"]
     assert [g.label for g in target.effective_guards()] == ["active_deliveries", "guard:g"]
 
 

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from autoscaler.model import PolicyContext, Sample, Signal
 from autoscaler.registry import policy_types
 from policies.capacity import CapacityPolicy, replicas_for_rate
+from policies.forecast import ForecastPolicy, forecast_rate, sized_with_hysteresis
 from policies.queue_trend import QueueTrendPolicy, backlog_from_growth, slope_per_hour
 from policies.target_value import TargetValuePolicy, hpa_replicas
 from policies.threshold import ThresholdPolicy, covers_window
@@ -148,7 +149,8 @@ def test_queue_trend(params: dict[str, object], values: tuple[float, ...], curre
         expected
 
 
-@pytest.mark.parametrize("name", ["threshold", "queue_trend", "capacity", "target_value"])
+@pytest.mark.parametrize("name", ["threshold", "queue_trend", "capacity", "target_value",
+                                  "forecast"])
 def test_builtin_policies_are_registered(name: str) -> None:
     cls = policy_types()[name]
     assert cls.model_fields["type"].default == name
@@ -161,8 +163,57 @@ def test_builtin_policies_are_registered(name: str) -> None:
     pytest.param(QueueTrendPolicy, {"window": "0s"}, id="queue-zero-window"),
     pytest.param(ThresholdPolicy, {"step": 0}, id="threshold-zero-step"),
     pytest.param(CapacityPolicy, {"colour": "red"}, id="unknown-key"),
+    pytest.param(ForecastPolicy, {"headroom": 0.9}, id="forecast-headroom-below-1"),
+    pytest.param(ForecastPolicy, {"window": "0s"}, id="forecast-zero-window"),
+    pytest.param(ForecastPolicy, {"lead": "-1s"}, id="forecast-negative-lead"),
+    pytest.param(ForecastPolicy, {"hysteresis": -0.1}, id="forecast-negative-hysteresis"),
 ])
 def test_invalid_parameters_are_rejected(cls: type, params: dict[str, object]) -> None:
     base = {"query": "q", "target": 1} if cls is TargetValuePolicy else {"query": "q"}
     with pytest.raises(ValidationError):
         cls.model_validate({**base, **params})
+
+
+@pytest.mark.parametrize(("latest", "slope", "lead", "expected"), [
+    pytest.param(20000, 240000, 90, 26000, id="rising-extrapolated"),
+    pytest.param(20000, -240000, 90, 20000, id="falling-not-extrapolated"),
+    pytest.param(20000, None, 90, 20000, id="no-trend"),
+    pytest.param(20000, 240000, 0, 20000, id="no-lead"),
+])
+def test_forecast_rate(latest: float, slope: float | None, lead: float, expected: float) -> None:
+    assert forecast_rate(latest, slope, lead) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("rate", "current", "hysteresis", "expected"), [
+    pytest.param(25000, 2, 0.2, 3, id="up-at-once"),
+    pytest.param(20000, 2, 0.2, 2, id="exact-fit-holds"),
+    pytest.param(19000, 3, 0.2, 3, id="down-would-leave-too-little-spare-holds"),
+    pytest.param(17000, 3, 0.2, 2, id="down-with-spare"),
+    pytest.param(19000, 3, 0.0, 2, id="no-hysteresis-down"),
+    pytest.param(5000, 6, 0.2, 1, id="down-several-at-once"),
+])
+def test_sized_with_hysteresis(rate: float, current: int, hysteresis: float,
+                               expected: int) -> None:
+    assert sized_with_hysteresis(rate, current, 10000, 1.0, hysteresis) == expected
+
+
+@pytest.mark.parametrize(("params", "values", "current", "expected"), [
+    pytest.param({}, (20000, 20000, 20000), 2, 3, id="flat-with-default-headroom"),
+    pytest.param({"headroom": 1.0}, (20000, 20000, 20000), 2, 2, id="flat-exact"),
+    pytest.param({"headroom": 1.0}, (18000, 19000, 20000), 2, 3, id="rising-sized-ahead"),
+    pytest.param({"headroom": 1.0, "lead": 0}, (18000, 19000, 20000), 2, 2,
+                 id="no-lead-is-capacity"),
+    pytest.param({"headroom": 1.0}, (30000, 25000, 19000), 3, 3, id="falling-boundary-holds"),
+    pytest.param({"headroom": 1.0}, (30000, 25000, 17000), 3, 2, id="falling-down"),
+    pytest.param({"headroom": 1.0, "window": "30s"}, (0, 20000, 20000, 20000), 2, 2,
+                 id="rise-before-window-ignored"),
+    pytest.param({"headroom": 1.0}, (20000,), 2, 2, id="one-sample-no-trend"),
+    pytest.param({}, (20000, -5), 2, None, id="negative-rate-no-opinion"),
+    pytest.param({"headroom": 1.0, "tolerance": 0.5}, (30000, 30000), 2, 2,
+                 id="within-tolerance-holds"),
+])
+def test_forecast(params: dict[str, object], values: tuple[float, ...], current: int,
+                  expected: int | None) -> None:
+    policy = ForecastPolicy.model_validate({"type": "forecast", "query": "q", **params})
+    rec = policy.recommend(series(*values), PolicyContext(current=current, ready=current))
+    assert rec.replicas == expected, rec.reason
