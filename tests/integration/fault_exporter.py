@@ -1,0 +1,107 @@
+"""A tiny metrics exporter the fault tests run as a process of their own, to stop, freeze
+and restart it like a real one.
+
+`python -m tests.integration.fault_exporter --port P [--load V] [--rate R]` serves, on any
+GET path, in the Prometheus text format:
+
+- `fault_up 1`: always there while the process runs (as Stalwart's `smtp_active_connections`);
+- `fault_load V`: a gauge; `NaN`, `+Inf` and `-Inf` are published as such, `none` drops it;
+- `fault_messages_total`: a counter growing by R per hour from 0 at process start, so a
+  restart resets it as a restarted Stalwart node resets its own.
+
+`POST /control` with a JSON object (`{"load": 23000}`, `{"load": "NaN"}`, `{"load": null}`)
+changes the gauge. Standard library only: it starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SPECIAL = {"nan": "NaN", "+inf": "+Inf", "inf": "+Inf", "-inf": "-Inf"}
+
+
+def published(value: Any) -> str | None:
+    """The gauge's text in the exposition format, None for no series."""
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        return None
+    if isinstance(value, str):
+        if value.lower() in SPECIAL:
+            return SPECIAL[value.lower()]
+        return repr(float(value))
+    return repr(float(value))
+
+
+class State:
+    def __init__(self, load: str | None, rate_per_hour: float) -> None:
+        self.lock = threading.Lock()
+        self.load = published(load)
+        self.rate = rate_per_hour / 3600.0
+        self.started = time.time()
+
+    def text(self) -> str:
+        with self.lock:
+            load = self.load
+            count = self.rate * (time.time() - self.started)
+        lines = ["# TYPE fault_up gauge", "fault_up 1"]
+        if load is not None:
+            lines += ["# TYPE fault_load gauge", f"fault_load {load}"]
+        lines += ["# TYPE fault_messages_total counter", f"fault_messages_total {count:.6f}"]
+        return "\n".join(lines) + "\n"
+
+
+def serve(port: int, state: State) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _send(self, code: int, body: bytes, kind: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._send(200, state.text().encode(), "text/plain; version=0.0.4")
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                change = json.loads(self.rfile.read(length) or b"{}")
+                if "load" in change:
+                    text = published(change["load"])
+                    with state.lock:
+                        state.load = text
+            except (ValueError, TypeError) as exc:
+                self._send(400, f"{exc}\n".encode(), "text/plain")
+                return
+            self._send(200, b"ok\n", "text/plain")
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--load", default="none")
+    parser.add_argument("--rate", type=float, default=0.0, help="counter growth, per hour")
+    args = parser.parse_args(argv)
+    server = serve(args.port, State(args.load, args.rate))
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print("serving", flush=True)
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
