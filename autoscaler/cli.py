@@ -44,6 +44,20 @@ def _load(path: str | Path) -> Any:
         return None
 
 
+def _warn_security(settings: Any, path: str | Path | None, emit: Any) -> None:
+    """Each security warning through `emit` (a logger's warning, or a line on stderr). With
+    TLS verification knowingly off, urllib3's own per-request warning is silenced: ours
+    said it once, in the log's format."""
+    from autoscaler.config import security_warnings
+
+    for warning in security_warnings(settings, path):
+        emit(warning)
+    if not settings.prometheus.verify_tls:
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -52,6 +66,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args.file)
     if settings is None:
         return EXIT_BAD_INPUT
+    _warn_security(settings, args.file, lambda w: _err(f"warning: {w}"))
     dumped = redacted_dump(settings)
     if args.json:
         print(json.dumps(dumped, indent=2))
@@ -230,6 +245,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_BAD_INPUT
     setup_logging()
+    import logging
+
+    _warn_security(settings, args.config, logging.getLogger("autoscaler").warning)
     try:
         engine = _engine(settings, dry_run=args.dry_run, everything_dry=False)
     except NotImplementedError as exc:
@@ -249,8 +267,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine.close()
         return EXIT_FAILURE
     server.start()
-    import logging
-
     from autoscaler import sdnotify
     from autoscaler.loop import reload_config
 
@@ -345,6 +361,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_BAD_INPUT
     setup_logging("WARNING")
+    import logging
+
+    _warn_security(settings, args.config, logging.getLogger("autoscaler").warning)
     try:
         engine = _engine(settings, dry_run=True, everything_dry=True)
     except NotImplementedError as exc:
