@@ -1,10 +1,13 @@
 """The live loop: one tick evaluates every target concurrently; APScheduler runs the ticks.
 
 Per target: read the status, merge the state kept on the target with what this process
-remembers, read its signals, `evaluate()`, write replicas + state in one update when the write
+remembers, take its signals, `evaluate()`, write replicas + state in one update when the write
 gate allows (not dry-run, not paused, leader), and record the decision (JSON log line,
 metrics, Kubernetes event). A slow or failing target never delays the others: each runs in its
-own thread against a shared tick deadline, and an error is that target's alone.
+own thread against a shared tick deadline, and an error is that target's alone. The signals
+of all targets are read in ONE batch per tick (`SignalSource.read`, in a thread of its own,
+started before the targets' status reads): the source can then send identical queries once
+and group queries that differ only by a target label.
 A reload (SIGHUP, `Engine.reload`) swaps the config between two ticks and keeps the state of
 every target it still names.
 """
@@ -173,6 +176,7 @@ class Engine:
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
         source_factory: SourceFactory | None = None,
+        before_tick: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -183,10 +187,14 @@ class Engine:
         self.leadership: Leadership = leadership or NoElection()
         self.dry_run_override = dry_run
         self.clock = clock
+        # Called as each tick starts: shared backend reads (the Swarm service list) expire.
+        self.before_tick = before_tick
         self.runtimes = build_runtimes(settings, dry_run)
         self._pool = self._new_pool(len(self.runtimes))
         # The Prometheus probe has its own thread: a hung target never delays it.
         self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        # The tick's one batch read of every target's signals.
+        self._signal_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signals")
         self._probe: Future[str | None] | None = None
         self._lock = threading.Lock()
         self.health.config_loaded = True
@@ -299,9 +307,15 @@ class Engine:
             started = time.monotonic()
             now = self.clock()
             deadline = self.tick_deadline()
+            if self.before_tick is not None:
+                try:
+                    self.before_tick()
+                except Exception:
+                    log.exception("before-tick hook failed")
             leader = self._leader()
             outcomes = []
             futures: dict[Future[TargetOutcome], TargetRuntime] = {}
+            ready: list[TargetRuntime] = []
             for rt in self.runtimes:
                 if rt.in_flight is not None and not rt.in_flight.done():
                     # Its backend still has last tick's call: never stack a second one.
@@ -310,7 +324,10 @@ class Engine:
                     outcomes.append(TargetOutcome(
                         rt.name, error="previous evaluation still running (backend slow)"))
                     continue
-                fut = self._pool.submit(self._tick_target, rt, now, deadline, leader)
+                ready.append(rt)
+            batch = self._read_signals(ready, now, deadline)
+            for rt in ready:
+                fut = self._pool.submit(self._tick_target, rt, now, deadline, leader, batch)
                 rt.in_flight = fut
                 futures[fut] = rt
             if self._probe is None or self._probe.done():
@@ -389,8 +406,40 @@ class Engine:
             rt.refused = conflict
             log.error("target %s: %s; it will be read but never written", rt.name, conflict)
 
+    def _read_signals(self, runtimes: Sequence[TargetRuntime], now: float,
+                      deadline: float) -> Future[tuple[dict[str, Signal], float]]:
+        """Start the tick's one read of every target's signals: (signals by key, seconds)."""
+        requests = [r for rt in runtimes for r in self._requests(rt)]
+        source = self.source
+
+        def read() -> tuple[dict[str, Signal], float]:
+            started = time.monotonic()
+            try:
+                signals = source.read(requests, now, deadline)
+            except Exception as exc:  # a source must not raise; if one does, no target hangs
+                log.exception("reading the signals failed")
+                bad = Signal.bad(SignalState.ERROR, f"reading signals failed: {exc}")
+                signals = {r.key: bad for r in requests}
+            return signals, time.monotonic() - started
+
+        return self._signal_pool.submit(read)
+
+    def _signals(self, rt: TargetRuntime, batch: Future[tuple[dict[str, Signal], float]],
+                 deadline: float) -> dict[str, Signal]:
+        """This target's part of the tick's batch read; `error` if it is not back in time."""
+        keys = [r.key for r in self._requests(rt)]
+        try:
+            signals, seconds = batch.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        except Exception:  # TimeoutError, or cancelled by close()
+            late = Signal.bad(SignalState.ERROR, "signals not read before the tick's deadline")
+            return dict.fromkeys(keys, late)
+        self.telemetry.query_seconds.labels(rt.name).observe(seconds)
+        missing = Signal.bad(SignalState.ERROR, "signal was not read")
+        return {key: signals.get(key, missing) for key in keys}
+
     def _tick_target(self, rt: TargetRuntime, now: float, deadline: float,
-                     leader: bool) -> TargetOutcome:
+                     leader: bool, batch: Future[tuple[dict[str, Signal], float]]
+                     ) -> TargetOutcome:
         outcome = TargetOutcome(rt.name)
         try:
             actuator = self._actuator(rt)
@@ -399,10 +448,7 @@ class Engine:
             self._check_hpa(rt, actuator)
         except (ActuatorError, ValueError, OSError) as exc:
             return self._failed(rt, outcome, f"reading {rt.config.backend} target: {exc}")
-        requests = self._requests(rt)
-        started = time.monotonic()
-        signals = self.source.read(requests, now, deadline)
-        self.telemetry.query_seconds.labels(rt.name).observe(time.monotonic() - started)
+        signals = self._signals(rt, batch, deadline)
         outcome.signals = signals
         for attempt in range(CONFLICT_RETRIES + 1):
             decision, before = self._decide(rt, status, signals, now, leader)
@@ -526,6 +572,7 @@ class Engine:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        self._signal_pool.shutdown(wait=False, cancel_futures=True)
         try:
             self.source.close()
         finally:

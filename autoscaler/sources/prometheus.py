@@ -12,7 +12,6 @@ can neither cut a tick short nor stretch it.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import logging
 import math
@@ -20,10 +19,9 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +40,13 @@ from urllib3.util.retry import Retry
 
 from autoscaler.config import PrometheusConfig
 from autoscaler.model import Sample, Signal, SignalState
+from autoscaler.sources.grouping import (
+    GroupSpec,
+    chunk_values,
+    group_query,
+    split_result,
+    template_of,
+)
 
 __all__ = ["PrometheusSource", "SignalRequest", "classify_response"]
 
@@ -52,6 +57,7 @@ MAX_POINTS = 10_000  # Prometheus refuses a range query of more than 11,000 poin
 MIN_ATTEMPT = 0.05  # seconds: an attempt with less time left than this is not worth sending
 MARGIN = 0.1  # seconds kept back before the deadline: a timed-out attempt still reports why
 DETAIL_CHARS = 240
+POST_ABOVE = 1500  # characters of PromQL: a longer query is sent as a form POST, not in a URL
 # Prometheus writes sample values as Go floats in strings: digits, an exponent, NaN or ±Inf.
 # float() alone would also take "1_000", " 1" or "infinity".
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN")
@@ -226,22 +232,11 @@ class _Transient(Exception):  # a signal carrier, not an error type of its own
         self.signal = signal
 
 
-class _LastResponse(threading.local):
-    """The raw response of this thread's latest request.
+@dataclass(frozen=True)
+class _Body:
+    """A 2xx answer's decoded JSON body (any JSON value: judged by the classifier)."""
 
-    prometheus-api-client hands back only `data.result`: it drops `resultType` and folds
-    Prometheus' `error` text into an exception string. A session response hook keeps the whole
-    response so `classify_response` sees exactly what Prometheus said.
-    """
-
-    response: requests.Response | None = None
-
-
-def _remember(local: _LastResponse) -> Callable[..., None]:
-    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        local.response = response
-
-    return hook
+    payload: Any
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -287,13 +282,14 @@ def _public_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class _Tick:
-    """One read's view of the client: this tick's headers, auth and the secrets to hide.
+    """One read's credentials: this read's headers, auth and the secrets to hide.
 
-    Secret files are read at every tick (tokens and passwords rotate while the daemon runs);
-    the client is a shallow copy sharing the session, so concurrent callers never mix secrets.
+    Secret files are read at every read (tokens and passwords rotate while the daemon runs);
+    each read carries its own, so concurrent callers never mix secrets.
     """
 
-    client: PrometheusConnect
+    headers: dict[str, str]
+    auth: tuple[bytes, bytes] | None
     secrets: tuple[str, ...]
 
     def scrub(self, text: str) -> str:
@@ -301,6 +297,24 @@ class _Tick:
 
     def error(self, detail: str) -> Signal:
         return Signal.bad(SignalState.ERROR, self.scrub(detail))
+
+
+Pair = tuple[str, float]  # (query, window): what one signal asks
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One HTTP query of a read: a query of its own, or a group's alternation.
+
+    `members` are the (query, window) pairs it answers; for a grouped job, `values[i]` is the
+    label value of `members[i]` and `group` the (template, window) it was built from.
+    """
+
+    query: str
+    window: float
+    members: tuple[Pair, ...]
+    values: tuple[str, ...] = ()
+    group: Pair | None = None
 
 
 class _SecretError(Exception):
@@ -325,17 +339,27 @@ def _read_secret(path: Path, key: str) -> str:
 class PrometheusSource:
     """Prometheus queries for one daemon: a session, a bounded pool of workers, retries.
 
-    Thread-safe: `read` (the tick) and `check_reachable` (/readyz) may run at the same time.
+    One `read` per tick carries every target's requests: identical queries are sent once and,
+    with `group_by_label`, queries that differ only in that label's value are sent as one
+    grouped query (see `autoscaler.sources.grouping`). Thread-safe: `read` (the tick) and
+    `check_reachable` (/readyz) may run at the same time.
     """
 
     def __init__(self, config: PrometheusConfig) -> None:
         self.config = config
         self.endpoint = _public_url(config.url)
-        self._last = _LastResponse()
         session = requests.Session()
         session.verify = str(config.ca_file) if config.ca_file else config.verify_tls
-        session.hooks["response"].append(_remember(self._last))
-        # The client's own retries stay off: tenacity alone retries, within the tick's deadline.
+        # Proxies from the environment are resolved once, here, instead of at every request
+        # (requests re-reads the environment per request: a large share of its CPU per
+        # query). Credentials come from the config only (never from ~/.netrc).
+        session.proxies.update(requests.utils.get_environ_proxies(config.url))
+        session.trust_env = False
+        # prometheus-api-client configures the session (the URL, an adapter without its own
+        # retries: tenacity alone retries, within the tick's deadline). Queries are then sent
+        # through that session directly: its custom_query() drops `resultType` and
+        # Prometheus' `error` text (the metric states need both), decodes the body itself
+        # (ours would be a second decode) and cannot send a long query as a form POST.
         self._prom = PrometheusConnect(
             url=config.url, session=session, retry=Retry(total=0), timeout=config.timeout
         )
@@ -346,6 +370,9 @@ class PrometheusSource:
         self._pool = ThreadPoolExecutor(
             max_workers=config.max_concurrent_queries, thread_name_prefix="prometheus"
         )
+        self._lock = threading.Lock()
+        self._templates: dict[str, GroupSpec | None] = {}
+        self._ungroupable: set[Pair] = set()
 
     # ----------------------------------------------------------------- public API
 
@@ -379,11 +406,9 @@ class PrometheusSource:
         try:
             response = self._session.get(
                 f"{self.config.url}/-/ready",
-                headers=tick.client.headers,
-                auth=tick.client.auth,
+                headers=tick.headers,
+                auth=tick.auth,  # type: ignore[arg-type]  # bytes: see _tick
                 timeout=timeout,
-                # Explicit, as the client passes it: left unset, REQUESTS_CA_BUNDLE in the
-                # environment would replace ca_file and even verify_tls: false.
                 verify=self._session.verify,
             )
         except Exception as exc:  # /readyz must answer, whatever happened
@@ -425,9 +450,7 @@ class PrometheusSource:
             auth = (cfg.basic_auth.username.encode(), password.encode())
             # What goes on the wire is base64(user:password): as secret as the password.
             secrets += [password, base64.b64encode(b":".join(auth)).decode()]
-        client = copy.copy(self._prom)
-        client.headers, client.auth = headers, auth
-        return _Tick(client, tuple(secrets))
+        return _Tick(headers, auth, tuple(secrets))
 
     def _read(
         self, requests_: Sequence[SignalRequest], now: float, deadline: float
@@ -436,31 +459,125 @@ class PrometheusSource:
             tick = self._tick()
         except _SecretError as exc:
             return {r.key: Signal.bad(SignalState.ERROR, str(exc)) for r in requests_}
-        futures: dict[tuple[str, float], Future[Signal]] = {}
-        for request in requests_:
-            pair = (request.query, float(request.window))
-            if pair not in futures:
-                futures[pair] = self._pool.submit(self._fetch, tick, *pair, now, deadline)
-        done, _ = wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
-        results: dict[tuple[str, float], Signal] = {}
-        for pair, future in futures.items():
-            if future not in done:
-                future.cancel()  # not started yet: drop it; running: it ends on its timeout
-                results[pair] = Signal.bad(
-                    SignalState.ERROR, f"no answer from {self.endpoint} before the tick's deadline"
-                )
-            elif (crash := future.exception()) is not None:
-                kind = type(crash).__name__
-                log.error("query to %s crashed: %s", self.endpoint, kind)
-                results[pair] = Signal.bad(
-                    SignalState.ERROR, f"query to {self.endpoint} failed ({kind})"
-                )
-            else:
-                results[pair] = future.result()
+        pairs = list(dict.fromkeys((r.query, float(r.window)) for r in requests_))
+        results: dict[Pair, Signal] = {}
+        pending = {self._pool.submit(self._run, tick, job, now, deadline): job
+                   for job in self._plan(pairs)}
+        while pending:
+            done, _ = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
+                           return_when=FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                job = pending.pop(future)
+                if (crash := future.exception()) is not None:
+                    kind = type(crash).__name__
+                    log.error("query to %s crashed: %s", self.endpoint, kind)
+                    failed = Signal.bad(SignalState.ERROR,
+                                        f"query to {self.endpoint} failed ({kind})")
+                    results.update(dict.fromkeys(job.members, failed))
+                    continue
+                answer = future.result()
+                if answer is not None:
+                    results.update(answer)
+                    continue
+                # A grouped answer that cannot be split: ask each member on its own, now and
+                # at every later tick.
+                self._not_groupable(job)
+                for query, window in job.members:
+                    single = _Job(query, window, ((query, window),))
+                    pending[self._pool.submit(self._run, tick, single, now, deadline)] = single
+        late = Signal.bad(SignalState.ERROR,
+                          f"no answer from {self.endpoint} before the tick's deadline")
+        for future, job in pending.items():
+            future.cancel()  # not started yet: drop it; running: it ends on its timeout
+            results.update(dict.fromkeys(job.members, late))
         return {r.key: results[(r.query, float(r.window))] for r in requests_}
 
-    def _fetch(self, tick: _Tick, query: str, window: float, now: float, deadline: float) -> Signal:
-        """One query, retried on transient failures with jittered backoff, never past deadline."""
+    def _plan(self, pairs: Sequence[Pair]) -> list[_Job]:
+        """The HTTP queries for `pairs`: grouped where `group_by_label` allows, else one each."""
+        label = self.config.group_by_label
+        if not label:
+            return [_Job(q, w, ((q, w),)) for q, w in pairs]
+        jobs: list[_Job] = []
+        groups: dict[Pair, dict[str, list[Pair]]] = {}
+        with self._lock:
+            ungroupable = set(self._ungroupable)
+        for query, window in pairs:
+            spec = self._template(query, label)
+            if spec is None or (spec.template, window) in ungroupable:
+                jobs.append(_Job(query, window, ((query, window),)))
+                continue
+            groups.setdefault((spec.template, window), {}).setdefault(
+                spec.value, []).append((query, window))
+        for (template, window), by_value in groups.items():
+            if len(by_value) < 2:  # nothing to share: the query as written
+                jobs.extend(_Job(q, w, ((q, w),)) for members in by_value.values()
+                            for q, w in members)
+                continue
+            for chunk in chunk_values(template, label, list(by_value)):
+                members = [(pair, value) for value in chunk for pair in by_value[value]]
+                jobs.append(_Job(group_query(template, label, chunk), window,
+                                 tuple(p for p, _ in members), tuple(v for _, v in members),
+                                 (template, window)))
+        return jobs
+
+    def _template(self, query: str, label: str) -> GroupSpec | None:
+        with self._lock:
+            if query in self._templates:
+                return self._templates[query]
+        spec = template_of(query, label)
+        with self._lock:
+            if len(self._templates) >= 100_000:  # queries are config: this is a backstop
+                self._templates.clear()
+            self._templates[query] = spec
+        return spec
+
+    def _not_groupable(self, job: _Job) -> None:
+        if job.group is None:
+            return
+        with self._lock:
+            known = job.group in self._ungroupable
+            self._ungroupable.add(job.group)
+        if not known:
+            log.warning(
+                "grouping by %r does not apply to %s (its answer has a series without that "
+                "label, with a value not asked for, or a scalar): it is sent per target",
+                self.config.group_by_label, one_line(job.members[0][0]))
+
+    def _run(self, tick: _Tick, job: _Job, now: float, deadline: float
+             ) -> dict[Pair, Signal] | None:
+        """The signal of every member of `job`; None when a grouped answer cannot be split."""
+        where = self._where(job.window)
+        answer = self._fetch(tick, job.query, job.window, now, deadline)
+        if isinstance(answer, Signal):
+            return dict.fromkeys(job.members, answer)
+        step = self._step(job.window) if job.window > 0 else 0.0
+
+        def classify(payload: Any) -> Signal:
+            return classify_response(payload, now, self.config.scrape_interval,
+                                     endpoint=where, secrets=tick.secrets, step=step)
+
+        if not job.values:
+            return {job.members[0]: classify(answer.payload)}
+        label = self.config.group_by_label or ""
+        parts = split_result(answer.payload, label, sorted(set(job.values)))
+        if parts is None:
+            return None
+        signals = {value: classify(payload) for value, payload in parts.items()}
+        return {pair: signals[value] for pair, value in zip(job.members, job.values,
+                                                            strict=True)}
+
+    def _fetch(self, tick: _Tick, query: str, window: float, now: float,
+               deadline: float) -> Signal | _Body:
+        """One query, retried on transient failures with jittered backoff, never past deadline.
+
+        The first attempt runs bare; tenacity is set up only once it failed.
+        """
+        try:
+            return self._attempt(tick, query, window, now, deadline)
+        except _Transient as exc:
+            first = exc
 
         def out_of_time(state: RetryCallState) -> bool:
             return time.monotonic() + state.upcoming_sleep + MARGIN + MIN_ATTEMPT >= deadline
@@ -473,29 +590,33 @@ class PrometheusSource:
             stop=out_of_time,
             reraise=True,
         )
-        attempts = 0
+        attempts = 1
         try:
             for attempt in retrying:
                 with attempt:
+                    if attempt.retry_state.attempt_number == 1:
+                        raise first  # the attempt already made: the backoff starts after it
                     attempts += 1
-                    signal = self._attempt(tick, query, window, now, deadline)
+                    answer = self._attempt(tick, query, window, now, deadline)
         except _Transient as exc:
             if attempts > 1:  # already redacted: cutting it now leaks nothing
                 detail = one_line(exc.signal.detail, DETAIL_CHARS - 16)
                 return Signal.bad(SignalState.ERROR, f"{detail} ({attempts} attempts)")
             return exc.signal
-        return signal
+        return answer
+
+    def _where(self, window: float) -> str:
+        return self.endpoint + ("/api/v1/query_range" if window > 0 else "/api/v1/query")
 
     def _attempt(
         self, tick: _Tick, query: str, window: float, now: float, deadline: float
-    ) -> Signal:
-        where = self.endpoint + ("/api/v1/query_range" if window > 0 else "/api/v1/query")
+    ) -> Signal | _Body:
+        where = self._where(window)
         timeout = min(self.config.timeout, deadline - MARGIN - time.monotonic())
         if timeout < MIN_ATTEMPT:
             return tick.error(f"no time left before the tick's deadline to ask {where}")
-        self._last.response = None
         try:
-            self._send(tick.client, query, window, now, timeout)
+            response = self._send(tick, query, window, now, timeout)
         except requests.exceptions.SSLError as exc:  # a bad certificate stays bad: no retry
             return tick.error(f"{where}: {_transport_reason(exc, timeout)}")
         except (requests.ConnectionError, requests.Timeout,
@@ -503,38 +624,39 @@ class PrometheusSource:
             reason = tick.scrub(_transport_reason(exc, timeout))
             log.debug("query to %s failed, may retry: %s", where, reason)
             raise _Transient(tick.error(f"{where}: {reason}")) from None
-        except Exception:  # the client choked on the body: judged below
-            pass
-        response, self._last.response = self._last.response, None
-        if response is None:
-            return tick.error(f"{where}: the request could not be sent")
-        return self._judge(tick, response, where, now, self._step(window) if window > 0 else 0.0)
+        except Exception as exc:  # e.g. a header value requests refuses to send
+            return tick.error(f"{where}: the request could not be sent ({type(exc).__name__})")
+        return self._judge(tick, response, where)
 
-    def _send(
-        self, client: PrometheusConnect, query: str, window: float, now: float, timeout: float
-    ) -> None:
+    def _send(self, tick: _Tick, query: str, window: float, now: float,
+              timeout: float) -> requests.Response:
         # Prometheus' own `timeout` parameter lets it give up on the query when we do.
-        params = {"timeout": f"{timeout:.3f}"}
+        params = {"query": query, "timeout": f"{timeout:.3f}"}
         if window > 0:
-            client.custom_query_range(
-                query,
-                start_time=datetime.fromtimestamp(now - window, UTC),
-                end_time=datetime.fromtimestamp(now, UTC),
-                step=f"{self._step(window):.3f}",
-                params=params,
-                timeout=timeout,
-            )
+            # Whole seconds for the range, as prometheus-api-client's custom_query_range sends.
+            params.update(start=str(round(now - window)), end=str(round(now)),
+                          step=f"{self._step(window):.3f}")
+            url = f"{self.config.url}/api/v1/query_range"
         else:
-            client.custom_query(query, params={"time": f"{now:.3f}", **params}, timeout=timeout)
+            params["time"] = f"{now:.3f}"
+            url = f"{self.config.url}/api/v1/query"
+        # Explicit verify, as the client passes it: left unset, REQUESTS_CA_BUNDLE in the
+        # environment would replace ca_file and even verify_tls: false.
+        options: dict[str, Any] = {"headers": tick.headers, "auth": tick.auth,
+                                   "timeout": timeout, "verify": self._session.verify}
+        if len(query) > POST_ABOVE:  # a long (grouped) query: in the body, not the URL
+            return self._session.post(url, data=params, **options)
+        return self._session.get(url, params=params, **options)
 
     def _step(self, window: float) -> float:
         """A range query's resolution: one scrape interval, coarser only for huge windows."""
         return max(self.config.scrape_interval, window / MAX_POINTS, 0.001)
 
-    def _judge(
-        self, tick: _Tick, response: requests.Response, where: str, now: float, step: float
-    ) -> Signal:
-        """A signal from a complete HTTP response; a 5xx is raised as worth a retry."""
+    def _judge(self, tick: _Tick, response: requests.Response, where: str) -> Signal | _Body:
+        """The decoded body of a 2xx answer, else its error; a 5xx is raised as worth a retry.
+
+        The body is decoded once, here; `classify_response` judges what it holds.
+        """
         status = response.status_code
         try:
             payload: Any = json.loads(response.content)
@@ -552,7 +674,4 @@ class PrometheusSource:
         if payload is None:
             kind = response.headers.get("Content-Type", "no Content-Type").split(";")[0]
             return tick.error(f"answer from {where} is not JSON ({kind})")
-        return classify_response(
-            payload, now, self.config.scrape_interval, endpoint=where, secrets=tick.secrets,
-            step=step,
-        )
+        return _Body(payload)
