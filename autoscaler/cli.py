@@ -224,7 +224,8 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
     health = Health(settings.evaluation_interval)
     return Engine(settings, source=PrometheusSource(settings.prometheus),
                   actuator_factory=factory, telemetry=telemetry, health=health,
-                  leadership=leadership, dry_run=dry_run or everything_dry)
+                  leadership=leadership, dry_run=dry_run or everything_dry,
+                  before_tick=clients.begin_tick)
 
 
 def _tick_failed(outcomes: Any, engine: Any) -> bool:

@@ -19,6 +19,20 @@ class BackendClients:
         self.timeout = timeout  # per backend call; the CLI keeps it inside the tick budget
         self._docker: Any = None
         self._kube: Any = None
+        self._directory: Any = None  # swarm.ServiceDirectory, with the Docker client
+
+    def swarm_directory(self) -> Any:
+        """The Swarm service list shared by every Swarm target (read once per tick)."""
+        if self._directory is None:
+            from autoscaler.actuators.swarm import ServiceDirectory
+
+            self._directory = ServiceDirectory(self.docker())
+        return self._directory
+
+    def begin_tick(self) -> None:
+        """A tick starts: shared reads of the previous one are no longer current."""
+        if self._directory is not None:
+            self._directory.begin_tick()
 
     def docker(self) -> Any:
         if self._docker is None:
@@ -49,7 +63,7 @@ def make_actuator(target: TargetConfig, clients: BackendClients) -> Actuator:
     if target.backend == "swarm":
         from autoscaler.actuators.swarm import SwarmActuator
 
-        return SwarmActuator(clients.docker(), str(target.service))
+        return SwarmActuator(clients.docker(), str(target.service), clients.swarm_directory())
     from autoscaler.actuators.kubernetes import KubernetesActuator
 
     kind: Literal["deployment", "statefulset"] = (

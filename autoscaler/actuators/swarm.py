@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +28,7 @@ from autoscaler.actuators.base import ActuatorError, ConflictError, NotAllowed, 
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import PAUSED, SWARM_PREFIX, decode_state, encode_state
 
-__all__ = ["SwarmActuator", "swarm_client"]
+__all__ = ["ServiceDirectory", "SwarmActuator", "swarm_client"]
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,104 @@ class _Read:
     paused: bool
 
 
+class ServiceDirectory:
+    """The service list and the running tasks, read ONCE per tick and shared by every Swarm
+    target of the process, instead of an inspect and a task list per target.
+
+    A listed service carries the same `Spec` and `Version` as an inspect, so a target's write
+    still sends the version its tick read (and swarm refuses it if the service changed
+    since). With fewer than two targets it reads nothing: a target's own inspect is cheaper
+    than listing every service; nor once the engine refused the list with 403 (the Docker API
+    proxy of deploy/swarm allows inspecting a service by name, not listing them): each target
+    then inspects its own, as without a directory. Thread-safe: the first target of a tick
+    lists, the others wait for that list.
+    """
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self._api: Any = client.api
+        self._lock = threading.Lock()
+        self._members: set[str] = set()
+        self._tick = 0
+        self._read_at = -1
+        self._services: dict[str, Any] = {}
+        self._ready: dict[str, int] = {}
+        self._error: ActuatorError | None = None
+        self._refused = False
+
+    def register(self, service: str) -> None:
+        with self._lock:
+            self._members.add(service)
+
+    def begin_tick(self) -> None:
+        """A new tick: the next lookup lists again."""
+        with self._lock:
+            self._tick += 1
+
+    def lookup(self, service: str) -> tuple[Any, int] | None:
+        """(the service as listed, its running tasks) this tick; None when the target should
+        inspect it itself (directory unused, or no service of exactly that name or ID)."""
+        with self._lock:
+            if len(self._members) < 2 or self._refused:
+                return None
+            if self._read_at != self._tick:
+                self._read_at = self._tick
+                self._refresh()
+                if self._refused:
+                    return None
+            if self._error is not None:
+                raise self._error
+            raw = self._services.get(service)
+            if raw is None:
+                return None
+            return raw, self._ready.get(str(raw.get("ID")), 0)
+
+    def _refresh(self) -> None:
+        self._services, self._ready, self._error = {}, {}, None
+        try:
+            listed = self._api.services()
+            by_key: dict[str, Any] = {}
+            for raw in listed:
+                by_key[str(raw["ID"])] = raw
+                by_key.setdefault(str(raw["Spec"]["Name"]), raw)
+            ids = sorted({str(by_key[m]["ID"]) for m in self._members if m in by_key})
+            tasks = self._api.tasks(filters={"service": ids, "desired-state": "running"}) \
+                if ids else []
+            ready: dict[str, int] = {}
+            for t in tasks:
+                if (t.get("DesiredState") == "running"
+                        and (t.get("Status") or {}).get("State") == "running"):
+                    sid = str(t.get("ServiceID"))
+                    ready[sid] = ready.get(sid, 0) + 1
+        except docker.errors.APIError as exc:
+            if exc.status_code == 403:
+                self._refused = True
+                log.warning("listing swarm services is refused (%s); every target inspects "
+                            "its own service from now on", _cause(exc))
+                return
+            self._error = ActuatorError(f"list services: {_cause(exc)}")
+            return
+        except (docker.errors.DockerException, requests.exceptions.RequestException,
+                OSError) as exc:
+            self._error = ActuatorError(f"list services: cannot reach docker: {_cause(exc)}")
+            return
+        except (KeyError, TypeError, AttributeError) as exc:
+            self._error = ActuatorError(f"list services: unexpected answer ({exc!r})")
+            return
+        self._services, self._ready = by_key, ready
+
+
 class SwarmActuator:
     """One replicated Swarm service. Not thread-safe: one loop tick uses it at a time."""
 
-    def __init__(self, client: docker.DockerClient, service: str) -> None:
+    def __init__(self, client: docker.DockerClient, service: str,
+                 directory: ServiceDirectory | None = None) -> None:
         self._api: Any = client.api
         self.service = service
         self._read: _Read | None = None
+        self._directory = directory
+        self._fresh_next = False  # after a write attempt, the next status() inspects itself
+        if directory is not None:
+            directory.register(service)
 
     @property
     def description(self) -> str:
@@ -97,7 +189,9 @@ class SwarmActuator:
 
     def _inspect(self) -> _Read:
         verb = f"inspect service {self.service}"
-        raw = self._call(verb, self._api.inspect_service, self.service)
+        return self._parse(self._call(verb, self._api.inspect_service, self.service), verb)
+
+    def _parse(self, raw: Any, verb: str) -> _Read:
         try:
             spec = raw["Spec"]
             mode = spec.get("Mode") or {}
@@ -140,9 +234,22 @@ class SwarmActuator:
         return decoded.state
 
     def status(self) -> TargetStatus:
-        """Spec replicas, running tasks, decoded state and pause; remembers what it read."""
-        read = self._inspect()
-        ready = self._ready(read.service_id)
+        """Spec replicas, running tasks, decoded state and pause; remembers what it read.
+
+        From the tick's shared service list when there is one; from its own inspect and
+        task list otherwise, and always right after a write attempt (a conflict's re-read
+        must see the service as it is now, not as the tick began).
+        """
+        listed = None
+        if self._directory is not None and not self._fresh_next:
+            listed = self._directory.lookup(self.service)
+        self._fresh_next = False
+        if listed is not None:
+            read = self._parse(listed[0], f"read service {self.service}")
+            ready = listed[1]
+        else:
+            read = self._inspect()
+            ready = self._ready(read.service_id)
         state = self._decode(dict(read.spec.get("Labels") or {}))
         self._read = read
         return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused,
@@ -172,6 +279,7 @@ class SwarmActuator:
         self._require_manager(verb)
         read = self._read if self._read is not None else self._inspect()
         self._read = None  # a write, or a refused one, spends the version that was read
+        self._fresh_next = True
         if read.replicas != expected_current:
             raise ConflictError(
                 f"{verb}: it has {read.replicas} replicas, not the {expected_current} the "
