@@ -184,7 +184,9 @@ class TargetStatus:
     ready: int | None
     state: TargetState = field(default_factory=TargetState)
     paused: bool = False
-    uid: str = ""  # which object was read (Swarm service ID, Kubernetes uid); "" = unknown
+    # Which object was read (Swarm service ID, Kubernetes uid; "" = unknown): identity, not
+    # content, so two reads of equal content compare equal whichever object they came from.
+    uid: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

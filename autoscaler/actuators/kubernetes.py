@@ -200,7 +200,8 @@ class KubernetesActuator:
             error = ActuatorError(f"{what}: cannot reach the API server at {self._host()}: "
                                   f"{_one_line(exc.reason)}")
         else:
-            error = ActuatorError(f"{what}: HTTP {status} {exc.reason or ''}: {detail}")
+            error = ActuatorError(f"{what}: HTTP {status} {exc.reason or ''}: {detail}"
+                                  + _retry_after(exc))
         error.args = (self._scrub(str(error.args[0])),)
         return error
 
@@ -387,6 +388,13 @@ def _api_message(exc: ApiException) -> str:
             text = str(parsed["message"])
     text = _one_line(text)
     return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "…"
+
+
+def _retry_after(exc: ApiException) -> str:
+    """The server's Retry-After (429, 503), said in the message: the loop tries again at
+    its next tick, once, so an overloaded API server sees one request per interval."""
+    value = (getattr(exc, "headers", None) or {}).get("Retry-After")
+    return f" (Retry-After: {_one_line(value)[:20]}s)" if value else ""
 
 
 def _one_line(value: object) -> str:
