@@ -18,6 +18,7 @@ valid one, on the same process.
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,8 +215,10 @@ def test_sigterm_mid_tick_finishes_the_tick_and_writes_once(rig: Rig) -> None:
             logged = rig.held_tick(d)
             assert logged == 0  # the first tick is the one in flight
             assert spec_replicas(rig.docker, service.name) == 2
+            signalled = time.monotonic()
             d.signal(signal.SIGTERM)
             assert d.proc.wait(timeout=DEADLINE) == 0
+            print(f"\n[sigterm] exited 0 {time.monotonic() - signalled:.1f}s after the signal")
         [record] = d.decisions("smtp")  # the tick in flight finished; no other started
         assert (record["current"], record["desired"], record["written"]) == (2, 6, True), record
         labels, previous = labels_of(rig.docker, service.name)
