@@ -7,11 +7,15 @@ What is proved here:
 - applied with kubectl into a fresh namespace, every object is created and stored with every
   field as written (a field the API server does not know would be dropped silently);
 - with a token of the ServiceAccount, the Role allows exactly the daemon's job (read and patch
-  the named Deployment and StatefulSet, read their /scale, list HPAs, create events, get,
-  create and update its Lease) and the API server answers 403 to everything else;
+  the named Deployment and StatefulSet, list HPAs, create events, get, create and update its
+  Lease) and the API server answers 403 to everything else: by hand-written tables, and by a
+  matrix computed from the Role itself (every verb on every resource the daemon touches and
+  on the sensitive others, in its namespace and another: granted ones pass the authorizer,
+  all others 403), for the base and the staging account;
 - the real daemon, with only those rights, scales a Deployment and a StatefulSet, writes its
-  annotations and records Events; the staging copy, with read-only rights, decides and
-  writes nothing, and its Role would refuse a write even with dry-run off.
+  annotations and records Events, and hits a 403 as soon as any single grant of the Role is
+  withdrawn (so the Role holds nothing it does not use); the staging copy, with read-only
+  rights, decides and writes nothing, and its Role would refuse a write even with dry-run off.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.e2e_support import free_port
+from tests.integration.e2e_support import free_port, wait_for
 from tests.realenv import RealEnv
 
 pytestmark = pytest.mark.timeout(300)
@@ -479,10 +483,6 @@ ALLOWED: list[tuple[str, Callable[[Apis], tuple[int, Doc]]]] = [
                                         touch("rbac"), _content_type=MERGE)),
     ("patch statefulset", lambda a: call(a.apps.patch_namespaced_stateful_set, SMTP, a.ns,
                                          touch("rbac"), _content_type=MERGE)),
-    ("get deployments/scale",
-     lambda a: call(a.apps.read_namespaced_deployment_scale, IMAP, a.ns)),
-    ("get statefulsets/scale",
-     lambda a: call(a.apps.read_namespaced_stateful_set_scale, SMTP, a.ns)),
     ("list horizontalpodautoscalers",
      lambda a: call(a.autoscaling.list_namespaced_horizontal_pod_autoscaler, a.ns)),
     ("create event", lambda a: call(a.core.create_namespaced_event, a.ns,
@@ -580,6 +580,8 @@ FORBIDDEN: list[tuple[str, Callable[[Apis], tuple[int, Doc]]]] = [
                     _content_type=MERGE)),
     ("get deployments in another namespace",
      lambda a: call(a.apps.read_namespaced_deployment, IMAP, a.other_ns)),
+    ("get deployments/scale (the daemon reads the workload itself)",
+     lambda a: call(a.apps.read_namespaced_deployment_scale, IMAP, a.ns)),
     ("patch deployments/scale", lambda a: call(a.apps.patch_namespaced_deployment_scale, IMAP,
                                                a.ns, SCALE_5, _content_type=MERGE)),
     ("patch statefulsets/scale", lambda a: call(a.apps.patch_namespaced_stateful_set_scale,
@@ -637,7 +639,7 @@ STAGING_RIGHTS: list[tuple[str, Callable[[Apis], tuple[int, Doc]], int]] = [
     ("get deployment", lambda a: call(a.apps.read_namespaced_deployment, IMAP, a.ns), 200),
     ("get statefulset", lambda a: call(a.apps.read_namespaced_stateful_set, SMTP, a.ns), 200),
     ("get deployments/scale",
-     lambda a: call(a.apps.read_namespaced_deployment_scale, IMAP, a.ns), 200),
+     lambda a: call(a.apps.read_namespaced_deployment_scale, IMAP, a.ns), 403),
     ("list horizontalpodautoscalers",
      lambda a: call(a.autoscaling.list_namespaced_horizontal_pod_autoscaler, a.ns), 200),
     ("patch deployment", lambda a: call(a.apps.patch_namespaced_deployment, IMAP, a.ns,
@@ -685,19 +687,14 @@ def can_i(kubectl: str, kubeconfig: Path, user: str, ns: str) -> set[tuple[str, 
 EXPECTED_RIGHTS = {
     *((f"{kind}.apps", name, verb) for kind in ("deployments", "statefulsets")
       for name in (SMTP, IMAP) for verb in ("get", "patch")),
-    *((f"{kind}.apps/scale", name, "get") for kind in ("deployments", "statefulsets")
-      for name in (SMTP, IMAP)),
     ("horizontalpodautoscalers.autoscaling", "", "list"),
     ("events", "", "create"),
-    ("events", "", "patch"),
     ("leases.coordination.k8s.io", "", "create"),
     ("leases.coordination.k8s.io", LEASE, "get"),
     ("leases.coordination.k8s.io", LEASE, "update"),
 }
 EXPECTED_STAGING_RIGHTS = {
     *((f"{kind}.apps", name, "get") for kind in ("deployments", "statefulsets")
-      for name in (SMTP, IMAP)),
-    *((f"{kind}.apps/scale", name, "get") for kind in ("deployments", "statefulsets")
       for name in (SMTP, IMAP)),
     ("horizontalpodautoscalers.autoscaling", "", "list"),
 }
@@ -935,3 +932,274 @@ def test_staging_role_refuses_writes_even_with_dry_run_off(
         assert after["spec"]["replicas"] == 1
         assert after["metadata"]["resourceVersion"] == \
             one_replica[name]["metadata"]["resourceVersion"]
+
+
+# --------------------------------------------------------------------------- every verb, both ways
+#
+# The tables above show the daemon's calls and some refusals by hand. Here the expectation is
+# computed from the Role as rendered (RBAC's rule matching, below), and EVERY verb on every
+# resource the daemon touches, and on the sensitive others, is sent to the API server with the
+# account's token, in its namespace and in another one: a verb the Role grants must pass the
+# authorizer (any answer but 403: mutations carry dryRun=All, so nothing changes, and an empty
+# body is refused after authorization, as 400/422), every other one must be refused with 403.
+# A rule for a resource or verb the matrix does not try fails the coverage test, so neither
+# side can drift from the manifests.
+
+VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+ON_AN_OBJECT = {"get", "update", "patch", "delete"}  # requests that carry a name
+NOT_IN_THE_ROLE = "not-in-the-role"
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    resource: str  # "deployments", or with a subresource "deployments/scale"
+    namespaced: bool = True
+    verbs: tuple[str, ...] = VERBS
+
+    @property
+    def id(self) -> str:
+        return f"{self.resource}.{self.group or 'core'}"
+
+
+MATRIX = [
+    # what the daemon touches
+    Resource("apps", "v1", "deployments"),
+    Resource("apps", "v1", "statefulsets"),
+    Resource("apps", "v1", "deployments/scale", verbs=("get", "update", "patch")),
+    Resource("apps", "v1", "statefulsets/scale", verbs=("get", "update", "patch")),
+    Resource("autoscaling", "v1", "horizontalpodautoscalers"),
+    Resource("coordination.k8s.io", "v1", "leases"),
+    Resource("", "v1", "events"),
+    Resource("events.k8s.io", "v1", "events"),
+    # sensitive others
+    Resource("", "v1", "secrets"),
+    Resource("", "v1", "configmaps"),
+    Resource("", "v1", "pods"),
+    Resource("", "v1", "pods/exec", verbs=("get", "create")),
+    Resource("", "v1", "pods/log", verbs=("get",)),
+    Resource("", "v1", "services"),
+    Resource("", "v1", "serviceaccounts"),
+    Resource("", "v1", "serviceaccounts/token", verbs=("create",)),
+    Resource("apps", "v1", "daemonsets"),
+    Resource("apps", "v1", "deployments/status", verbs=("get", "update", "patch")),
+    Resource("rbac.authorization.k8s.io", "v1", "roles"),
+    Resource("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    Resource("", "v1", "namespaces", namespaced=False),
+    Resource("", "v1", "nodes", namespaced=False),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterroles", namespaced=False),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", namespaced=False),
+    Resource("certificates.k8s.io", "v1", "certificatesigningrequests", namespaced=False),
+    Resource("authentication.k8s.io", "v1", "tokenreviews", namespaced=False,
+             verbs=("create",)),
+    Resource("authorization.k8s.io", "v1", "subjectaccessreviews", namespaced=False,
+             verbs=("create",)),
+]
+
+
+def role_rules(docs: list[Doc]) -> list[Doc]:
+    rules: list[Doc] = one(docs, "Role")["rules"]
+    return rules
+
+
+def role_allows(rules: list[Doc], res: Resource, verb: str, name: str | None) -> bool:
+    """RBAC's rule matching (k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac): a rule
+    with resourceNames matches only a request that names one of them (so never a list,
+    watch, create of a collection or deletecollection); "*" matches anything."""
+    def has(values: list[str], value: str) -> bool:
+        return value in values or "*" in values
+    return res.namespaced and any(
+        has(rule["apiGroups"], res.group) and has(rule["resources"], res.resource)
+        and has(rule["verbs"], verb)
+        and (not rule.get("resourceNames") or (name is not None and name in rule["resourceNames"]))
+        for rule in rules)
+
+
+def names_to_try(rules: list[Doc], res: Resource) -> list[str]:
+    """Every name the Role names for this resource, and one it does not."""
+    named = {n for rule in rules if res.resource in rule["resources"]
+             for n in rule.get("resourceNames") or ()}
+    return [*sorted(named), NOT_IN_THE_ROLE]
+
+
+def verb_request(res: Resource, verb: str, ns: str, name: str | None
+                 ) -> tuple[str, str, dict[str, str], Doc | None]:
+    """(method, path, query, body) of one verb, as kubectl and client-go send it."""
+    prefix = f"/apis/{res.group}/{res.version}" if res.group else f"/api/{res.version}"
+    base, _, sub = res.resource.partition("/")
+    collection = f"{prefix}/namespaces/{ns}/{base}" if res.namespaced else f"{prefix}/{base}"
+    item = f"{collection}/{name}" + (f"/{sub}" if sub else "")
+    dry = {"dryRun": "All"}
+    return {
+        "get": ("GET", item, {}, None),
+        "list": ("GET", collection, {}, None),
+        "watch": ("GET", collection, {"watch": "true", "timeoutSeconds": "1"}, None),
+        "create": ("POST", item if sub else collection, dry, {}),
+        "update": ("PUT", item, dry, {}),
+        "patch": ("PATCH", item, dry, {}),
+        "delete": ("DELETE", item, dry, None),
+        "deletecollection": ("DELETE", collection, dry, None),
+    }[verb]
+
+
+def send(realenv: RealEnv, token: str, method: str, path: str, query: dict[str, str],
+         body: Doc | None, headers: dict[str, str] | None = None) -> tuple[int, Doc]:
+    import requests
+
+    with requests.Session() as session:
+        session.trust_env = False
+        response = session.request(
+            method, realenv.kube_api_url + path, params=query, json=body, stream=True,
+            verify=str(realenv.kube_ca_file), timeout=30,
+            headers={"Authorization": f"Bearer {token}",
+                     "Content-Type": "application/merge-patch+json" if method == "PATCH"
+                     else "application/json", **(headers or {})})
+        with response:
+            if response.status_code == 200 and query.get("watch"):
+                return 200, {}  # a watch that was let in streams until timeoutSeconds
+            try:
+                return response.status_code, response.json()
+            except ValueError:
+                return response.status_code, {"text": response.text[:200]}
+
+
+def matrix_cases(rules: list[Doc], res: Resource, installed: Installed
+                 ) -> list[tuple[str, str, str | None, bool]]:
+    """(namespace, verb, name, allowed) for one resource: its own namespace, then another
+    one where nothing is bound (cluster-scoped resources once)."""
+    spaces = [installed.ns, installed.other_ns] if res.namespaced else [""]
+    cases = []
+    for ns in spaces:
+        for verb in res.verbs:
+            named = verb in ON_AN_OBJECT or "/" in res.resource  # subresources: always named
+            for name in (names_to_try(rules, res) if named else [None]):
+                allowed = ns == installed.ns and role_allows(rules, res, verb, name)
+                cases.append((ns, verb, name, allowed))
+    return cases
+
+
+ACCOUNTS = {"base": "token", "staging": "staging_token"}
+
+
+@pytest.mark.parametrize("res", MATRIX, ids=[r.id for r in MATRIX])
+@pytest.mark.parametrize("which", list(ACCOUNTS))
+def test_every_verb_the_role_grants_passes_and_every_other_is_refused(
+        realenv: RealEnv, installed: Installed, which: str, res: Resource) -> None:
+    docs = installed.base if which == "base" else installed.staging
+    token = getattr(installed, ACCOUNTS[which])
+    rules = role_rules(docs)
+    wrong = {}
+    for ns, verb, name, allowed in matrix_cases(rules, res, installed):
+        method, path, query, body = verb_request(res, verb, ns, name)
+        status, answer = send(realenv, token, method, path, query, body)
+        refused = status == 403 and answer.get("reason") == "Forbidden" \
+            and " cannot " in str(answer.get("message"))
+        if refused == allowed or status == 401:
+            wrong[f"{verb} {path}"] = (f"expected {'allowed' if allowed else '403'}", status,
+                                       str(answer.get("message", answer))[:160])
+    assert wrong == {}
+
+
+@pytest.mark.parametrize("which", list(ACCOUNTS))
+def test_the_matrix_covers_every_rule_of_the_role(installed: Installed, which: str) -> None:
+    """Each (group, resource, verb, name) the Role grants is among the requests above, and
+    the base account is granted something of each resource the daemon touches."""
+    rules = role_rules(installed.base if which == "base" else installed.staging)
+    tried = {(r.group, r.resource, v) for r in MATRIX for v in r.verbs}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert (group, resource, verb) in tried, (group, resource, verb)
+                res = next(r for r in MATRIX if (r.group, r.resource) == (group, resource))
+                assert set(rule.get("resourceNames") or ()) <= set(names_to_try(rules, res))
+    assert "*" not in {v for rule in rules for k in ("apiGroups", "resources", "verbs")
+                       for v in rule[k]}
+    if which == "base":
+        granted = {r.resource for r in MATRIX for v in r.verbs
+                   for n in [*names_to_try(rules, r), None] if role_allows(rules, r, v, n)}
+        assert granted == {"deployments", "statefulsets", "horizontalpodautoscalers",
+                           "leases", "events"}
+
+
+@pytest.mark.parametrize(("headers", "what"), [
+    ({"Impersonate-User": "admin"}, "a user"),
+    ({"Impersonate-User": "admin", "Impersonate-Group": "system:masters"}, "a group"),
+    ({"Impersonate-User": "system:serviceaccount:kube-system:default"}, "a service account"),
+])
+def test_service_account_cannot_impersonate(realenv: RealEnv, installed: Installed,
+                                            headers: dict[str, str], what: str) -> None:
+    status, answer = send(realenv, installed.token, "GET",
+                          f"/api/v1/namespaces/{installed.ns}/secrets", {}, None, headers)
+    assert status == 403 and "cannot impersonate" in str(answer.get("message")), answer
+
+
+# The other direction: the daemon needs each grant. The Role, rewritten as one rule per
+# (group, resource, verb), is applied without one of them; the real daemon (election on, both
+# workloads to scale) then hits a 403 for exactly that verb and resource. The Role is put
+# back afterwards, and each change is awaited through the authorizer (RBAC is cached).
+
+Grant = tuple[str, str, str, tuple[str, ...]]  # group, resource, verb, resourceNames
+
+
+def grants(rules: list[Doc]) -> list[Grant]:
+    return [(group, resource, verb, tuple(rule.get("resourceNames") or ()))
+            for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]
+            for verb in rule["verbs"]]
+
+
+def rules_of(kept: list[Grant]) -> list[Doc]:
+    return [{"apiGroups": [g], "resources": [r], "verbs": [v],
+             **({"resourceNames": list(n)} if n else {})} for g, r, v, n in kept]
+
+
+def authorized(realenv: RealEnv, token: str, ns: str, grant: Grant) -> bool:
+    group, resource, verb, names = grant
+    res = next(r for r in MATRIX if (r.group, r.resource) == (group, resource))
+    named = verb in ON_AN_OBJECT or "/" in resource
+    method, path, query, body = verb_request(res, verb, ns, (names or ("x",))[0] if named
+                                             else None)
+    return send(realenv, token, method, path, query, body)[0] != 403
+
+
+def set_role(kube_api: Any, installed: Installed, rules: list[Doc]) -> None:
+    rbac = kubernetes.client.RbacAuthorizationV1Api(kube_api)
+    name = one(installed.base, "Role")["metadata"]["name"]
+    role = rbac.read_namespaced_role(name, installed.ns)
+    role.rules = rules
+    rbac.replace_namespaced_role(name, installed.ns, role)
+
+
+BASE_GRANTS = grants(yaml.safe_load((BASE / "base" / "role.yaml").read_text())["rules"])
+
+
+@pytest.mark.parametrize("withdrawn", BASE_GRANTS, ids=[f"{v}-{r}" for _, r, v, _ in BASE_GRANTS])
+def test_the_daemon_needs_every_grant_of_the_role(
+        realenv: RealEnv, kube_api: Any, installed: Installed, one_replica: dict[str, Doc],
+        tmp_path: Path, withdrawn: Grant) -> None:
+    rules = role_rules(installed.base)
+    assert sorted(grants(rules)) == sorted(BASE_GRANTS)  # the file is what was applied
+    token = installed.token
+    delete_lease(kube_api, installed.ns)  # so the election must get, create, then update
+    set_role(kube_api, installed, rules_of([g for g in BASE_GRANTS if g != withdrawn]))
+    try:
+        wait_for(lambda: not authorized(realenv, token, installed.ns, withdrawn), 60,
+                 what=f"{withdrawn} withdrawn")
+        election = {**rendered_config(installed.base)["leader_election"],
+                    "lease_namespace": installed.ns}
+        kubeconfig = token_kubeconfig(tmp_path / "kubeconfig", realenv, token, installed.ns)
+        config = daemon_config(tmp_path / "config.yaml", realenv, installed.ns, WORKLOADS,
+                               leader_election=election)
+        done = run_daemon(container(installed.base)["args"], config, kubeconfig, tmp_path,
+                          POD_NAME="stalwart-autoscaler-grant-test")
+    finally:
+        set_role(kube_api, installed, rules)
+        wait_for(lambda: authorized(realenv, token, installed.ns, withdrawn), 60,
+                 what=f"{withdrawn} granted again")
+    group, resource, verb, _ = withdrawn
+    qualified = f"{resource}.{group}" if group else resource
+    refused = re.compile(rf'forbidden: {verb} {re.escape(qualified)} |'
+                         rf'cannot {verb} resource \\?"{re.escape(resource)}\\?"')
+    assert refused.search(done.stderr), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
