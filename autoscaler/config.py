@@ -102,6 +102,11 @@ class PrometheusConfig(Strict):
     def one_auth_method(self) -> list[tuple[str, str]]:
         if self.bearer_token_file is not None and self.basic_auth is not None:
             return [("bearer_token_file", "use bearer_token_file or basic_auth, not both")]
+        if "@" in self.url.partition("://")[2].split("/")[0] and (
+                self.bearer_token_file is not None or self.basic_auth is not None):
+            # requests would send the URL's user:password and silently drop the other one
+            return [("url", "credentials in the URL cannot be combined with "
+                            "bearer_token_file or basic_auth")]
         return []
 
     def positive_timeout(self) -> list[tuple[str, str]]:

@@ -145,3 +145,26 @@ def test_check_config_warns_and_still_exits_0(
     assert lines[0].startswith(f"autoscaler: warning: {token}: prometheus.bearer_token_file")
     assert lines[1].startswith("autoscaler: warning: prometheus.verify_tls is false")
     assert "s3cret" not in out + err
+
+
+@pytest.mark.parametrize(("prometheus", "refused"), [
+    ({"url": "https://u:p@prom:9090"}, False),
+    ({"url": "https://u:p@prom:9090", "bearer_token_file": "/t"}, True),
+    ({"url": "https://u:p@prom:9090", "basic_auth": {"username": "u", "password_file": "/p"}},
+     True),
+    ({"url": "https://prom:9090/a@b", "bearer_token_file": "/t"}, False),  # @ in the path
+    ({"url": "https://prom:9090", "bearer_token_file": "/t"}, False),
+], ids=["url-only", "url-and-bearer", "url-and-basic", "at-in-path", "bearer-only"])
+def test_credentials_in_the_url_exclude_other_auth(prometheus: dict[str, Any],
+                                                   refused: bool) -> None:
+    """requests sends the URL's user:password and silently drops the token: refuse both."""
+    from autoscaler.config import ConfigError
+
+    try:
+        settings_with(prometheus)
+    except ConfigError as exc:
+        assert refused, exc
+        assert [i.key for i in exc.issues] == ["prometheus.url"]
+        assert "cannot be combined" in exc.issues[0].message
+    else:
+        assert not refused
