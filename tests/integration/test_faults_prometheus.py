@@ -2,21 +2,21 @@
 
 The rig: a tiny exporter process (tests/integration/fault_exporter.py) publishing a gauge
 `fault_load`, a counter `fault_messages_total` and an always-present `fault_up`; a Prometheus
-of the module's own scraping it every second; two Swarm services at 4 replicas, above
+of the module's own scraping it every second; two Swarm services at 4 and 2 replicas, above
 min_replicas 1, with no stabilization and no cooldown, so any bogus low reading would show at
 once as a scale-down. The daemon writes for real (not dry-run). Every policy asks for exactly
-4 while the data is good:
+its service's size while the data is good:
 
 - target `load`: `capacity` on `fault_load` (instant query: 24,000/h x 1.5 / 10,000 -> 4) and
   `threshold` on it with `for: 6s` (a range query, so a series that stops reads `stale`);
-- target `inflow`: `capacity` on `rate(fault_messages_total[10s])` gated by `and on() fault_up`
-  (see test_an_exporter_that_stops for why the gate).
+- target `inflow`: `capacity` on `rate(fault_messages_total[10s])` (10,000/h -> 2) gated
+  by `and on() fault_up` (why the gate: `plain_rate_decays`, the exporter-stopped case).
 
 Each fault is injected into a real process: Prometheus stopped and started, frozen with
 SIGSTOP past the query timeout, the exporter publishing NaN/+Inf, dropping the series, stopped
 (stale) or restarted (counter reset); and, for answers Prometheus itself never gives, a proxy
 process (tests/integration/fault_proxy.py) in front of Prometheus answering garbage. For each:
-the process lives, the services keep their 4 replicas (never a write), the decision record,
+the process lives, the services keep their size (never a write), the decision record,
 /metrics and the log name the fault, and after it clears a decision with every signal ok
 follows. The recovery is reported in ticks after the fault cleared (docs/reliability.md);
 deadlines here are generous, as the house rules say.
@@ -52,7 +52,10 @@ from tests.realenv import RealEnv
 pytestmark = pytest.mark.timeout(600)
 
 LOAD = 24000.0  # emails/hour: ceil(24000 / 10000 x 1.5) = 4 (4 holds from 20,001 to 26,666)
-REPLICAS = 4
+# The counter's rate: ceil(10000 / 10000 x 1.5) = 2, which holds from 6,667 to 13,333/h, so a
+# rate() off by a third either way still asks 2 (a dip of more is what the tests look for).
+INFLOW_RATE = 10000.0
+REPLICAS = {"load": 4, "inflow": 2}
 INTERVAL = 1.0
 TIMEOUT = 2.0  # prometheus.timeout; the tick budget is then 3 s
 HOLD = 2  # decisions of each faulted target seen under the fault before it is cleared
@@ -119,12 +122,13 @@ class Rig:
 def rig(realenv: RealEnv, docker_client: Any,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     workdir = tmp_path_factory.mktemp("faults-prometheus")
-    exporter = Exporter(LOAD, LOAD)
+    exporter = Exporter(LOAD, INFLOW_RATE)
     exporter.start()
     prometheus = OwnPrometheus(workdir, exporter.address)
     try:
         prometheus.start()
-        wait_for(lambda: abs((prom_value(prometheus.url, INFLOW) or 0) - LOAD) < LOAD * 0.02,
+        wait_for(lambda: abs((prom_value(prometheus.url, INFLOW) or 0) - INFLOW_RATE)
+                 < INFLOW_RATE * 0.02,
                  DEADLINE, what="the exporter's rate in the rig's Prometheus")
         yield Rig(realenv, docker_client, workdir, exporter, prometheus)
     finally:
@@ -157,8 +161,9 @@ def start_daemon(rig: Rig, url: str, targets: list[dict[str, Any]], label: str,
 @pytest.fixture(scope="class")
 def direct(rig: Rig) -> Iterator[Rig]:
     """The daemon reading the rig's Prometheus directly, on two services of its own."""
-    with swarm_service(rig.docker, rig.realenv.busybox_image, replicas=REPLICAS) as load, \
-            swarm_service(rig.docker, rig.realenv.busybox_image, replicas=REPLICAS) as inflow:
+    image = rig.realenv.busybox_image
+    with swarm_service(rig.docker, image, replicas=REPLICAS["load"]) as load, \
+            swarm_service(rig.docker, image, replicas=REPLICAS["inflow"]) as inflow:
         rig.services = {"load": load.name, "inflow": inflow.name}
         rig.daemon = start_daemon(rig, rig.prometheus.url, [
             target("load", load.name, LOAD_POLICIES),
@@ -179,7 +184,8 @@ def proxied(rig: Rig) -> Iterator[Rig]:
     proxy.start()
     rig.proxy = proxy
     try:
-        with swarm_service(rig.docker, rig.realenv.busybox_image, replicas=REPLICAS) as load:
+        with swarm_service(rig.docker, rig.realenv.busybox_image,
+                           replicas=REPLICAS["load"]) as load:
             rig.services = {"load": load.name}
             # 1 s: a retried 5xx spends the whole tick budget (timeout + 1 s) every tick
             rig.daemon = start_daemon(rig, proxy.url, [target("load", load.name,
@@ -274,8 +280,8 @@ def run_fault(rig: Rig, fault: Fault) -> None:
 
 def settle(rig: Rig) -> None:
     """Wait until the bare rate() is right again: no gap left in its window."""
-    wait_for(lambda: abs((prom_value(rig.prometheus.url, PLAIN_INFLOW) or 0) - LOAD)
-             < LOAD * 0.02, DEADLINE, every=0.5, what="a clean rate window")
+    wait_for(lambda: abs((prom_value(rig.prometheus.url, PLAIN_INFLOW) or 0) - INFLOW_RATE)
+             < INFLOW_RATE * 0.02, DEADLINE, every=0.5, what="a clean rate window")
 
 
 def policy_names(target_name: str) -> list[str]:
@@ -294,7 +300,7 @@ def measure_recovery(d: DaemonProcess, names: list[str], fault: str, cleared: fl
                                  if states(r).get(policy) == "ok")
     FIGURES[fault] = ", ".join(f"{p} at tick {t}" for p, t in first.items())
     if fault == "prometheus-down":  # the rig had settled: the dip is this fault's own
-        lows = [p["value"] / LOAD for r in since(d.decisions("inflow"), cleared)
+        lows = [p["value"] / INFLOW_RATE for r in since(d.decisions("inflow"), cleared)
                 for p in r["policies"] if p["state"] == "ok" and p["value"] is not None]
         FIGURES[fault] += f"; inflow rate() then as low as {min(lows):.0%} of the truth"
     print(f"\n[recovery] {fault}: {FIGURES[fault]}")
@@ -308,8 +314,9 @@ def check_held(rig: Rig, started: float) -> None:
         records = since(d.decisions(name), started)
         assert records, name
         for r in records:
-            assert (r["current"], r["desired"], r["written"]) == (REPLICAS, REPLICAS, False), r
-        assert spec_replicas(rig.docker, service) == REPLICAS
+            size = REPLICAS[name]
+            assert (r["current"], r["desired"], r["written"]) == (size, size, False), r
+        assert spec_replicas(rig.docker, service) == REPLICAS[name]
     assert not any(key[0] == "autoscaler_scale_writes_total" and value > 0
                    for key, value in d.metrics().items())
 
@@ -361,7 +368,7 @@ def plain_rate_decays(rig: Rig) -> None:
     print(f"\n[stale] bare rate() {value} /h while the exporter is down; gated: {gated}")
     assert gated is None
     if value is not None:  # gone once the window holds no sample at all
-        assert value < LOAD * 0.9, value
+        assert value < INFLOW_RATE * 0.9, value
 
 
 ALL = frozenset({"error"})
@@ -422,7 +429,8 @@ class TestRealPrometheusAndExporterFaults:
         rig.exporter.start()
         restarted = time.time()
         wait_for(lambda: (prom_value(rig.prometheus.url, "fault_messages_total") or 1e9)
-                 < LOAD / 3600 * 10, DEADLINE, what="the counter back near 0 in Prometheus")
+                 < INFLOW_RATE / 3600 * 10, DEADLINE,
+                 what="the counter back near 0 in Prometheus")
         # the whole rate window after the reset, plus a margin
         window = float(RATE_WINDOW.rstrip("s"))
         wait_for(lambda: any(float(r["time"]) > restarted + window + 2
@@ -432,11 +440,11 @@ class TestRealPrometheusAndExporterFaults:
                   for p in r["policies"] if p["value"] is not None]
         assert values
         low = min(values)
-        FIGURES["counter-reset"] = f"inflow dipped to {low / LOAD:.0%} of the true rate"
+        FIGURES["counter-reset"] = f"inflow dipped to {low / INFLOW_RATE:.0%} of the true rate"
         print(f"\n[counter reset] {FIGURES['counter-reset']}")
         assert low > 0  # never a bogus (zero or negative) value from rate()
         # the policy itself, before any stabilization, kept asking for 4
-        assert all(r["recommended"] == REPLICAS
+        assert all(r["recommended"] == REPLICAS["inflow"]
                    for r in since(d.decisions("inflow"), started)), low
         check_held(rig, started)
 
