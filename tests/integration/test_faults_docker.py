@@ -379,7 +379,8 @@ class RacingActuator(SwarmActuator):
 ], ids=["redecided-and-written", "redecided-no-write", "gives-up"])
 def test_update_conflict_is_refused_by_swarm_then_reread_and_redecided(
         cluster: SwarmCluster, realenv: RealEnv, hand: list[int], races: int,
-        written: bool, final: int, skipped: str | None, decided_from: int) -> None:
+        written: bool, final: int, skipped: str | None, decided_from: int,
+        caplog: pytest.LogCaptureFixture) -> None:
     name = f"fc-{uuid.uuid4().hex[:6]}"
     create_service(cluster, name, replicas=1)
     writer = engine_of(cluster)
@@ -418,6 +419,10 @@ def test_update_conflict_is_refused_by_swarm_then_reread_and_redecided(
         assert actuator.reads == races + 1  # the first read and one after each conflict
         conflicts = telemetry.registry.get_sample_value(ERRORS, {"target": name, "verb": "scale"})
         assert conflicts == races  # each refused write is counted
+        warnings = [r.getMessage() for r in caplog.records if r.name == "autoscaler.loop"
+                    and r.levelname == "WARNING"]
+        assert len(warnings) == races, warnings  # and logged, naming the stale version
+        assert all("it changed since it was read (version" in w for w in warnings), warnings
         attrs = inspect(cluster, name)
         assert attrs is not None
         assert int(attrs["Spec"]["Mode"]["Replicated"]["Replicas"]) == final

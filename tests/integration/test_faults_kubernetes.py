@@ -434,7 +434,7 @@ class RacingActuator(KubernetesActuator):
                          ids=["redecided-and-written", "redecided-no-write"])
 def test_409_a_write_between_read_and_patch_is_refused_then_redecided(
         kube_api: kubernetes.client.ApiClient, realenv: RealEnv, ns: str, hand: int,
-        written: bool) -> None:
+        written: bool, caplog: pytest.LogCaptureFixture) -> None:
     name = f"c409-{uuid.uuid4().hex[:6]}"
     create_deployment(kube_api, ns, name, 1)
     versions: list[str] = []
@@ -462,6 +462,9 @@ def test_409_a_write_between_read_and_patch_is_refused_then_redecided(
     assert outcome.error is None, outcome.error
     assert outcome.written is written
     assert actuator.reads == 2  # the first read and one after the 409
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "autoscaler.loop"
+                 and r.levelname == "WARNING"]
+    assert "it changed since it was read" in warning and "re-reading (attempt 1)" in warning
     assert telemetry.registry.get_sample_value(
         ERRORS, {"target": name, "verb": "scale"}) == 1  # the refused patch, counted
     decision = outcome.decision
@@ -729,6 +732,7 @@ def test_lease_stolen_the_daemon_stops_writing_then_takes_it_back(
             lost = [float(r["time"]) for r in d.records()
                     if r.get("logger") == "autoscaler.leader"
                     and "lost lease" in r.get("message", "") and r["time"] > stolen - 1]
+            assert lost, "no 'lost lease' warning in the JSON log"
             scale_by_hand(kube_api, ns, name, 1)  # a change it would undo if it could
             changed = time.time()
             wait_for(lambda: len([r for r in d.decisions() if r["time"] > changed
@@ -752,6 +756,5 @@ def test_lease_stolen_the_daemon_stops_writing_then_takes_it_back(
         "lease duration": LEASE,
         "renew deadline": RENEW,
     }
-    if lost:
-        figures["'lost lease' logged, after the first theft"] = lost[0] - stolen
+    figures["'lost lease' logged, after the first theft"] = lost[0] - stolen
     record_figures("Lease stolen", figures, record_property)
