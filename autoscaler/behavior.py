@@ -190,6 +190,20 @@ class NormalizeSteps:
     limited_by: LimitedBy | None
 
 
+def _in_window(
+    recommendations: Sequence[tuple[float, int]], now: float, window: int
+) -> list[int]:
+    """The recommendations a stabilization window holds.
+
+    An entry counts when its time is strictly after now - window; a 0 s window holds
+    nothing, not even a record stamped in the future by a skewed clock elsewhere.
+    """
+    if window <= 0:
+        return []
+    cut = now - window
+    return [value for t, value in recommendations if t > cut]
+
+
 def stabilize(
     current: int,
     recommended: int,
@@ -205,19 +219,10 @@ def stabilize(
     scale-up needs every recent recommendation to be higher, and a scale-down every one
     to be lower: that is what damps flapping.
     """
-    up_window = behavior.scale_up.stabilization_window_seconds
-    down_window = behavior.scale_down.stabilization_window_seconds
-    floor = recommended
-    ceiling = recommended
-    # An entry counts when its time is strictly after now - window; a 0 s window holds
-    # nothing, not even a record stamped in the future by a skewed clock elsewhere.
-    up_cut = now - up_window if up_window > 0 else math.inf
-    down_cut = now - down_window if down_window > 0 else math.inf
-    for t, value in recommendations:
-        if t > up_cut and value < floor:
-            floor = value
-        if t > down_cut and value > ceiling:
-            ceiling = value
+    up = _in_window(recommendations, now, behavior.scale_up.stabilization_window_seconds)
+    down = _in_window(recommendations, now, behavior.scale_down.stabilization_window_seconds)
+    floor = min([recommended, *up])
+    ceiling = max([recommended, *down])
     return min(max(current, floor), ceiling)
 
 

@@ -23,6 +23,9 @@ from autoscaler.model import (
 )
 from policies import Policy
 
+# What a policy or guard whose signal is missing from the map sees (one, immutable).
+NOT_READ = Signal.bad(SignalState.ERROR, "signal was not read")
+
 
 class GuardSpec(Protocol):
     """What the engine needs of a guard's configuration."""
@@ -96,8 +99,7 @@ def evaluate(
 ) -> Decision:
     """Every policy and guard on its signal, then `decide`."""
     ctx = PolicyContext(current=status.current, ready=status.ready)
-    missing = Signal.bad(SignalState.ERROR, "signal was not read")
-    results = [run_policy(p, policy_signals.get(p.label, missing), ctx) for p in policies]
-    guard_results = [run_guard(g, guard_signals.get(g.label, missing)) for g in guards]
+    results = [run_policy(p, policy_signals.get(p.label, NOT_READ), ctx) for p in policies]
+    guard_results = [run_guard(g, guard_signals.get(g.label, NOT_READ)) for g in guards]
     return decide(target=target, now=now, status=status, policies=results, rules=rules,
                   guards=guard_results, dry_run=dry_run)

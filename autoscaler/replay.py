@@ -156,7 +156,10 @@ def simulate(
     guard_names = plant_signal_names(contender.guards, result.not_simulated)
     guards = [g for g in contender.guards if g.label in guard_names]
     history = ScrapeHistory(params, {*policy_names.values(), *guard_names.values()})
-    windows = {p.label: max(p.window_seconds(), 0.0) for p in policies}
+    # What each policy and guard reads at every evaluation: (label, plant signal, window).
+    policy_reads = [(p.label, policy_names[p.label], max(p.window_seconds(), 0.0))
+                    for p in policies]
+    guard_reads = [(g.label, guard_names[g.label], 0.0) for g in guards]
 
     next_scrape = t0
     next_eval = t0 + contender.interval
@@ -202,10 +205,10 @@ def simulate(
                 })
                 continue
             status = TargetStatus(current=plant.replicas, ready=ready, state=state)
-            psignals = {label: history.signal(policy_names[label], t, windows[label])
-                        for label in policy_names}
-            gsignals = {label: history.signal(guard_names[label], t, 0.0)
-                        for label in guard_names}
+            psignals = {label: history.signal(name, t, window)
+                        for label, name, window in policy_reads}
+            gsignals = {label: history.signal(name, t, window)
+                        for label, name, window in guard_reads}
             decision = evaluate(target=contender.name, now=t, status=status, policies=policies,
                                 policy_signals=psignals, guards=guards, guard_signals=gsignals,
                                 rules=contender.rules)

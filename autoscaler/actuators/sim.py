@@ -44,6 +44,9 @@ class Plant:
     serving_seconds: float = 0.0
     last_util: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.starts.sort()  # kept sorted, so `serving` is one bisection
+
     @classmethod
     def running(cls, params: PlantParams, replicas: int, t: float) -> Plant:
         """A plant whose first instances already serve at `t`."""
@@ -55,14 +58,14 @@ class Plant:
 
     def serving(self, t: float) -> int:
         ready_before = t - self.params.startup_delay
-        return sum(1 for s in self.starts if s <= ready_before + 1e-9)
+        return bisect.bisect_right(self.starts, ready_before + 1e-9)
 
     def set_replicas(self, n: int, t: float) -> None:
         """Add instances that start now, or remove the newest first (starting ones go first)."""
         if n > len(self.starts):
             self.starts.extend([t] * (n - len(self.starts)))
-        else:
             self.starts.sort()
+        else:
             del self.starts[n:]
 
     def step(self, t: float, dt: float, demand: float) -> tuple[float, int]:
@@ -98,15 +101,28 @@ class ScrapeHistory:
         }
         self.series: dict[str, list[Sample]] = {name: [] for name in self.SERIES}
         self._series_times: dict[str, list[float]] = {name: [] for name in self.series}
+        # Which rates the wanted series need; fixed here rather than worked out every scrape.
+        self._need_arrival = bool(self.wanted & {"arrival_rate", "net_inflow"})
+        self._need_processed = bool(
+            self.wanted & {"processed_rate", "net_inflow", "active_deliveries"}
+        )
 
-    def _rate(self, counter: str, window: float) -> float | None:
-        values, times = self._counters[counter], self.times
+    def _window_start(self, window: float) -> int | None:
+        """The scrape a rate over `window` starts from (at least the one before the newest);
+        None before the second scrape. One bisection serves every counter of that window."""
+        times = self.times
         if len(times) < 2:
             return None
         i = bisect.bisect_left(times, times[-1] - window - 1e-9)
-        i = min(i, len(times) - 2)
-        span = times[-1] - times[i]
-        return (values[-1] - values[i]) / span if span > 0 else None
+        return min(i, len(times) - 2)
+
+    def _rate(self, counter: str, start: int | None) -> float | None:
+        """Per-second increase of `counter` from scrape `start` to the newest."""
+        if start is None:
+            return None
+        values, times = self._counters[counter], self.times
+        span = times[-1] - times[start]
+        return (values[-1] - values[start]) / span if span > 0 else None
 
     def _add(self, name: str, t: float, value: float | None) -> None:
         if value is not None and name in self.wanted:
@@ -120,18 +136,20 @@ class ScrapeHistory:
         p, want = self.params, self.wanted
         serving = plant.serving(t)
         capacity = serving * p.capacity_per_instance
-        busy = self._rate("cpu_seconds", p.cpu_window)
-        alive = self._rate("serving_seconds", p.cpu_window)
+        cpu_start = self._window_start(p.cpu_window)
+        busy = self._rate("cpu_seconds", cpu_start)
+        alive = self._rate("serving_seconds", cpu_start)
         if busy is not None and alive:
             self._add("cpu", t, 100.0 * busy / alive)
-        if want & {"arrival_rate", "net_inflow"}:
-            arrival = self._rate("arrived", p.rate_window)
+        rate_start = self._window_start(p.rate_window)
+        if self._need_arrival:
+            arrival = self._rate("arrived", rate_start)
             self._add("arrival_rate", t, None if arrival is None else arrival * 3600.0)
         if "arrival_rate_1m" in want:
-            fast = self._rate("arrived", p.fast_rate_window)
+            fast = self._rate("arrived", self._window_start(p.fast_rate_window))
             self._add("arrival_rate_1m", t, None if fast is None else fast * 3600.0)
-        if want & {"processed_rate", "net_inflow", "active_deliveries"}:
-            processed = self._rate("processed", p.rate_window)
+        if self._need_processed:
+            processed = self._rate("processed", rate_start)
             self._add("processed_rate", t, None if processed is None else processed * 3600.0)
             if "net_inflow" in want and arrival is not None and processed is not None:
                 self._add("net_inflow", t, (arrival - processed) * 3600.0)
