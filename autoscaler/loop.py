@@ -282,6 +282,7 @@ class Engine:
     def _forget_policies(self, target: str, labels: set[str]) -> None:
         """Drop the per-policy series `forget_target` does not cover."""
         t = self.telemetry
+        t.forget_children(target)
         for label in labels:
             for metric, values in (
                 (t.policy_value, [(target, label)]),
@@ -392,7 +393,7 @@ class Engine:
             self.telemetry.actuation_errors.labels(rt.name, verb).inc()
             raise
         finally:
-            self.telemetry.actuation_seconds.labels(rt.name, verb).observe(
+            self.telemetry.child(self.telemetry.actuation_seconds, rt.name, verb).observe(
                 time.monotonic() - started)
 
     def _check_hpa(self, rt: TargetRuntime, actuator: Actuator) -> None:
@@ -433,7 +434,7 @@ class Engine:
         except Exception:  # TimeoutError, or cancelled by close()
             late = Signal.bad(SignalState.ERROR, "signals not read before the tick's deadline")
             return dict.fromkeys(keys, late)
-        self.telemetry.query_seconds.labels(rt.name).observe(seconds)
+        self.telemetry.child(self.telemetry.query_seconds, rt.name).observe(seconds)
         missing = Signal.bad(SignalState.ERROR, "signal was not read")
         return {key: signals.get(key, missing) for key in keys}
 

@@ -15,12 +15,13 @@ import base64
 import json
 import logging
 import math
+import queue
 import re
 import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -461,34 +462,44 @@ class PrometheusSource:
             return {r.key: Signal.bad(SignalState.ERROR, str(exc)) for r in requests_}
         pairs = list(dict.fromkeys((r.query, float(r.window)) for r in requests_))
         results: dict[Pair, Signal] = {}
-        pending = {self._pool.submit(self._run, tick, job, now, deadline): job
-                   for job in self._plan(pairs)}
-        while pending:
-            done, _ = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
-                           return_when=FIRST_COMPLETED)
-            if not done:
-                break
-            for future in done:
-                job = pending.pop(future)
-                if (crash := future.exception()) is not None:
-                    kind = type(crash).__name__
-                    log.error("query to %s crashed: %s", self.endpoint, kind)
-                    failed = Signal.bad(SignalState.ERROR,
-                                        f"query to {self.endpoint} failed ({kind})")
-                    results.update(dict.fromkeys(job.members, failed))
-                    continue
-                answer = future.result()
-                if answer is not None:
-                    results.update(answer)
-                    continue
-                # A grouped answer that cannot be split: ask each member on its own, now and
-                # at every later tick.
-                self._not_groupable(job)
-                for query, window in job.members:
-                    single = _Job(query, window, ((query, window),))
-                    pending[self._pool.submit(self._run, tick, single, now, deadline)] = single
+        # Finished jobs arrive on a queue: waiting on thousands of futures with
+        # concurrent.futures.wait(FIRST_COMPLETED) would touch every pending one per wake-up.
+        finished: queue.SimpleQueue[Future[dict[Pair, Signal] | None]] = queue.SimpleQueue()
+        pending: dict[Future[dict[Pair, Signal] | None], _Job] = {}
         late = Signal.bad(SignalState.ERROR,
                           f"no answer from {self.endpoint} before the tick's deadline")
+
+        def submit(job: _Job) -> None:
+            future = self._pool.submit(self._run, tick, job, now, deadline)
+            pending[future] = job
+            future.add_done_callback(finished.put)
+
+        for job in self._plan(pairs):
+            submit(job)
+        while pending:
+            try:
+                future = finished.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            job = pending.pop(future)
+            if future.cancelled():  # the source is closing
+                results.update(dict.fromkeys(job.members, late))
+                continue
+            if (crash := future.exception()) is not None:
+                kind = type(crash).__name__
+                log.error("query to %s crashed: %s", self.endpoint, kind)
+                failed = Signal.bad(SignalState.ERROR, f"query to {self.endpoint} failed ({kind})")
+                results.update(dict.fromkeys(job.members, failed))
+                continue
+            answer = future.result()
+            if answer is not None:
+                results.update(answer)
+                continue
+            # A grouped answer that cannot be split: ask each member on its own, now and at
+            # every later tick.
+            self._not_groupable(job)
+            for query, window in job.members:
+                submit(_Job(query, window, ((query, window),)))
         for future, job in pending.items():
             future.cancel()  # not started yet: drop it; running: it ends on its timeout
             results.update(dict.fromkeys(job.members, late))

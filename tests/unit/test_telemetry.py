@@ -102,6 +102,19 @@ def test_targets_have_their_own_series() -> None:
     assert sample(tel, "target_desired_replicas", target="smtp") == 3
 
 
+def test_a_forgotten_target_is_exported_again_by_its_next_decision() -> None:
+    # record_decision remembers the labelled children; forgetting must drop them too.
+    tel = Telemetry()
+    cpu = policy("cpu", value=50.0, replicas=2)
+    tel.record_decision(decision("imap", desired=7, policies=(cpu,)), 1, 10, paused=False)
+    tel.forget_target("imap")
+    tel.forget_children("imap")
+    tel.policy_value.remove("imap", "cpu")
+    tel.record_decision(decision("imap", desired=5, policies=(cpu,)), 1, 10, paused=False)
+    assert sample(tel, "target_desired_replicas", target="imap") == 5
+    assert sample(tel, "policy_value", target="imap", policy="cpu") == 50.0
+
+
 @pytest.mark.parametrize(
     ("result", "value", "recommendation"),
     [
