@@ -55,7 +55,7 @@ class PresetOptions(BaseModel):
                     "guide's 1.5 covers; what is left is noise)",
     )
     hysteresis: float = Field(
-        0.2, ge=0, description="fraction of one instance left spare before a scale-down"
+        0.1, ge=0, description="fraction of one instance left spare before a scale-down"
     )
     lead: Duration = Field(
         90.0, ge=0, description="how far ahead the inflow is forecast: start-up + 1m rate lag"

@@ -65,6 +65,56 @@ def verdict(rows: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def summary_row(name: str, rows: dict[str, dict[str, Any]]) -> str:
+    """One line per trace: the profile's three figures beside hpa-cpu's, and how many goals."""
+    p, h, c = rows["profile"], rows["hpa-cpu"], rows["clairvoyant-oracle"]
+    clair = c["replica_hours"] or 1.0
+    ratio, h_ratio = p["replica_hours"] / clair, h["replica_hours"] / clair
+    met = sum((p["overload_seconds"] <= h["overload_seconds"], ratio <= 1.25,
+               p["scale_events"] <= h["scale_events"]))
+    return (f"| {name} | {p['overload_seconds']:.0f} ({h['overload_seconds']:.0f}) | "
+            f"{ratio:.2f} ({h_ratio:.2f}) | {p['scale_events']} ({h['scale_events']}) | "
+            f"{met} of 3 |")
+
+
+READING = """\
+Reading: the profile sizes for the inflow expected 90 s ahead (start-up delay plus the lag
+of a 1m rate), so its headroom covers noise only: 1.1 instead of the guide's 1.5, which
+alone costs 1.35-1.6x the clairvoyant oracle. Before this profile (capacity on the 5m rate x
+1.5, a community net-inflow queue policy, CPU > 70 %, scale-down 1 pod per 2 min after a 5
+min cooldown) the figures were: diurnal-week 1.29x, 0 s, 92 events; newsletter-burst 2.18x,
+405 s, 38 events; noisy-flat 1.43x, 420 s, 41 events; slow-ramp 1.38x, 0 s, 6 events. What
+each change bought, measured on all four traces: the 1m rate and its trend answer a burst
+earlier than the 5m rate did (newsletter-burst: 300 s of overload instead of 405 s); sizing
+down in one step after a 10 min window, instead of 1 pod per 2 min behind a 5 min cooldown,
+gave back the hour of idle nodes after each burst; dropping the community net-inflow queue
+policy (two 5m rates averaged over 5m: it read "growing" for minutes after capacity had
+caught up and added 4 instances a burst no longer needed); raising the profile's CPU rule
+from 70 % to a 90 % backstop (at headroom 1.1 nodes run ~90 % busy, and a 70 % rule added an
+instance the forecast then took back: 644 events on diurnal-week at headroom 1.2); the
+hysteresis (a scale-down must leave 0.1 of an instance spare) stopped flapping at a boundary
+on slow ramps (without it: more events and 660 s of overload on noisy-flat); the 30 s
+scale-up window ignores the shortest spikes.
+
+What still falls short, and why. newsletter-burst: a step of 4.5x within a minute is
+extrapolated as a line, so the forecast overshoots while the 1m rate climbs, and the CPU
+backstop adds one or two more while the backlog drains; the 10 min scale-down window then
+holds that peak; and on each burst's tail (18,000-20,000/h) headroom 1.1 asks for 3
+instances where the oracle keeps 2. noisy-flat: demand is flat with +/-20-30 % noise and
+15-60 s spikes of up to 2x that no start-up delay of 60 s can follow, so overload is bought
+only with standing spare capacity. Every variant measured lies on one overload/cost frontier
+with hpa-cpu (585 s at 1.33x): this profile 555 s at 1.38x; at hysteresis 0.2, lead 120 s
+435 s at 1.48x, lead 90 s 540 s at 1.39x, lead 60 s 630 s at 1.30x, lead 45 s 720 s at
+1.27x; a 5 min scale-down window 705-810 s at 1.23-1.30x; sizing for the mean plus 1-2
+standard deviations of the recent 1m rate instead of a fixed headroom landed on the same
+frontier (585-780 s at 1.23-1.40x). None met both overload <= hpa-cpu and <= 1.25x, so the
+profile keeps a point with less overload than hpa-cpu (the goal ranked first) and the cost
+is reported as it is. A fixed count shows the bound: 5 instances held throughout would give
+300 s at 1.35x, 4 held 675 s at 1.08x. Meeting both would need to know which minutes bring a
+spike before they come, which this trace's noise does not tell.
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("traces", nargs="*", type=Path, help="extra trace CSVs")
@@ -75,16 +125,21 @@ def main() -> None:
         "",
         f"Machine: {machine()}. Command: `scripts/bench quality`. Plant: the bundled example's",
         "`simulation` block (10,000 emails/h per instance, 60 s start-up, 15 s scrape); target",
-        "`smtp` of the bundled example (preset stalwart-smtp, min 2, max 20). Oracles respect",
+        "`smtp` of the bundled example (preset stalwart-smtp, min 2, max 20): the `forecast`",
+        "policy on the 1m inflow rate (trend over 2m, 90 s ahead, headroom 1.1, hysteresis 0.1),",
+        "a 90 % CPU backstop, the deliveries guard; scale-down to the highest size asked in the",
+        "last 10 min, scale-up ignoring spikes under 30 s, 60 s up cooldown. Oracles respect",
         "the same bounds. Every contender starts at min_replicas, so a trace whose first",
         "minute needs more shows some overload even for the clairvoyant oracle.",
         "Deterministic: one run is the figure. Goals (benchmark issue): overload <= hpa-cpu,",
         "replica-hours <= 1.25x clairvoyant, scale events <= hpa-cpu.",
         "",
     ]
+    summary: list[str] = []
     for path in paths:
         name, results = run_trace(path)
         rows = {r.contender: r.summary for r in results}
+        summary.append(summary_row(name, rows))
         clair = rows["clairvoyant-oracle"]["replica_hours"] or 1.0
         lines += [f"### {name}", "",
                   "| contender | overload s | peak backlog | worst delay s | replica-h | "
@@ -99,6 +154,9 @@ def main() -> None:
         lines += ["", *[f"- {v}" for v in verdict(rows)], "",
                   f"![{name}](benchmarks/quality-{name}.png)", ""]
         print("\n".join(lines[-(len(results) + 8):]))
+    lines += ["### Profile against the goals", "",
+              "| trace | overload s (hpa-cpu) | x clairvoyant (hpa-cpu) | scale events (hpa-cpu) "
+              "| goals met |", "|---|---|---|---|---|", *summary, "", READING]
     write_section("quality", "\n".join(lines))
 
 

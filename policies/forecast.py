@@ -53,7 +53,7 @@ class ForecastPolicy(Policy):
     )
 
     hysteresis: float = Field(
-        0.2, ge=0, description="fraction of one instance the smaller count must leave spare "
+        0.1, ge=0, description="fraction of one instance the smaller count must leave spare "
                                "before a scale-down: no flapping at a boundary"
     )
 
