@@ -89,10 +89,10 @@ class Rig:
     def env(self) -> dict[str, str]:
         return daemon_env(DOCKER_HOST=self.realenv.docker_host)
 
-    def held_tick(self, d: DaemonProcess) -> int:
+    def held_tick(self, d: DaemonProcess, hold: float = HELD) -> int:
         """Hold queries and wait until a tick started now is waiting on one; return how many
         decisions were logged by then (a tick in flight has not logged its own)."""
-        self.proxy.set("delay", HELD)
+        self.proxy.set("delay", hold)
         seen = int(self.proxy.status()["requests"])
 
         def holding() -> bool:
@@ -229,6 +229,28 @@ def test_sigterm_mid_tick_finishes_the_tick_and_writes_once(rig: Rig) -> None:
         assert replicas_of(previous) == 2
         assert not own(dict(previous.get("Labels") or {}))
         assert any(r.get("message") == "stopped" for r in d.records())
+        no_traceback(d)
+
+
+def test_sigterm_while_prometheus_hangs_abandons_the_tick_at_its_deadline(rig: Rig) -> None:
+    """SIGTERM while a query hangs past `prometheus.timeout`: the tick does not wait for it
+    beyond its deadline, decides on the `error` signals (hold, no write) and the process
+    exits 0."""
+    rig.demand(40000.0)  # -> 6, were it read
+    with swarm_service(rig.docker, rig.realenv.busybox_image, replicas=2) as service:
+        config, port = rig.config(service.name, "sigterm-hung.yaml")
+        rig.proxy.set("delay", 10 * TIMEOUT)  # far past the timeout and the tick's deadline
+        with daemon(config, rig.env(), rig.workdir, port=port, label="sigterm-hung") as d:
+            rig.held_tick(d, 10 * TIMEOUT)
+            d.signal(signal.SIGTERM)
+            assert d.proc.wait(timeout=DEADLINE) == 0
+        [record] = d.decisions("smtp")
+        assert (record["current"], record["desired"], record["written"]) == (2, 2, False)
+        [policy] = record["policies"]
+        assert policy["state"] == "error" and "timed out" in policy["reason"], policy
+        assert spec_replicas(rig.docker, service.name) == 2
+        labels, _ = labels_of(rig.docker, service.name)
+        assert not own(labels)
         no_traceback(d)
 
 
