@@ -43,29 +43,42 @@ for _var in ("NO_PROXY", "no_proxy"):
 
 
 def policies(service: str) -> list[dict[str, Any]]:
-    """Three policies on one service: capacity on a rate, threshold on CPU, queue trend."""
+    """Three policies on one service: capacity on a rate, threshold on CPU, queue trend.
+
+    Each keeps the `service` label (`by (service)`): one series, as without it, and the
+    daemon can group them (`prometheus.group_by_label: service`).
+    """
     sel = f'{{service="{service}"}}'
     return [
         {"type": "capacity", "name": "inflow",
-         "query": f"sum(rate(bench_inflow_total{sel}[{RATE_WINDOW}])) * 3600",
+         "query": f"sum by (service) (rate(bench_inflow_total{sel}[{RATE_WINDOW}])) * 3600",
          "per_instance": 10000, "headroom": 1.5},
-        {"type": "threshold", "name": "cpu", "query": f"avg(bench_cpu_percent{sel})",
+        {"type": "threshold", "name": "cpu",
+         "query": f"avg by (service) (bench_cpu_percent{sel})",
          "scale_up_above": 70, "for": THRESHOLD_FOR},
-        {"type": "queue_trend", "name": "queue", "query": f"max(bench_queue_depth{sel})",
+        {"type": "queue_trend", "name": "queue",
+         "query": f"max by (service) (bench_queue_depth{sel})",
          "window": QUEUE_WINDOW, "per_instance": 10000, "drain_within": "15m"},
     ]
 
 
-def grouped_queries(services: int) -> list[tuple[str, float]]:
-    """(query, window seconds) of each policy shape for all services at once: what batching
-    the targets' queries by their `service` label would send instead of 3 x N queries."""
-    names = "|".join(service_name(i) for i in range(services))
-    sel = f'{{service=~"{names}"}}'
-    return [
-        (f"sum by (service) (rate(bench_inflow_total{sel}[{RATE_WINDOW}])) * 3600", 0.0),
-        (f"avg by (service) (bench_cpu_percent{sel})", 30.0),
-        (f"max by (service) (bench_queue_depth{sel})", 120.0),
-    ]
+POLICY_WINDOWS = (0.0, 30.0, 120.0)  # seconds of history each of the three policies reads
+
+
+def grouped_queries(services: int) -> list[tuple[str, float, int]]:
+    """(query, window seconds, services) of the grouped queries the daemon sends with
+    `group_by_label: service` for N services: each policy's query with `service=~"..."`, in
+    the daemon's own chunks (autoscaler.sources.grouping)."""
+    from autoscaler.sources.grouping import chunk_values, group_query, template_of
+
+    names = [service_name(i) for i in range(services)]
+    out = []
+    for policy, window in zip(policies(names[0]), POLICY_WINDOWS, strict=True):
+        spec = template_of(policy["query"], "service")
+        assert spec is not None
+        for chunk in chunk_values(spec.template, "service", names):
+            out.append((group_query(spec.template, "service", chunk), window, len(chunk)))
+    return out
 
 
 def synthetic_target(i: int, *, service: str | None = None) -> dict[str, Any]:

@@ -5,10 +5,12 @@ Run: `scripts/bench footprint [--minutes 5] [--runs 3]` (needs `scripts/testenv 
 dockerd in swarm mode). The policies read the loop-cost exporter through a Prometheus of the
 benchmark's own (`bench._stack`); every target is a dry-run Swarm target. Swarm services for
 1,000 targets would be 1,000 real containers on 2 cores, so every target points at ONE real
-service (created for the run, 1 busybox task): each target still reads it through the Docker
-API at every tick, but nothing is ever written. Memory: VmRSS of the process after each tick
-(the first two ticks left out); CPU: utime + stime from /proc/PID/stat over the measured
-minutes, divided by the ticks run, while /metrics is scraped every 15 s as a Prometheus would.
+service (created for the run, 1 busybox task): the targets read it through the Docker API at
+every tick (one service list and one task list per tick, shared by all of them), but nothing
+is ever written. The CPU run uses the daemon's defaults (see DEFAULTS). Memory: VmRSS of
+the process after each tick (the first two ticks left out); CPU: utime + stime from
+/proc/PID/stat over the measured minutes, divided by the ticks run, while /metrics is scraped
+every 15 s as a Prometheus would.
 Writes the "footprint" section of docs/benchmarks.md.
 Goals (benchmark issue): idle <= 70 MB, <= 150 MB at 1,000 targets, < 5 % of one core at
 100 targets and a 15 s interval.
@@ -140,10 +142,21 @@ class Daemon:
         stop_process(self.proc)
 
 
-def config_for(url: str, targets: int, service: str, interval: float) -> dict[str, Any]:
+DEFAULTS = ("the daemon's defaults: `max_concurrent_queries: 8`, `timeout: 5s`, no "
+            "`group_by_label` (one query per policy and target), INFO log level; set are only "
+            "`url`, `scrape_interval` (2 s, the benchmark Prometheus') and "
+            "`evaluation_interval`")
+
+
+def config_for(url: str, targets: int, service: str, interval: float,
+               timeout: str | None = "10s") -> dict[str, Any]:
+    """The daemon's config; `timeout=None` keeps the default query timeout (5 s)."""
+    prometheus = {"url": url, "scrape_interval": f"{SCRAPE_INTERVAL:g}s"}
+    if timeout is not None:
+        prometheus["timeout"] = timeout
     return {
         "evaluation_interval": f"{interval:g}s",
-        "prometheus": {"url": url, "timeout": "10s", "scrape_interval": f"{SCRAPE_INTERVAL:g}s"},
+        "prometheus": prometheus,
         "targets": [synthetic_target(i, service=service) for i in range(targets)],
     }
 
@@ -165,20 +178,24 @@ def swarm_service(docker_host: str, image: str) -> Iterator[str]:
 
 
 def status_cost(docker_host: str, service: str, calls: int = 50) -> float:
-    """Client CPU (ms) of one Swarm status read (inspect + task list), as each target does
-    at every tick, measured in this process on the same service."""
+    """Client CPU (ms) of the tick's shared Swarm read (service list + task list, as the
+    daemon does once per tick for all its Swarm targets), measured in this process."""
     import docker
 
-    from autoscaler.actuators.swarm import SwarmActuator
+    from autoscaler.actuators.swarm import ServiceDirectory, SwarmActuator
 
     client = docker.DockerClient(base_url=docker_host, timeout=60, version="auto")
     try:
-        actuator = SwarmActuator(client, service)
+        directory = ServiceDirectory(client)
+        first, _ = SwarmActuator(client, service, directory), SwarmActuator(client, service,
+                                                                            directory)
         for _ in range(5):
-            actuator.status()
+            directory.begin_tick()
+            first.status()
         cpu0 = time.process_time()
         for _ in range(calls):
-            actuator.status()
+            directory.begin_tick()
+            first.status()
         return (time.process_time() - cpu0) / calls * 1000
     finally:
         client.close()
@@ -312,7 +329,8 @@ def main() -> None:
         stack.wait_history(args.history)
         print(f"{args.cpu_targets} targets every {args.interval:g}s for {args.minutes:g} min "
               "...", flush=True)
-        cpu = cpu_run(workdir, config_for(stack.url, args.cpu_targets, service, args.interval),
+        cpu = cpu_run(workdir, config_for(stack.url, args.cpu_targets, service, args.interval,
+                                          timeout=None),
                       host, args.interval, args.minutes)
         errors["cpu"] = cpu["errors"]
         status_ms = status_cost(host, service)
@@ -334,7 +352,8 @@ def main() -> None:
     ]
     med = statistics.median(idle), statistics.median(large)
     cpu_per_target = cpu["cpu"] / max(cpu["ticks"], 1) / args.cpu_targets
-    rest_ms = cpu_per_target * 1000 - status_ms - cpu["metrics_ms"] / args.cpu_targets
+    rest_ms = (cpu_per_target * 1000 - status_ms / args.cpu_targets
+               - cpu["metrics_ms"] / args.cpu_targets)
     verdicts = [
         f"- idle <= {IDLE_MB:g} MB: {'met' if med[0] <= IDLE_MB else 'not met'}",
         f"- {args.large:,} targets <= {LARGE_MB:g} MB: "
@@ -358,9 +377,10 @@ def main() -> None:
         "on the loop-cost exporter, through a Prometheus of the benchmark's own, and is a "
         "Swarm target: the idle run has ONE target on one real service; the "
         f"{args.large:,}- and {args.cpu_targets}-target runs point every target at that "
-        "same ONE real service (1,000 services would be 1,000 containers on 2 cores), each "
-        "reading it (inspect + task list) through the Docker API at every tick, never "
-        f"writing. Memory: VmRSS after tick{'s 3 to ' if args.ticks > 3 else ' '}"
+        "same ONE real service (1,000 services would be 1,000 containers on 2 cores), read "
+        "through the Docker API at every tick (one service list and one task list per tick, "
+        "shared by every target), never writing. The CPU run: " + DEFAULTS + ". Memory: "
+        f"VmRSS after tick{'s 3 to ' if args.ticks > 3 else ' '}"
         f"{args.ticks} of each of {args.runs} process(es) (idle every 2 s, "
         f"{args.large:,} targets every {args.large_interval:g} s); CPU: utime + stime over "
         f"{args.minutes:g} min in windows of about a minute (median of the windows), after "
@@ -381,13 +401,14 @@ def main() -> None:
         "and policies, its runtime and state, its telemetry series (gauges per target and "
         "policy, two histograms) and what one tick's answers leave in the allocator. CPU "
         f"per tick is {cpu_per_target * 1000:.1f} ms per target at {args.cpu_targets} "
-        f"targets. Measured apart: one Swarm status read (inspect + task list, as each "
-        f"target does at every tick) costs {status_ms:.1f} ms of client CPU; one scrape of "
-        f"`/metrics` ({cpu['metrics_kb']:.0f} KB at {args.cpu_targets} targets) "
-        f"{cpu['metrics_ms']:.0f} ms of the daemon's CPU, once per tick here. The rest, "
-        f"about {rest_ms:.1f} ms per target, is its three Prometheus queries through "
-        "requests/urllib3 (the loop-cost table gives the CPU per query) plus its decision, "
-        "telemetry and JSON log line.",
+        f"targets. Measured apart: the tick's one shared Swarm read (service list + task "
+        f"list) costs {status_ms:.1f} ms of client CPU, {status_ms / args.cpu_targets:.2f} ms "
+        f"per target; one scrape of `/metrics` ({cpu['metrics_kb']:.0f} KB at "
+        f"{args.cpu_targets} targets) {cpu['metrics_ms']:.0f} ms of the daemon's CPU, once "
+        f"per tick here. The rest, about {rest_ms:.1f} ms per target, is its three Prometheus "
+        "queries through requests/urllib3 (one query per policy and target by default; the "
+        "loop-cost table gives the CPU per query, and how much `group_by_label` saves) plus "
+        "its decision, telemetry and JSON log line.",
     ])
     print(text)
     write_doc("footprint", text)

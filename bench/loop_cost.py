@@ -32,6 +32,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from autoscaler.sources.prometheus import POST_ABOVE
 from bench._stack import (
     HISTORY,
     REPO,
@@ -98,7 +99,10 @@ class Floor:
 
     def one(self, query: str, window: float, now: float) -> int:
         path, params = query_params(query, window, now)
-        response = self.session.get(self.url + path, params=params, timeout=QUERY_TIMEOUT)
+        if len(query) > POST_ABOVE:  # as the daemon sends a long (grouped) query
+            response = self.session.post(self.url + path, data=params, timeout=QUERY_TIMEOUT)
+        else:
+            response = self.session.get(self.url + path, params=params, timeout=QUERY_TIMEOUT)
         return series_in(response.status_code, response.json())
 
     def run(self, queries: list[tuple[str, float]]) -> tuple[float, float, list[int]]:
@@ -133,7 +137,9 @@ class RawFloor(Floor):
         return series_in(response.status, json.loads(response.read()))
 
 
-def child(n: int, runs: int, url: str) -> dict[str, Any]:
+def child(n: int, runs: int, url: str, grouped: bool) -> dict[str, Any]:
+    """One N in this process: the daemon's ticks (per-target queries, or grouped with
+    `group_by_label: service`) alternating with their floors."""
     from autoscaler.config import load_config_data
     from autoscaler.loop import Engine, JsonFormatter
     from autoscaler.sources.prometheus import PrometheusSource
@@ -145,18 +151,22 @@ def child(n: int, runs: int, url: str) -> dict[str, Any]:
     logging.getLogger().setLevel(logging.INFO)
 
     rss_before = vmrss_mb()
+    prometheus: dict[str, Any] = {"url": url, "timeout": f"{QUERY_TIMEOUT:g}s",
+                                  "scrape_interval": f"{SCRAPE_INTERVAL:g}s",
+                                  "max_concurrent_queries": CONCURRENCY}
+    if grouped:
+        prometheus["group_by_label"] = "service"
     settings = load_config_data({
-        "evaluation_interval": f"{INTERVAL:g}s", "dry_run": True,
-        "prometheus": {"url": url, "timeout": f"{QUERY_TIMEOUT:g}s",
-                       "scrape_interval": f"{SCRAPE_INTERVAL:g}s",
-                       "max_concurrent_queries": CONCURRENCY},
+        "evaluation_interval": f"{INTERVAL:g}s", "dry_run": True, "prometheus": prometheus,
         "targets": [synthetic_target(i) for i in range(n)],
     }, environ={})
     engine = Engine(settings, source=PrometheusSource(settings.prometheus),
                     actuator_factory=lambda target: FixedActuator(), dry_run=True)
-    queries = [(p.query, p.window_seconds()) for rt in engine.runtimes for p in rt.policies]
+    per_target = [(p.query, p.window_seconds()) for rt in engine.runtimes for p in rt.policies]
+    batches = grouped_queries(n)
+    sent = [(q, w) for q, w, _ in batches] if grouped else per_target
+    expected = [k for _, _, k in batches] if grouped else [1] * len(per_target)
     floor, raw = Floor(url), RawFloor(url)
-    grouped = grouped_queries(n)
 
     def tick() -> tuple[float, float, list[Any]]:
         wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -165,12 +175,11 @@ def child(n: int, runs: int, url: str) -> dict[str, Any]:
 
     # Warm-up: connections, actuators, first allocations.
     first_wall, _, _ = tick()
-    floor.run(queries)
-    floor.run(grouped)
-    raw.run(queries)
+    floor.run(sent)
+    if not grouped:
+        raw.run(sent)
     out: dict[str, list[float]] = {k: [] for k in (
-        "tick", "tick_cpu", "rss", "floor", "floor_cpu", "grouped", "grouped_cpu", "raw",
-        "raw_cpu")}
+        "tick", "tick_cpu", "rss", "floor", "floor_cpu", "raw", "raw_cpu")}
     states: Counter[str] = Counter()
     errors = 0
     for _ in range(runs):
@@ -180,35 +189,32 @@ def child(n: int, runs: int, url: str) -> dict[str, Any]:
         out["rss"].append(vmrss_mb())
         errors += sum(1 for o in outcomes if o.error)
         states.update(str(s.state) for o in outcomes for s in o.signals.values())
-        wall, cpu, series = floor.run(queries)
-        if any(s != 1 for s in series):
-            raise RuntimeError("the floor's queries did not each return one series")
+        wall, cpu, series = floor.run(sent)
+        if series != expected:
+            raise RuntimeError(f"the floor's queries returned {series} series, not {expected}")
         out["floor"].append(wall)
         out["floor_cpu"].append(cpu)
-        wall, cpu, series = floor.run(grouped)
-        if series != [n, n, n]:
-            raise RuntimeError(f"grouped queries returned {series} series, not {n} each")
-        out["grouped"].append(wall)
-        out["grouped_cpu"].append(cpu)
-        wall, cpu, series = raw.run(queries)
-        if any(s != 1 for s in series):
+        if grouped:
+            continue
+        wall, cpu, series = raw.run(sent)
+        if series != expected:
             raise RuntimeError("the http.client floor's queries did not each return one series")
         out["raw"].append(wall)
         out["raw_cpu"].append(cpu)
     floor.close()
     raw.close()
     engine.close()
-    return {"n": n, "queries": len(queries), "first_tick": first_wall,
+    return {"n": n, "grouped": grouped, "queries": len(sent), "first_tick": first_wall,
             "rss_before": rss_before, "errors": errors, "states": dict(states), **out}
 
 
 # --------------------------------------------------------------------------- parent
 
 
-def run_child(n: int, runs: int, url: str) -> dict[str, Any]:
+def run_child(n: int, runs: int, url: str, grouped: bool) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.loop_cost", "--child", str(n), "--runs", str(runs),
-         "--url", url],
+         "--url", url, *(["--grouped"] if grouped else [])],
         cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"loop-cost child for N={n} failed:\n{proc.stderr[-3000:]}")
@@ -224,22 +230,36 @@ def per_query_ms(r: dict[str, Any], key: str) -> float:
     return float(statistics.median(r[key])) / float(r["queries"]) * 1000
 
 
-def render(results: list[dict[str, Any]], command: str, loads: tuple[str, str],
-           history: float) -> str:
-    rows = []
-    for r in results:
-        rows.append(
-            f"| {r['n']:,} | {r['queries']:,} | {spread(r['tick'])} | {spread(r['tick_cpu'])} "
-            f"| {spread(r['floor'])} | {spread(ratios(r['tick'], r['floor']), '{:.2f}')} "
-            f"| {spread(r['raw'])} | {spread(r['grouped'])} | {spread(r['rss'], '{:.1f}')} |")
+def verdict(value: float, goal: float, what: str) -> str:
+    return f"{'met' if value <= goal else 'not met'} ({what})"
+
+
+def render(results: list[dict[str, Any]], grouped: list[dict[str, Any]], command: str,
+           loads: tuple[str, str], history: float) -> str:
+    rows = [
+        f"| {r['n']:,} | {r['queries']:,} | {spread(r['tick'])} | {spread(r['tick_cpu'])} "
+        f"| {spread(r['floor'])} | {spread(ratios(r['tick'], r['floor']), '{:.2f}')} "
+        f"| {spread(r['raw'])} | {spread(r['rss'], '{:.1f}')} |" for r in results]
+    floors = {r["n"]: statistics.median(r["floor"]) for r in results}
+    grows = [
+        f"| {g['n']:,} | {g['queries']:,} | {spread(g['tick'])} | {spread(g['tick_cpu'])} "
+        f"| {spread(g['floor'])} | {spread(ratios(g['tick'], g['floor']), '{:.2f}')} "
+        f"| {statistics.median(g['tick']) / floors[g['n']]:.2f} "
+        f"| {spread(g['rss'], '{:.1f}')} |" for g in grouped]
     big = max(results, key=lambda r: r["n"])
-    med = {k: statistics.median(big[k]) for k in ("tick", "floor", "floor_cpu", "raw",
-                                                  "grouped")}
+    gbig = max(grouped, key=lambda r: r["n"])
+    med = {k: statistics.median(big[k]) for k in ("tick", "tick_cpu", "floor", "floor_cpu",
+                                                  "raw", "raw_cpu")}
+    gmed = {k: statistics.median(gbig[k]) for k in ("tick", "tick_cpu", "floor", "floor_cpu")}
     ratio = statistics.median(ratios(big["tick"], big["floor"]))
-    ok_states = all(set(r["states"]) == {"ok"} and not r["errors"] for r in results)
+    gratio = statistics.median(ratios(gbig["tick"], gbig["floor"]))
+    at = f"N={big['n']:,}"
+    ok_states = all(set(r["states"]) == {"ok"} and not r["errors"] for r in results + grouped)
     cpu_rows = [f"| {r['n']:,} | {per_query_ms(r, 'tick_cpu'):.2f} "
-                f"| {per_query_ms(r, 'floor_cpu'):.2f} | {per_query_ms(r, 'raw_cpu'):.2f} |"
-                for r in results]
+                f"| {per_query_ms(r, 'floor_cpu'):.2f} | {per_query_ms(r, 'raw_cpu'):.2f} "
+                f"| {float(statistics.median(g['tick_cpu'])) / g['n'] * 1000:.2f} |"
+                for r, g in zip(results, grouped, strict=True)]
+    size_goal = big["n"] >= 1000
     lines = [
         "## Loop cost",
         "",
@@ -249,61 +269,82 @@ def render(results: list[dict[str, Any]], command: str, loads: tuple[str, str],
         "Setup: a Prometheus 2.42 of the benchmark's own scrapes `bench._exporter` every "
         f"{SCRAPE_INTERVAL:g} s (3 series per service, {history:g} s of history before the "
         "first tick); N dry-run targets with three policies each: `capacity` on "
-        "`sum(rate(bench_inflow_total{service=...}[1m])) * 3600` (instant query), `threshold` "
-        "on `avg(bench_cpu_percent{...})` with `for: 30s` (range query, 16 points) and "
-        "`queue_trend` on `max(bench_queue_depth{...})` over 2m (range query, 61 points). "
+        "`sum by (service) (rate(bench_inflow_total{service=...}[1m])) * 3600` (instant "
+        "query), `threshold` on `avg by (service) (bench_cpu_percent{...})` with `for: 30s` "
+        "(range query, 16 points) and `queue_trend` on `max by (service) "
+        "(bench_queue_depth{...})` over 2m (range query, 61 points). "
         f"`max_concurrent_queries: {CONCURRENCY}` (the default). The backend is a fake "
         "in-process actuator returning a fixed status at once: it is not measured. Decision "
-        "lines are formatted and logged as by the daemon (to /dev/null). Each N runs in a "
-        "fresh process; its ticks alternate with the floor runs. Tick: wall and process CPU "
-        "time of `Engine.tick()`; floor: wall time of the same queries (same strings, ranges "
-        f"and step) through one bare `requests.Session` and {CONCURRENCY} threads, each body "
-        "decoded once; http.client: the same through the standard library's client (one "
-        "kept-alive connection per thread); grouped: the three `sum/avg/max by (service)` "
-        "queries that would replace the 3 x N (not implemented in the daemon). RSS: VmRSS "
-        "after a tick.",
+        "lines are formatted and logged as by the daemon (to /dev/null). Each N and mode runs "
+        "in a fresh process, its ticks alternating with its floor runs. Tick: wall and "
+        "process CPU time of `Engine.tick()`. Per-target: the default, one query per policy "
+        "and target; its floor is the same queries (same strings, ranges and step) through "
+        f"one bare `requests.Session` and {CONCURRENCY} threads, each body decoded once; "
+        "http.client: the same through the standard library's client (one kept-alive "
+        "connection per thread). Grouped: the same targets with `prometheus.group_by_label: "
+        "service`, so the daemon sends per policy one `service=~\"svc-0|svc-1|...\"` query "
+        "per 100 targets and splits the answers by `service`; its floor is those same "
+        "grouped queries through the bare session. RSS: VmRSS after a tick.",
+        "",
+        "Per-target queries (default):",
         "",
         "| targets | queries/tick | tick s | tick CPU s | floor s | tick / floor "
-        "| http.client floor s | grouped floor s | RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| http.client floor s | RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"- 1,000-target goal, <= {GOAL_SECONDS:g} s per tick: "
-        + (f"{'met' if med['tick'] <= GOAL_SECONDS else 'not met'} ({med['tick']:.2f} s at "
-           f"N={big['n']:,})" if big["n"] >= 1000 else f"not measured (largest N {big['n']})"),
-        f"- within {GOAL_RATIO:g}x the floor: "
-        f"{'met' if ratio <= GOAL_RATIO else 'not met'} ({ratio:.2f}x at N={big['n']:,})",
+        "Grouped queries (`group_by_label: service`):",
+        "",
+        "| targets | queries/tick | tick s | tick CPU s | grouped floor s "
+        "| tick / grouped floor | tick / per-target floor | RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+        *grows,
+        "",
+        f"- 1,000-target goal, <= {GOAL_SECONDS:g} s per tick: per-target "
+        + (verdict(med["tick"], GOAL_SECONDS, f"{med['tick']:.2f} s at {at}") + "; grouped "
+           + verdict(gmed["tick"], GOAL_SECONDS, f"{gmed['tick']:.2f} s")
+           if size_goal else f"not measured (largest N {big['n']})"),
+        f"- within {GOAL_RATIO:g}x the floor: per-target "
+        + verdict(ratio, GOAL_RATIO, f"{ratio:.2f}x its floor at {at}") + "; grouped "
+        + verdict(gratio, GOAL_RATIO, f"{gratio:.2f}x the grouped floor") + ", "
+        + verdict(gmed["tick"] / med["floor"], GOAL_RATIO,
+                  f"{gmed['tick'] / med['floor']:.2f}x the per-target floor"),
         "- every signal of every tick read `ok`; no target failed" if ok_states else
         "- NOT every signal read `ok`: " + "; ".join(
-            f"N={r['n']}: states {r['states']}, {r['errors']} target errors" for r in results),
+            f"N={r['n']} {'grouped' if r['grouped'] else 'per-target'}: states "
+            f"{r['states']}, {r['errors']} target errors" for r in results + grouped),
         "",
-        "Process CPU per query (ms, medians):",
+        "Process CPU (ms, medians):",
         "",
-        "| targets | daemon tick | requests floor | http.client floor |",
-        "|---|---|---|---|",
+        "| targets | per query: per-target tick | requests floor | http.client floor "
+        "| per target: grouped tick |",
+        "|---|---|---|---|---|",
         *cpu_rows,
         "",
-        f"Reading: at N={big['n']:,} the requests floor alone takes {med['floor']:.2f} s, "
-        f"its client spending {med['floor_cpu']:.2f} s of CPU in one Python process (one "
-        "core at a time under the GIL) while Prometheus works on the other core, both "
-        "shared with other work. The same queries through http.client take "
-        f"{med['raw']:.2f} s ({per_query_ms(big, 'raw_cpu'):.2f} instead of "
-        f"{per_query_ms(big, 'floor_cpu'):.2f} ms of client CPU per query): most of the "
-        "floor is the requests/urllib3 stack, not Prometheus, and a lighter client alone "
-        f"would {'reach' if med['raw'] <= GOAL_SECONDS else 'not reach'} the "
-        f"{GOAL_SECONDS:g} s goal at this N here. The grouped queries take "
-        f"{med['grouped']:.2f} s: batching by the `service` label (3 queries per tick "
-        "instead of 3 x N) reaches it with room to spare, with either client. The tick "
-        f"spends {per_query_ms(big, 'tick_cpu') / per_query_ms(big, 'floor_cpu'):.1f}x the "
-        "requests floor's CPU per query; with the client CPU-bound, its wall time follows "
-        "(the tick / floor ratio moves with the machine's load, see min-max). The extra is "
-        "the daemon's own work per query and per target: prometheus-api-client on top of "
-        "requests, tenacity around each attempt, PrometheusSource decoding each body again "
-        "to classify it, a client copy per target read, 64 target threads contending for "
-        "the GIL with the 8 query threads, and per target its decision, telemetry and JSON "
-        "log line.",
+        READING.format(
+            at=at, tick=med["tick"], tick_cpu=med["tick_cpu"], floor=med["floor"],
+            floor_cpu=med["floor_cpu"], raw=med["raw"], ratio=ratio,
+            tick_q=per_query_ms(big, "tick_cpu"), floor_q=per_query_ms(big, "floor_cpu"),
+            raw_q=per_query_ms(big, "raw_cpu"), gtick=gmed["tick"], gcpu=gmed["tick_cpu"],
+            gfloor=gmed["floor"], gqueries=gbig["queries"], gratio=gratio,
+            gper=gmed["tick_cpu"] / gbig["n"] * 1000),
     ]
     return "\n".join(lines)
+
+
+READING = (
+    "Reading: per-target at {at}, the tick takes {tick:.2f} s for {tick_cpu:.2f} s of "
+    "process CPU: the client is CPU-bound (one core at a time under the GIL, Prometheus on "
+    "the other core), so its wall time follows its CPU. Per query the daemon now spends "
+    "{tick_q:.2f} ms of CPU against {floor_q:.2f} ms for the bare requests floor and {raw_q:.2f} "
+    "ms through http.client: the requests/urllib3 stack is most of it (the daemon resolves "
+    "proxies once instead of per request, which the floor's default session does not), and "
+    "the tick is {ratio:.2f}x its floor. Grouped, the {gqueries} queries take {gfloor:.2f} s "
+    "bare and the tick {gtick:.2f} s ({gratio:.2f}x that floor): what is left is per target, "
+    "not per query, {gper:.2f} ms of CPU each for its status read, its share of splitting and "
+    "classifying the answers, its decision, telemetry and JSON log line, on the tick's "
+    "target threads."
+)
 
 
 def main() -> None:
@@ -316,23 +357,27 @@ def main() -> None:
                              "the 2m window full)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--grouped", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.runs, args.url)))
+        print(json.dumps(child(args.child, args.runs, args.url, args.grouped)))
         return
     counts = sorted({int(x) for x in args.targets.split(",") if x.strip()})
     command = shlex.join(["scripts/bench", "loop-cost", *sys.argv[1:]])
     load_before = loadavg()
-    results = []
+    results: list[dict[str, Any]] = []
+    grouped: list[dict[str, Any]] = []
     with BenchStack(max(counts)) as stack:
         stack.wait_history(args.history)
         for n in counts:
-            print(f"N={n}: {args.runs} ticks ...", flush=True)
-            results.append(run_child(n, args.runs, stack.url))
-    text = render(results, command, (load_before, loadavg()), args.history)
+            print(f"N={n}: {args.runs} ticks, per-target queries ...", flush=True)
+            results.append(run_child(n, args.runs, stack.url, grouped=False))
+            print(f"N={n}: {args.runs} ticks, grouped queries ...", flush=True)
+            grouped.append(run_child(n, args.runs, stack.url, grouped=True))
+    text = render(results, grouped, command, (load_before, loadavg()), args.history)
     print(text)
     write_doc("loop-cost", text)
-    write_json({"results": results})
+    write_json({"results": results, "grouped": grouped})
 
 
 if __name__ == "__main__":

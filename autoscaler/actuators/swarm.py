@@ -87,6 +87,7 @@ class ServiceDirectory:
         self._api: Any = client.api
         self._lock = threading.Lock()
         self._members: set[str] = set()
+        self._targets = 0  # actuators registered (several may read one service)
         self._tick = 0
         self._read_at = -1
         self._services: dict[str, Any] = {}
@@ -97,6 +98,7 @@ class ServiceDirectory:
     def register(self, service: str) -> None:
         with self._lock:
             self._members.add(service)
+            self._targets += 1
 
     def begin_tick(self) -> None:
         """A new tick: the next lookup lists again."""
@@ -107,7 +109,7 @@ class ServiceDirectory:
         """(the service as listed, its running tasks) this tick; None when the target should
         inspect it itself (directory unused, or no service of exactly that name or ID)."""
         with self._lock:
-            if len(self._members) < 2 or self._refused:
+            if self._targets < 2 or self._refused:
                 return None
             if self._read_at != self._tick:
                 self._read_at = self._tick
