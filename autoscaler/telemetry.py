@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from autoscaler.model import Decision, SignalState
 
 NAMESPACE = "autoscaler"
+_STATES = tuple((state, str(state)) for state in SignalState)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -84,6 +85,9 @@ class Telemetry:
         # Labelled children by (metric, label values): `labels()` validates, locks and hashes
         # at every call, about 30 calls per target per tick; the child objects do not change.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # The signal state last exported per (target, policy): the one-hot gauges are set
+        # again only when it changes.
+        self._states: dict[tuple[str, str], SignalState] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered until the target's series are forgotten."""
@@ -97,6 +101,8 @@ class Telemetry:
         """Forget the remembered children of `target` (its series are being removed)."""
         for key in [k for k in list(self._children) if k[1][:1] == (target,)]:
             self._children.pop(key, None)
+        for pair in [k for k in list(self._states) if k[0] == target]:
+            self._states.pop(pair, None)
 
     def forget_target(self, target: str) -> None:
         """Drop a removed target's series (config reload)."""
@@ -123,9 +129,11 @@ class Telemetry:
             child(self.policy_value, name, p.name).set(math.nan if p.value is None else p.value)
             child(self.policy_recommendation, name, p.name).set(
                 math.nan if p.replicas is None else p.replicas)
-            for state in SignalState:
-                child(self.signal_state, name, p.name, str(state)).set(
-                    1 if p.state is state else 0)
+            if self._states.get((name, p.name)) is not p.state:
+                for state, label in _STATES:
+                    child(self.signal_state, name, p.name, label).set(
+                        1 if p.state is state else 0)
+                self._states[(name, p.name)] = p.state
             if p.state is not SignalState.OK:
                 child(self.query_errors, name, str(p.state)).inc()
 
