@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
@@ -174,14 +173,14 @@ class Behavior(BaseModel):
         return max(self.scale_up.max_period_seconds(), self.scale_down.max_period_seconds())
 
 
-@dataclass(frozen=True, slots=True)
-class NormalizeSteps:
+class NormalizeSteps(NamedTuple):
     """What each step of :func:`normalize` made of the recommendation, for the decision record.
 
     ``limit`` is the rate limit of the direction moved in (None when stabilization kept the
     current count); ``limited_by`` says which of the rate limit or ``min``/``max`` clipped the
     stabilized value (None when neither did). When both give the same figure it is
-    ``bounds``, as the HPA reports ``TooManyReplicas``/``TooFewReplicas`` then.
+    ``bounds``, as the HPA reports ``TooManyReplicas``/``TooFewReplicas`` then. A named
+    tuple, not a frozen dataclass: one is built on every evaluation and it is cheaper.
     """
 
     stabilized: int

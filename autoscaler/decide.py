@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from autoscaler.behavior import Behavior, normalize_explained
 from autoscaler.model import (
@@ -40,8 +40,9 @@ class TargetRules:
     fallback_replicas: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Combined:
+class Combined(NamedTuple):
+    """Internal to `decide`, built on every evaluation: a named tuple is the cheapest."""
+
     recommended: int
     winner: str | None
     clips: tuple[Clip, ...]

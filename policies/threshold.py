@@ -7,6 +7,7 @@ one content threshold blocks a scale-down that another policy would allow (none 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
@@ -16,7 +17,7 @@ from autoscaler.units import Duration
 from policies.base import Policy
 
 
-def covers_window(times: tuple[float, ...], window: float) -> bool:
+def covers_window(times: Sequence[float], window: float) -> bool:
     """True when the samples span `window` (to within one sample spacing).
 
     `for: 5m` must not fire on the first sample after start-up: the condition has to have
@@ -67,7 +68,7 @@ class ThresholdPolicy(Policy):
         window = samples if samples[0].t >= cut else tuple(s for s in samples if s.t >= cut)
         values = [s.value for s in window]
         shown = f"{values[-1]:.4g}"
-        if not covers_window(tuple(s.t for s in window), self.for_):
+        if not covers_window([s.t for s in window], self.for_):
             return Recommendation(ctx.current, f"{shown}: fewer samples than for={self.for_:g}s")
         up = self.scale_up_above
         if up is not None and all(v > up * (1 + self.tolerance) for v in values):

@@ -150,15 +150,18 @@ class ScrapeHistory:
             self._add("arrival_rate_1m", t, None if fast is None else fast * 3600.0)
         if self._need_processed:
             processed = self._rate("processed", rate_start)
-            self._add("processed_rate", t, None if processed is None else processed * 3600.0)
+            if "processed_rate" in want and processed is not None:
+                self._add("processed_rate", t, processed * 3600.0)
             if "net_inflow" in want and arrival is not None and processed is not None:
                 self._add("net_inflow", t, (arrival - processed) * 3600.0)
         if serving:
-            self._add("memory", t, BASE_MEMORY + BUSY_MEMORY * plant.last_util)
+            if "memory" in want:
+                self._add("memory", t, BASE_MEMORY + BUSY_MEMORY * plant.last_util)
             if "active_deliveries" in want:
                 per_node = (processed or 0.0) / 3600.0 * DELIVERY_SECONDS / serving
                 self._add("active_deliveries", t, per_node)
-        self._add("queue", t, plant.queue)
+        if "queue" in want:
+            self._add("queue", t, plant.queue)
         if "latency" in want:
             wait = plant.queue / (capacity / 3600.0) if capacity else 3600.0
             self._add("latency", t, BASE_LATENCY + wait)
