@@ -77,10 +77,10 @@ class ServiceDirectory:
     A listed service carries the same `Spec` and `Version` as an inspect, so a target's write
     still sends the version its tick read (and swarm refuses it if the service changed
     since). With fewer than two targets it reads nothing: a target's own inspect is cheaper
-    than listing every service; nor once the engine refused the list with 403 (the Docker API
-    proxy of deploy/swarm allows inspecting a service by name, not listing them): each target
-    then inspects its own, as without a directory. Thread-safe: the first target of a tick
-    lists, the others wait for that list.
+    than listing every service; nor once the engine refused the list with 403 (a proxy that
+    allows inspecting a service by name but not listing them; the Docker API proxy of
+    deploy/swarm allows both): each target then inspects its own, as without a directory.
+    Thread-safe: the first target of a tick lists, the others wait for that list.
     """
 
     def __init__(self, client: docker.DockerClient) -> None:

@@ -174,61 +174,67 @@ def test_the_shipped_config_is_valid_with_its_defaults(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the daemon
 
 
-def write_config(path: Path, prometheus_url: str, service: str) -> Path:
+def write_config(path: Path, prometheus_url: str, services: list[str]) -> Path:
     path.write_text(yaml.safe_dump({
         "evaluation_interval": "1s",
         "prometheus": {"url": prometheus_url, "timeout": "10s", "scrape_interval": "1s"},
         "leader_election": {"mode": "swarm"},
         "targets": [{
-            "name": "smtp", "backend": "swarm", "service": service,
+            "name": service, "backend": "swarm", "service": service,
             "min_replicas": 1, "max_replicas": 5, "cooldown": {"up": "0s", "down": "0s"},
             "behavior": FAST_BEHAVIOR,
             "policies": [{"type": "capacity", "name": "inflow", "query": "vector(20000)",
                           "per_instance": 10000, "headroom": 1.5}],
-        }],
+        } for service in services],
     }, sort_keys=False))
     return path
 
 
-ROUTES = {  # the allow-list's routes, as the proxy logs them (version prefix stripped)
+ROUTES = {  # the allow-list's routes, as the proxy logs them
     "GET /version": re.compile(r'"GET /version '),
     "GET /info": re.compile(r'"GET (/v[\d.]+)?/info '),
     "GET /nodes/{id}": re.compile(r'"GET (/v[\d.]+)?/nodes/\w+ '),
+    "GET /services": re.compile(r'"GET (/v[\d.]+)?/services[ ?]'),
     "GET /services/{name}": re.compile(r'"GET (/v[\d.]+)?/services/[\w.-]+ '),
     "GET /tasks": re.compile(r'"GET (/v[\d.]+)?/tasks\?'),
     "POST /services/{id}/update": re.compile(r'"POST (/v[\d.]+)?/services/\w+/update\?version='),
 }
 
 
-def test_the_daemon_leads_and_scales_a_real_service_through_the_proxy(
+def test_the_daemon_leads_and_scales_real_services_through_the_proxy(
         proxy: Proxy, realenv: RealEnv, docker_client: Any, tmp_path: Path) -> None:
-    name = f"proxy-{uuid.uuid4().hex[:8]}"
-    service = docker_client.services.create(
+    """Two targets, so the daemon both lists the services once per tick and (after its
+    writes) inspects each by name: every read path it has goes through the proxy."""
+    names = [f"proxy-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    services = [docker_client.services.create(
         realenv.busybox_image, ["sleep", "100000"], name=name,
-        mode=docker.types.ServiceMode("replicated", replicas=1))
+        mode=docker.types.ServiceMode("replicated", replicas=1)) for name in names]
     try:
-        config = write_config(tmp_path / "config.yaml", realenv.prometheus_url, name)
+        config = write_config(tmp_path / "config.yaml", realenv.prometheus_url, names)
         port = free_port()
         env = daemon_env(DOCKER_HOST=proxy.host, AUTOSCALER_LISTEN=f"127.0.0.1:{port}")
         with daemon(config, env, tmp_path, port=port) as d:
             wait_for(lambda: d.metric("autoscaler_leader") == 1.0, START,
                      what="the daemon to lead (swarm mode, through the proxy)")
-            wait_for(lambda: spec_replicas(docker_client, name) == SCALED, START,
-                     what=f"{name} scaled to {SCALED} through the proxy")
-            written = wait_for(lambda: [r for r in d.decisions("smtp") if r.get("written")],
-                               START, what="a written decision")
-            # Later ticks read the new size and the state labels back through the proxy.
-            after = wait_for(lambda: [r for r in d.decisions("smtp")
-                                      if r.get("current") == SCALED], START,
-                             what="a decision that read the new size")
+            for name in names:
+                wait_for(lambda n=name: spec_replicas(docker_client, n) == SCALED, START,
+                         what=f"{name} scaled to {SCALED} through the proxy")
+                # later ticks read the new size and the state labels back through the proxy
+                wait_for(lambda n=name: [r for r in d.decisions(n) if r.get("current") == SCALED
+                                         and r.get("outcome") == "hold"],
+                         START, what=f"a decision that read {name}'s new size")
+                written = [r for r in d.decisions(name) if r.get("written")]
+                assert [r["desired"] for r in written] == [SCALED], written
             ready = d.get("/readyz")
             assert ready is not None and ready.status_code == 200, ready and ready.text
             assert not d.records("target_error"), d.records("target_error")
-        labels = docker_client.api.inspect_service(name)["Spec"]["Labels"]
-        assert any(k.startswith("autoscaler.") for k in labels), labels
-        assert written[0]["desired"] == SCALED and after[-1]["outcome"] == "hold", after[-1]
+            assert "refused" not in d.log_text(), d.log_text()[-3000:]
+        for name in names:
+            labels = docker_client.api.inspect_service(name)["Spec"]["Labels"]
+            assert any(k.startswith("autoscaler.") for k in labels), labels
     finally:
-        service.remove()
+        for service in services:
+            service.remove()
 
     lines = proxy.log_lines()
     for route, pattern in ROUTES.items():
@@ -249,6 +255,8 @@ def test_the_daemon_leads_and_scales_a_real_service_through_the_proxy(
     ("GET", "/v1.41/info"),
     ("GET", "/v1.41/nodes/{node}"),
     ("GET", "/v1.41/services/{service}"),
+    ("GET", "/v1.41/services"),
+    ("GET", "/services?filters={by_name}"),
     ("GET", "/services/{service}"),
     ("GET", "/v1.41/tasks?filters={filters}"),
 ])
@@ -256,7 +264,9 @@ def test_the_daemons_reads_pass(proxy: Proxy, docker_client: Any, method: str, p
                                 probe_service: Any) -> None:
     node = docker_client.info()["Swarm"]["NodeID"]
     filters = quote(json.dumps({"service": [probe_service.name]}))
-    target = path.format(node=node, service=probe_service.name, filters=filters)
+    by_name = quote(json.dumps({"name": [probe_service.name]}))
+    target = path.format(node=node, service=probe_service.name, filters=filters,
+                         by_name=by_name)
     assert raw(proxy.socket, method, target).status == 200
 
 
@@ -335,8 +345,9 @@ REFUSED = [
     Probe("GET", "/v1.41/nodes"),
     Probe("POST", "/v1.41/nodes/{node}/update", {"Role": "worker"}),
     Probe("DELETE", "/v1.41/nodes/{node}"),
-    # services: listing, create, delete, logs, other update parameters
-    Probe("GET", "/v1.41/services"),
+    # services: other methods on the list, create, delete, logs, other update parameters
+    Probe("POST", "/v1.41/services"),
+    Probe("DELETE", "/v1.41/services"),
     Probe("POST", "/v1.41/services/create",
           {"Name": "{probe}", "TaskTemplate": {"ContainerSpec": {"Image": "{image}"}}}),
     Probe("POST", "/services/create",
@@ -375,7 +386,6 @@ REFUSED = [
     Probe("GET", "http://docker/v1.41/containers/json"),
     Probe("GET", "/v1.41/Containers/json"),
     Probe("GET", "/v1.41/services/{sid}/../../containers/json"),
-    Probe("GET", "/v1.41/services?filters=%7B%7D"),
     Probe("GET", "/v1.41/services/{sid};/containers/json"),
 ]
 
@@ -445,7 +455,7 @@ def test_the_docker_sdk_sees_the_refusal_as_an_api_error(proxy: Proxy, realenv: 
                 realenv.busybox_image, ["true"], name=probe, detach=True),
             "create a service": lambda: client.services.create(
                 realenv.busybox_image, ["true"], name=probe),
-            "list services": client.services.list,
+            "list nodes": client.nodes.list,
             "read join tokens": client.api.inspect_swarm,
             "leave the swarm": client.api.leave_swarm,
             "create a secret": lambda: client.secrets.create(name=probe, data=b"x"),
