@@ -17,9 +17,11 @@ import resource
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bench._stack import REPO
 from bench.reliability_doc import write_section
@@ -79,6 +81,8 @@ def run_one(fuzz: Fuzz, examples: int) -> dict[str, object]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = done.stdout + done.stderr
+    log = Path(tempfile.gettempdir()) / f"reliability-fuzz-{fuzz.test.split('::')[-1]}.log"
+    log.write_text(out)
     passing = failing = invalid = 0
     for p, f, i in _COUNTS.findall(out):
         passing, failing, invalid = passing + int(p), failing + int(f), invalid + int(i)
@@ -86,7 +90,9 @@ def run_one(fuzz: Fuzz, examples: int) -> dict[str, object]:
               if not what.strip().startswith(_NOISE)]
     return {"fuzz": fuzz, "code": done.returncode, "wall": wall, "cpu": cpu,
             "passing": passing, "failing": failing, "invalid": invalid, "events": events,
-            "tail": out[-3000:]}
+            "tail": "\n".join([*(line for line in out.splitlines()
+                                 if line.startswith(("E ", "Falsifying", "FAILED")))][:60])
+                    + f"\n(whole output: {log})"}
 
 
 def render(results: list[dict[str, object]], examples: int, command: str, started: str,
