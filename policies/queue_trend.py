@@ -23,12 +23,14 @@ def slope_per_hour(samples: tuple[Sample, ...]) -> float | None:
     n = len(samples)
     if n < 2:
         return None
-    mean_t = sum(s.t for s in samples) / n
-    mean_v = sum(s.value for s in samples) / n
-    var_t = sum((s.t - mean_t) ** 2 for s in samples)
+    ts = [s.t for s in samples]
+    vs = [s.value for s in samples]
+    mean_t = sum(ts) / n
+    mean_v = sum(vs) / n
+    var_t = sum([(t - mean_t) ** 2 for t in ts])
     if var_t <= 0:
         return None
-    cov = sum((s.t - mean_t) * (s.value - mean_v) for s in samples)
+    cov = sum([(t - mean_t) * (v - mean_v) for t, v in zip(ts, vs, strict=True)])
     return cov / var_t * 3600.0
 
 

@@ -71,11 +71,13 @@ class ThresholdPolicy(Policy):
         if not covers_window([s.t for s in window], self.for_):
             return Recommendation(ctx.current, f"{shown}: fewer samples than for={self.for_:g}s")
         up = self.scale_up_above
-        if up is not None and all(v > up * (1 + self.tolerance) for v in values):
+        above = None if up is None else up * (1 + self.tolerance)
+        if above is not None and all(v > above for v in values):
             held = f" for {self.for_:g}s" if self.for_ else ""
             return Recommendation(ctx.current + self.step, f"{shown} > {up:g}{held}")
         down = self.scale_down_below
-        if down is not None and all(v < down * (1 - self.tolerance) for v in values):
+        below = None if down is None else down * (1 - self.tolerance)
+        if below is not None and all(v < below for v in values):
             held = f" for {self.for_:g}s" if self.for_ else ""
             return Recommendation(max(ctx.current - self.step, 0), f"{shown} < {down:g}{held}")
         if up is None or down is None:
