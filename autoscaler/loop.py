@@ -98,6 +98,54 @@ def signal_key(target: str, kind: str, label: str) -> str:
     return f"{target}\x1f{kind}\x1f{label}"
 
 
+class SignalBatch:
+    """One tick's signals, filled as they arrive; each target waits for its own keys only."""
+
+    def __init__(self, keys: dict[str, list[str]]) -> None:
+        self._lock = threading.Lock()
+        self._signals: dict[str, Signal] = {}
+        self._owner = {key: target for target, ks in keys.items() for key in ks}
+        self._left = {target: len(set(ks)) for target, ks in keys.items()}
+        self._ready = {target: threading.Event() for target in keys}
+        self._started = time.monotonic()
+        self._seconds: dict[str, float] = {}
+        for target, left in self._left.items():
+            if left == 0:
+                self._seconds[target] = 0.0
+                self._ready[target].set()
+
+    def add(self, signals: dict[str, Signal]) -> None:
+        """Signals that just arrived; a target whose keys are all in may go on."""
+        with self._lock:
+            for key, signal in signals.items():
+                target = self._owner.get(key)
+                if target is None or key in self._signals:
+                    continue
+                self._signals[key] = signal
+                self._left[target] -= 1
+                if self._left[target] == 0:
+                    self._seconds[target] = time.monotonic() - self._started
+                    self._ready[target].set()
+
+    def finish(self, signals: dict[str, Signal], seconds: float) -> None:
+        """The read is over: whatever is still missing is in `signals` (or never comes)."""
+        self.add(signals)
+        with self._lock:
+            for target, event in self._ready.items():
+                self._seconds.setdefault(target, seconds)
+                event.set()
+
+    def wait(self, target: str, keys: Sequence[str],
+             timeout: float) -> tuple[dict[str, Signal], float] | None:
+        """(the target's signals that were read, seconds until they were in); None on
+        timeout."""
+        if not self._ready[target].wait(timeout):
+            return None
+        with self._lock:
+            return ({k: self._signals[k] for k in keys if k in self._signals},
+                    self._seconds[target])
+
+
 def build_runtimes(settings: Settings, dry_run: bool) -> list[TargetRuntime]:
     return [TargetRuntime(t, t.effective_policies(), t.effective_guards(),
                           dry_run or settings.dry_run or t.dry_run)
@@ -408,39 +456,51 @@ class Engine:
             log.error("target %s: %s; it will be read but never written", rt.name, conflict)
 
     def _read_signals(self, runtimes: Sequence[TargetRuntime], now: float,
-                      deadline: float) -> Future[tuple[dict[str, Signal], float]]:
-        """Start the tick's one read of every target's signals: (signals by key, seconds)."""
+                      deadline: float) -> SignalBatch:
+        """Start the tick's one read of every target's signals, in its own thread."""
+        keys = {rt.name: [r.key for r in self._requests(rt)] for rt in runtimes}
         requests = [r for rt in runtimes for r in self._requests(rt)]
+        batch = SignalBatch(keys)
         source = self.source
+        # A source that can hand over signals as they arrive lets each target go on as soon
+        # as its own are in, while Prometheus still answers the others' queries.
+        streams = bool(getattr(source, "streams_signals", False))
 
-        def read() -> tuple[dict[str, Signal], float]:
+        def read() -> None:
             started = time.monotonic()
             try:
-                signals = source.read(requests, now, deadline)
+                if streams:
+                    signals = source.read(requests, now, deadline,
+                                          on_signals=batch.add)  # type: ignore[call-arg]
+                else:
+                    signals = source.read(requests, now, deadline)
             except Exception as exc:  # a source must not raise; if one does, no target hangs
                 log.exception("reading the signals failed")
                 bad = Signal.bad(SignalState.ERROR, f"reading signals failed: {exc}")
                 signals = {r.key: bad for r in requests}
-            return signals, time.monotonic() - started
+            batch.finish(signals, time.monotonic() - started)
 
-        return self._signal_pool.submit(read)
+        try:
+            self._signal_pool.submit(read)
+        except RuntimeError:  # the engine is closing
+            batch.finish({}, 0.0)
+        return batch
 
-    def _signals(self, rt: TargetRuntime, batch: Future[tuple[dict[str, Signal], float]],
+    def _signals(self, rt: TargetRuntime, batch: SignalBatch,
                  deadline: float) -> dict[str, Signal]:
         """This target's part of the tick's batch read; `error` if it is not back in time."""
         keys = [r.key for r in self._requests(rt)]
-        try:
-            signals, seconds = batch.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
-        except Exception:  # TimeoutError, or cancelled by close()
+        found = batch.wait(rt.name, keys, max(0.0, deadline - time.monotonic()) + 1.0)
+        if found is None:
             late = Signal.bad(SignalState.ERROR, "signals not read before the tick's deadline")
             return dict.fromkeys(keys, late)
+        signals, seconds = found
         self.telemetry.child(self.telemetry.query_seconds, rt.name).observe(seconds)
         missing = Signal.bad(SignalState.ERROR, "signal was not read")
         return {key: signals.get(key, missing) for key in keys}
 
     def _tick_target(self, rt: TargetRuntime, now: float, deadline: float,
-                     leader: bool, batch: Future[tuple[dict[str, Signal], float]]
-                     ) -> TargetOutcome:
+                     leader: bool, batch: SignalBatch) -> TargetOutcome:
         outcome = TargetOutcome(rt.name)
         try:
             actuator = self._actuator(rt)

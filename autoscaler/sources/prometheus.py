@@ -20,7 +20,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,18 +377,23 @@ class PrometheusSource:
 
     # ----------------------------------------------------------------- public API
 
+    streams_signals = True  # read() takes on_signals: the loop lets each target go on early
+
     def read(
-        self, requests_: Sequence[SignalRequest], now: float, deadline: float
+        self, requests_: Sequence[SignalRequest], now: float, deadline: float,
+        on_signals: Callable[[dict[str, Signal]], None] | None = None,
     ) -> dict[str, Signal]:
         """Every request's signal by key; returns by `deadline` (monotonic) and never raises.
 
         `now` (epoch seconds) is the evaluation time; identical (query, window) pairs are
-        sent once. A query still unanswered at the deadline is an `error`.
+        sent once. A query still unanswered at the deadline is an `error`. `on_signals`, if
+        given, is handed each answer's signals by key as soon as they are in (from the
+        calling thread; the return value still has them all).
         """
         if not requests_:
             return {}
         try:
-            return self._read(requests_, now, deadline)
+            return self._read(requests_, now, deadline, on_signals)
         except Exception as exc:  # the tick must go on with "not reported"
             log.error("reading %s failed: %s", self.endpoint, type(exc).__name__)
             detail = f"reading {self.endpoint} failed ({type(exc).__name__})"
@@ -454,14 +459,27 @@ class PrometheusSource:
         return _Tick(headers, auth, tuple(secrets))
 
     def _read(
-        self, requests_: Sequence[SignalRequest], now: float, deadline: float
+        self, requests_: Sequence[SignalRequest], now: float, deadline: float,
+        on_signals: Callable[[dict[str, Signal]], None] | None = None,
     ) -> dict[str, Signal]:
         try:
             tick = self._tick()
         except _SecretError as exc:
             return {r.key: Signal.bad(SignalState.ERROR, str(exc)) for r in requests_}
-        pairs = list(dict.fromkeys((r.query, float(r.window)) for r in requests_))
+        keys: dict[Pair, list[str]] = {}
+        for r in requests_:
+            keys.setdefault((r.query, float(r.window)), []).append(r.key)
+        pairs = list(keys)
         results: dict[Pair, Signal] = {}
+
+        def arrived(answer: dict[Pair, Signal]) -> None:
+            results.update(answer)
+            if on_signals is not None:
+                try:
+                    on_signals({k: s for pair, s in answer.items() for k in keys[pair]})
+                except Exception:  # the caller's problem; the read goes on
+                    log.exception("on_signals failed")
+
         # Finished jobs arrive on a queue: waiting on thousands of futures with
         # concurrent.futures.wait(FIRST_COMPLETED) would touch every pending one per wake-up.
         finished: queue.SimpleQueue[Future[dict[Pair, Signal] | None]] = queue.SimpleQueue()
@@ -483,17 +501,17 @@ class PrometheusSource:
                 break
             job = pending.pop(future)
             if future.cancelled():  # the source is closing
-                results.update(dict.fromkeys(job.members, late))
+                arrived(dict.fromkeys(job.members, late))
                 continue
             if (crash := future.exception()) is not None:
                 kind = type(crash).__name__
                 log.error("query to %s crashed: %s", self.endpoint, kind)
                 failed = Signal.bad(SignalState.ERROR, f"query to {self.endpoint} failed ({kind})")
-                results.update(dict.fromkeys(job.members, failed))
+                arrived(dict.fromkeys(job.members, failed))
                 continue
             answer = future.result()
             if answer is not None:
-                results.update(answer)
+                arrived(answer)
                 continue
             # A grouped answer that cannot be split: ask each member on its own, now and at
             # every later tick.
@@ -521,16 +539,22 @@ class PrometheusSource:
                 continue
             groups.setdefault((spec.template, window), {}).setdefault(
                 spec.value, []).append((query, window))
+        chunked: list[list[_Job]] = []
         for (template, window), by_value in groups.items():
             if len(by_value) < 2:  # nothing to share: the query as written
                 jobs.extend(_Job(q, w, ((q, w),)) for members in by_value.values()
                             for q, w in members)
                 continue
+            chunked.append([])
             for chunk in chunk_values(template, label, list(by_value)):
                 members = [(pair, value) for value in chunk for pair in by_value[value]]
-                jobs.append(_Job(group_query(template, label, chunk), window,
-                                 tuple(p for p, _ in members), tuple(v for _, v in members),
-                                 (template, window)))
+                chunked[-1].append(_Job(group_query(template, label, chunk), window,
+                                        tuple(p for p, _ in members),
+                                        tuple(v for _, v in members), (template, window)))
+        # The first chunk of every group, then the second...: the targets of a chunk have all
+        # their signals early, and can go on while the rest is asked.
+        for i in range(max(map(len, chunked), default=0)):
+            jobs.extend(group[i] for group in chunked if i < len(group))
         return jobs
 
     def _template(self, query: str, label: str) -> GroupSpec | None:
