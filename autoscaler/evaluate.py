@@ -6,6 +6,7 @@ what production does. Pure: the signals come in, the decision record goes out.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -76,13 +77,21 @@ def run_guard(guard: GuardSpec, signal: Signal) -> GuardResult:
     if signal.state is not SignalState.OK:
         reason = f"no data ({signal.state}): " + ("veto" if active else "no veto")
     else:
-        bounds = []
-        if guard.above is not None:
-            bounds.append(f"> {guard.above:g}")
-        if guard.below is not None:
-            bounds.append(f"< {guard.below:g}")
-        reason = f"{value:.4g} {'is' if active else 'is not'} {' or '.join(bounds)}"
+        bounds = guard_bounds(guard.above, guard.below)
+        reason = f"{value:.4g} {'is' if active else 'is not'} {bounds}"
     return GuardResult(guard.label, guard.block, signal.state, value, active, reason)
+
+
+@functools.cache
+def guard_bounds(above: float | None, below: float | None) -> str:
+    """A guard's condition as the record shows it ("> 20 or < 1"); the same few guards are
+    read on every evaluation, so each text is built once."""
+    bounds = []
+    if above is not None:
+        bounds.append(f"> {above:g}")
+    if below is not None:
+        bounds.append(f"< {below:g}")
+    return " or ".join(bounds)
 
 
 def evaluate(

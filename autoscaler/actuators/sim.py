@@ -131,8 +131,8 @@ class ScrapeHistory:
 
     def scrape(self, plant: Plant, t: float) -> None:
         self.times.append(t)
-        for name in self._counters:
-            self._counters[name].append(getattr(plant, name))
+        for name, values in self._counters.items():
+            values.append(getattr(plant, name))
         p, want = self.params, self.wanted
         serving = plant.serving(t)
         capacity = serving * p.capacity_per_instance
@@ -180,7 +180,9 @@ def window_signal(samples: list[Sample], times: list[float], now: float, window:
     """A signal as Prometheus would give it at `now`: the samples over (now - window, now]
     (at least the newest), `stale` when the newest is older than `stale_after`, `empty`
     before the first. Shared by `simulate` and `backtest`."""
-    end = bisect.bisect_right(times, now + 1e-9)
+    end = len(times)
+    if end and times[-1] > now + 1e-9:  # replay reads at the newest scrape: rarely searched
+        end = bisect.bisect_right(times, now + 1e-9)
     if end == 0:
         return Signal.bad(SignalState.EMPTY, f"no {name} sample yet")
     if now - times[end - 1] > stale_after + 1e-9:
