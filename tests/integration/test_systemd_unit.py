@@ -27,8 +27,9 @@ import requests
 from autoscaler import sdnotify
 from autoscaler.cli import bundled_config_path
 from autoscaler.config import load_config
+from tests.integration.daemon_process import DaemonProcess, daemon, daemon_env
 from tests.integration.e2e_support import free_port, swarm_service, wait_for
-from tests.integration.test_reload import Daemon, config_data, daemon, daemon_env, write_yaml
+from tests.integration.test_reload import config_data, write_yaml
 from tests.realenv import RealEnv
 
 pytestmark = pytest.mark.timeout(300)
@@ -356,7 +357,7 @@ def steady_target(service: str) -> dict[str, Any]:
                                              "scale_down_below": 35}]}
 
 
-def ticks(d: Daemon) -> float:
+def ticks(d: DaemonProcess) -> float:
     return d.metrics().get(("autoscaler_ticks_total", ()), 0.0)
 
 
@@ -374,9 +375,9 @@ def test_notify_ready_watchdog_reload_and_stopping(
     with swarm_service(docker_client, realenv.busybox_image) as service:
         config = write_yaml(tmp_path / "autoscaler.yaml", config_data(
             realenv.prometheus_url, port, [steady_target(service.name)]))
-        env = daemon_env(realenv, NOTIFY_SOCKET=str(notify_socket.path),
+        env = daemon_env(DOCKER_HOST=realenv.docker_host, NOTIFY_SOCKET=str(notify_socket.path),
                          WATCHDOG_USEC="120000000")
-        with daemon(config, env, tmp_path, port) as d:
+        with daemon(config, env, tmp_path, port=port) as d:
             ready = notify_socket.wait_for("READY=1", timeout=START)
             assert ready == 0, notify_socket.messages  # nothing before READY=1
             assert serving(d.base)  # READY=1 only once /metrics answers
@@ -419,9 +420,9 @@ def test_watchdog_keeps_pinging_while_prometheus_is_down(
     with swarm_service(docker_client, realenv.busybox_image) as service:
         config = write_yaml(tmp_path / "autoscaler.yaml", config_data(
             dead, port, [steady_target(service.name)]))
-        env = daemon_env(realenv, NOTIFY_SOCKET=str(notify_socket.path),
+        env = daemon_env(DOCKER_HOST=realenv.docker_host, NOTIFY_SOCKET=str(notify_socket.path),
                          WATCHDOG_USEC="1000000")
-        with daemon(config, env, tmp_path, port) as d:
+        with daemon(config, env, tmp_path, port=port) as d:
             notify_socket.wait_for("READY=1", timeout=START)
             wait_for(lambda: notify_socket.drain(0.2) and notify_socket.count("WATCHDOG=1") >= 3,
                      START, what="three WATCHDOG=1 while Prometheus is down")
