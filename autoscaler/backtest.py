@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from autoscaler.actuators.sim import window_signal
 from autoscaler.config import Settings, TargetConfig
-from autoscaler.evaluate import evaluate
+from autoscaler.evaluate import evaluate, note_unreported
 from autoscaler.model import Sample, Signal, SignalState, TargetState, TargetStatus
 from autoscaler.units import parse_duration
 
@@ -139,6 +139,7 @@ def replay_history(
     timeline: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     clips: dict[str, int] = {}
+    unreported_at: dict[str, float] = {}  # policy -> last time its signal was not ok
     t = start
     while t <= end + 1e-9:
         psignals = {p.label: _signal(history, f"policy/{p.label}", t, p.window_seconds(),
@@ -148,7 +149,8 @@ def replay_history(
         decision = evaluate(target=target.name, now=t,
                             status=TargetStatus(current=replicas, ready=None, state=state),
                             policies=policies, policy_signals=psignals, guards=guards,
-                            guard_signals=gsignals, rules=rules)
+                            guard_signals=gsignals, rules=rules, last_unreported=unreported_at)
+        note_unreported(unreported_at, decision)
         state = decision.state
         for clip in decision.clips:
             clips[str(clip.kind)] = clips.get(str(clip.kind), 0) + 1

@@ -99,13 +99,38 @@ def hold_on_missing_data(
     return recommended, None
 
 
+def is_settling(last_unreported: float | None, now: float, settle_seconds: float) -> bool:
+    """True while an `ok` signal is younger than its lookback since it was last not ok.
+
+    After a Prometheus outage or a scrape gap, a `rate()` or a window whose range spans the
+    gap is computed from partial data (it reads low) while Prometheus reports it as fine.
+    """
+    return last_unreported is not None and now - last_unreported < settle_seconds
+
+
+def hold_while_settling(
+    recommended: int, current: int, settling: Sequence[PolicyResult]
+) -> tuple[int, Clip | None]:
+    """No scale-down on the word of a policy whose data may still be skewed by a gap;
+    scale-up stays allowed (too many instances for a while is the cheap mistake)."""
+    if not settling or recommended >= current:
+        return recommended, None
+    names = ", ".join(p.name for p in settling)
+    return current, Clip(
+        ClipKind.SETTLING, recommended, current,
+        f"{names}: data back after a gap, its window may still span it: no scale-down",
+    )
+
+
 def combine(policies: Sequence[PolicyResult], current: int, rules: TargetRules) -> Combined:
-    """Combine every policy's answer into one recommendation, missing data held."""
+    """Combine every policy's answer into one recommendation, missing or settling data held."""
     recommended, winner = combine_recommendations(policies, current)
     held, clip = hold_on_missing_data(
         recommended, current, unreported(policies), rules.on_metric_error, rules.fallback_replicas
     )
-    return Combined(held, winner, (clip,) if clip else ())
+    settling = [p for p in policies if p.settling and p.state is SignalState.OK]
+    held, settle_clip = hold_while_settling(held, current, settling)
+    return Combined(held, winner, tuple(c for c in (clip, settle_clip) if c))
 
 
 def clamp_to_bounds(replicas: int, min_replicas: int, max_replicas: int) -> int:

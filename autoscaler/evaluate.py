@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from autoscaler.decide import TargetRules, decide, guard_is_active
+from autoscaler.decide import TargetRules, decide, guard_is_active, is_settling
 from autoscaler.model import (
     Decision,
     GuardBlock,
@@ -51,7 +51,8 @@ def checked_signal(signal: Signal) -> Signal:
     return signal
 
 
-def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext) -> PolicyResult:
+def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext,
+               settling: bool = False) -> PolicyResult:
     """A policy's line in the record; a signal that is not ok is "not reported"."""
     signal = checked_signal(signal)
     if signal.state is not SignalState.OK:
@@ -65,6 +66,10 @@ def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext) -> PolicyResu
         return PolicyResult(policy.label, policy.type, SignalState.ERROR, signal.latest, None,
                             f"not reported: cannot compute from {signal.latest:.4g} "
                             f"({type(exc).__name__})")
+    if settling:
+        return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest,
+                            rec.replicas, f"{rec.reason} (settling after a gap in its data)",
+                            settling=True)
     return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest, rec.replicas,
                         rec.reason)
 
@@ -105,10 +110,22 @@ def evaluate(
     guard_signals: Mapping[str, Signal],
     rules: TargetRules,
     dry_run: bool = False,
+    last_unreported: Mapping[str, float] | None = None,
 ) -> Decision:
-    """Every policy and guard on its signal, then `decide`."""
+    """Every policy and guard on its signal, then `decide`. `last_unreported` maps a
+    policy's label to the last time its signal was not ok (see `note_unreported`)."""
     ctx = PolicyContext(current=status.current, ready=status.ready)
-    results = [run_policy(p, policy_signals.get(p.label, NOT_READ), ctx) for p in policies]
+    gaps = last_unreported or {}
+    results = [run_policy(p, policy_signals.get(p.label, NOT_READ), ctx,
+                          bool(gaps) and is_settling(gaps.get(p.label), now, p.settle_seconds()))
+               for p in policies]
     guard_results = [run_guard(g, guard_signals.get(g.label, NOT_READ)) for g in guards]
     return decide(target=target, now=now, status=status, policies=results, rules=rules,
                   guards=guard_results, dry_run=dry_run)
+
+
+def note_unreported(last_unreported: dict[str, float], decision: Decision) -> None:
+    """Remember when each policy last did not report, for the next evaluations' settling."""
+    for p in decision.policies:
+        if p.state is not SignalState.OK:
+            last_unreported[p.name] = decision.time

@@ -37,7 +37,7 @@ from autoscaler.config import (
     load_config,
 )
 from autoscaler.decide import detect_manual_change
-from autoscaler.evaluate import evaluate
+from autoscaler.evaluate import evaluate, note_unreported
 from autoscaler.leader import Leadership, NoElection, may_write
 from autoscaler.model import Decision, Outcome, Signal, SignalState, TargetStatus
 from autoscaler.state import merge_states, remembered_for
@@ -76,6 +76,8 @@ class TargetRuntime:
     refused: str | None = None  # a standing reason never to write (HPA conflict)
     hpa_checked: bool = False
     in_flight: Any = None  # Future of a run that outlived its tick (a hung backend)
+    # policy label -> when its signal was last not ok (no scale-down on it while settling)
+    last_unreported: dict[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -292,6 +294,8 @@ class Engine:
                     continue
                 gone_policies = {p.label for p in rt.policies} - {p.label for p in fresh.policies}
                 self._forget_policies(rt.name, gone_policies)
+                for label in gone_policies:
+                    rt.last_unreported.pop(label, None)
                 rt.config, rt.policies, rt.guards = fresh.config, fresh.policies, fresh.guards
                 rt.dry_run = fresh.dry_run
                 if rt.actuator is not None:
@@ -579,8 +583,9 @@ class Engine:
             guards=rt.guards,
             guard_signals={g.label: signals[signal_key(rt.name, "guard", g.label)]
                            for g in rt.guards},
-            rules=rt.config.rules(), dry_run=not writes,
+            rules=rt.config.rules(), dry_run=not writes, last_unreported=rt.last_unreported,
         )
+        note_unreported(rt.last_unreported, decision)
         return replace(decision, dry_run=rt.dry_run), detect_manual_change(status, now)
 
     @staticmethod

@@ -80,9 +80,11 @@ class PolicyResult:
     value: float | None
     replicas: int | None
     reason: str
+    # ok again, but less than its lookback after a gap: it may not lower the count yet
+    settling: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "type": self.type,
             "state": str(self.state),
@@ -90,6 +92,9 @@ class PolicyResult:
             "replicas": self.replicas,
             "reason": self.reason,
         }
+        if self.settling:
+            out["settling"] = True
+        return out
 
 
 class GuardBlock(StrEnum):
@@ -123,6 +128,7 @@ class ClipKind(StrEnum):
     """Every way the engine can change what the policies asked for."""
 
     METRIC_ERROR = "metric_error"
+    SETTLING = "settling"
     FALLBACK = "fallback"
     STABILIZATION = "stabilization"
     RATE_LIMIT = "rate_limit"

@@ -18,7 +18,7 @@ from autoscaler.actuators.sim import Plant, PlantParams, ScrapeHistory
 from autoscaler.behavior import Behavior
 from autoscaler.config import GuardConfig, Settings, TargetConfig
 from autoscaler.decide import TargetRules
-from autoscaler.evaluate import evaluate
+from autoscaler.evaluate import evaluate, note_unreported
 from autoscaler.model import Decision, Signal, SignalState, TargetState, TargetStatus
 from autoscaler.trace import Trace, demand_at
 from policies import Policy
@@ -169,6 +169,7 @@ def simulate(
     peak_queue = worst_delay = 0.0
     last_cpu: float | None = None
     clips: dict[str, int] = {}
+    gaps: dict[str, float] = {}  # policy -> last time its signal was not ok
     t = t0
     while t < t_end - 1e-9:
         while i_trace + 1 < n_trace and trace.t[i_trace + 1] <= t + 1e-9:
@@ -211,7 +212,8 @@ def simulate(
                         for label, name, window in guard_reads}
             decision = evaluate(target=contender.name, now=t, status=status, policies=policies,
                                 policy_signals=psignals, guards=guards, guard_signals=gsignals,
-                                rules=contender.rules)
+                                rules=contender.rules, last_unreported=gaps)
+            note_unreported(gaps, decision)
             state = decision.state
             for clip in decision.clips:
                 clips[str(clip.kind)] = clips.get(str(clip.kind), 0) + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any
 
 import durationpy
@@ -64,3 +65,26 @@ Duration = Annotated[
         }
     ),
 ]
+
+
+_PROMQL_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+                 "w": 604800.0, "y": 31536000.0}
+_PROMQL_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+# `[5m]`, `[1h30m]`, a subquery's `[30m:1m]` (its range), and `offset 5m`
+_PROMQL_RANGE = re.compile(r"\[\s*((?:\d+(?:ms|s|m|h|d|w|y))+)\s*(?::[^\]]*)?\]")
+_PROMQL_OFFSET = re.compile(r"\boffset\s+((?:\d+(?:ms|s|m|h|d|w|y))+)", re.IGNORECASE)
+
+
+def promql_duration(text: str) -> float:
+    """Seconds of a PromQL duration literal such as `5m` or `1h30m`."""
+    return sum(int(n) * _PROMQL_UNITS[unit] for n, unit in _PROMQL_DURATION.findall(text))
+
+
+def promql_lookback(query: str) -> float:
+    """How far back from its evaluation time a PromQL expression reads, in seconds: its
+    longest range (or subquery range) plus its longest offset; 0 for a plain selector.
+    A conservative reading of the text, enough to know how long a gap in the data can
+    still skew an answer that Prometheus reports as fine."""
+    ranges = [promql_duration(m) for m in _PROMQL_RANGE.findall(query)]
+    offsets = [promql_duration(m) for m in _PROMQL_OFFSET.findall(query)]
+    return max(ranges, default=0.0) + max(offsets, default=0.0)

@@ -11,6 +11,7 @@ import math
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.model import PolicyContext, Recommendation, Signal
+from autoscaler.units import promql_lookback
 
 PLANT_SIGNALS = ("cpu", "memory", "queue", "arrival_rate", "processed_rate", "latency")
 
@@ -35,6 +36,12 @@ class Policy(BaseModel):
     def window_seconds(self) -> float:
         """How much history the policy needs; 0 means the latest sample is enough."""
         return 0.0
+
+    def settle_seconds(self) -> float:
+        """How long after a gap in its data an answer can still be skewed by it: the
+        policy's own window plus the query's longest range (a `rate()` whose window spans
+        a scrape gap reads low while Prometheus calls it fine)."""
+        return self.window_seconds() + promql_lookback(self.query)
 
     def recommend(self, signal: Signal, ctx: PolicyContext) -> Recommendation:
         raise NotImplementedError
