@@ -665,6 +665,9 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # APScheduler's "Running job"/"executed successfully" lines would double every tick's
+    # log; a tick that overruns the interval still shows (a WARNING, and the tick metrics).
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 def run_forever(
