@@ -38,6 +38,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from tests.integration.daemon_process import delete_namespace
 from tests.integration.e2e_support import free_port, wait_for
 from tests.realenv import RealEnv
 
@@ -315,32 +316,6 @@ def service_account_token(kubectl: str, kubeconfig: Path, api: kubernetes.client
     response = kubernetes.client.CoreV1Api(api).create_namespaced_service_account_token(
         name, ns, request, _preload_content=False)
     return str(json.loads(response.data)["status"]["token"])
-
-
-def delete_namespace(api: kubernetes.client.ApiClient, ns: str) -> None:
-    """Delete what is left, then the namespace; no namespace controller runs here."""
-    apps = kubernetes.client.AppsV1Api(api)
-    core = kubernetes.client.CoreV1Api(api)
-    for delete in (apps.delete_collection_namespaced_deployment,
-                   apps.delete_collection_namespaced_stateful_set,
-                   core.delete_collection_namespaced_event,
-                   core.delete_collection_namespaced_config_map,
-                   kubernetes.client.CoordinationV1Api(api).delete_collection_namespaced_lease,
-                   kubernetes.client.AutoscalingV1Api(api)
-                   .delete_collection_namespaced_horizontal_pod_autoscaler,
-                   kubernetes.client.RbacAuthorizationV1Api(api)
-                   .delete_collection_namespaced_role_binding,
-                   kubernetes.client.RbacAuthorizationV1Api(api)
-                   .delete_collection_namespaced_role):
-        delete(ns)
-    try:
-        core.delete_namespace(ns)
-        body = core.read_namespace(ns)
-        body.spec = kubernetes.client.V1NamespaceSpec(finalizers=[])
-        core.replace_namespace_finalize(ns, body)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
 
 
 @pytest.fixture(scope="module")
