@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Annotated, Any
@@ -80,6 +81,7 @@ def promql_duration(text: str) -> float:
     return sum(int(n) * _PROMQL_UNITS[unit] for n, unit in _PROMQL_DURATION.findall(text))
 
 
+@functools.lru_cache(maxsize=4096)  # asked at every evaluation, about a few fixed queries
 def promql_lookback(query: str) -> float:
     """How far back from its evaluation time a PromQL expression reads, in seconds: its
     longest range (or subquery range) plus its longest offset; 0 for a plain selector.
