@@ -140,7 +140,7 @@ def settings_for(prometheus_url: str, target: dict[str, Any], *, interval: str =
 
 def inflow_capacity(cluster: str = "", window: str = "10s") -> dict[str, Any]:
     """The capacity policy on Stalwart's inflow counters, with a short rate window so the
-    test reacts within seconds (the preset uses 5m)."""
+    test reacts within seconds (the smtp preset uses `forecast` on a 1m rate read over 2m)."""
     sel = f'{{cluster="{cluster}"}}' if cluster else ""
     query = (f"(sum(rate(queue_queue_message{sel}[{window}])) or vector(0)) + "
              f"(sum(rate(queue_queue_message_authenticated{sel}[{window}])) or vector(0))")
