@@ -226,15 +226,7 @@ def loadavg() -> str:
 def write_doc(name: str, body: str) -> None:
     """The section in docs/benchmarks.md, or in the file $BENCH_DOC names (smoke tests)."""
     other = os.environ.get("BENCH_DOC")
-    if not other:
-        report.write_section(name, body)
-        return
-    saved = report.DOC
-    report.DOC = Path(other)
-    try:
-        report.write_section(name, body)
-    finally:
-        report.DOC = saved
+    report.write_section(name, body, doc=Path(other) if other else None)
 
 
 def write_json(figures: dict[str, Any]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bench import report
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 
 
@@ -20,17 +22,7 @@ def doc_path() -> Path:
 def write_section(name: str, body: str) -> Path:
     """Replace the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` (or append)."""
     path = doc_path()
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Reliability and security\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    report.write_section(name, body, doc=path, header="# Reliability and security\n")
     return path
 
 

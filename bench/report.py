@@ -35,10 +35,12 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between this benchmark's markers."""
+def write_section(name: str, body: str, doc: Path | None = None, header: str = HEADER) -> None:
+    """Replace (or append) the section between this benchmark's markers in `doc` (default
+    docs/benchmarks.md), leaving the rest of the file alone."""
+    path = doc or DOC
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else HEADER
+    text = path.read_text(encoding="utf-8") if path.exists() else header
     block = f"{begin}\n{body.rstrip()}\n{end}"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
@@ -46,5 +48,5 @@ def write_section(name: str, body: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text, encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
