@@ -132,6 +132,19 @@ def daemon(config: Path, env: dict[str, str], workdir: Path, *extra: str,
         process.close()
 
 
+@contextmanager
+def fresh_namespace(api: Any, prefix: str) -> Iterator[str]:
+    """A namespace of a test's own (`prefix-<random>`), deleted for real afterwards."""
+    import kubernetes.client as k
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    k.CoreV1Api(api).create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        delete_namespace(api, name)
+
+
 def delete_namespace(api: Any, ns: str) -> None:
     """Delete what tests make in a namespace, then the namespace, clearing its `kubernetes`
     finalizer by hand: no namespace controller runs in the test environment, so without this

@@ -43,12 +43,7 @@ from autoscaler.loop import Engine
 from autoscaler.model import TargetStatus
 from autoscaler.sources.prometheus import PrometheusSource
 from autoscaler.telemetry import Telemetry
-from tests.integration.daemon_process import (
-    DaemonProcess,
-    daemon,
-    daemon_env,
-    delete_namespace,
-)
+from tests.integration.daemon_process import DaemonProcess, daemon, daemon_env, fresh_namespace
 from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
 from tests.realenv import RealEnv
 
@@ -179,14 +174,8 @@ class FaultProxy:
 
 @pytest.fixture(scope="module")
 def ns(kube_api: kubernetes.client.ApiClient) -> Iterator[str]:
-    core = kubernetes.client.CoreV1Api(kube_api)
-    name = f"kf-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(kubernetes.client.V1Namespace.model_validate(
-        {"metadata": {"name": name}}))
-    try:
+    with fresh_namespace(kube_api, "kf") as name:
         yield name
-    finally:
-        delete_namespace(kube_api, name)
 
 
 @pytest.fixture(scope="module")

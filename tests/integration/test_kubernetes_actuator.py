@@ -29,7 +29,7 @@ from autoscaler.actuators.base import ActuatorError, ConflictError, NotAllowed, 
 from autoscaler.actuators.kubernetes import KubernetesActuator, kubernetes_api_client
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import KUBERNETES_PREFIX, encode_state
-from tests.integration.daemon_process import delete_namespace
+from tests.integration.daemon_process import fresh_namespace
 from tests.realenv import RealEnv
 
 Kind = Literal["deployment", "statefulset"]
@@ -68,14 +68,8 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 30.0) 
 @pytest.fixture(scope="module")
 def ns(kube_api: kubernetes.client.ApiClient) -> Iterator[str]:
     """A fresh namespace for this module, deleted for real afterwards."""
-    core = kubernetes.client.CoreV1Api(kube_api)
-    name = f"ka-{uuid.uuid4().hex[:10]}"
-    core.create_namespace(kubernetes.client.V1Namespace.model_validate(
-        {"metadata": {"name": name}}))
-    try:
+    with fresh_namespace(kube_api, "ka") as name:
         yield name
-    finally:
-        delete_namespace(kube_api, name)
 
 
 @pytest.fixture

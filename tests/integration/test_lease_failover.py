@@ -11,7 +11,6 @@ import json
 import signal
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ import yaml
 
 from autoscaler.actuators.kubernetes import kubernetes_api_client
 from autoscaler.leader import LeaseLeader
-from tests.integration.daemon_process import DaemonProcess, daemon_env, delete_namespace
+from tests.integration.daemon_process import DaemonProcess, daemon_env, fresh_namespace
 from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
 from tests.realenv import RealEnv
 
@@ -43,14 +42,8 @@ WANTED = 3  # what the policy asks for: ceil(30000 / 10000 x 1)
 @pytest.fixture
 def ns(kube_api: kubernetes.client.ApiClient) -> Iterator[str]:
     """A fresh namespace, deleted for real afterwards (no namespace controller runs here)."""
-    core = kubernetes.client.CoreV1Api(kube_api)
-    name = f"lease-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(kubernetes.client.V1Namespace.model_validate(
-        {"metadata": {"name": name}}))
-    try:
+    with fresh_namespace(kube_api, "lease") as name:
         yield name
-    finally:
-        delete_namespace(kube_api, name)
 
 
 def read_lease(api: kubernetes.client.ApiClient, ns: str, name: str) -> dict[str, Any]:
