@@ -225,8 +225,7 @@ def loadavg() -> str:
 
 def write_doc(name: str, body: str) -> None:
     """The section in docs/benchmarks.md, or in the file $BENCH_DOC names (smoke tests)."""
-    other = os.environ.get("BENCH_DOC")
-    report.write_section(name, body, doc=Path(other) if other else None)
+    report.write_section(name, body)
 
 
 def write_json(figures: dict[str, Any]) -> None:

@@ -24,9 +24,7 @@ from autoscaler.replay import (
     static_contender,
 )
 from autoscaler.trace import bundled_traces, load_trace
-from bench.report import DOC, machine, write_section
-
-PLOTS = DOC.parent / "benchmarks"
+from bench.report import doc_path, machine, write_section
 
 
 def run_trace(path: Path) -> tuple[str, list[Any]]:
@@ -45,8 +43,9 @@ def run_trace(path: Path) -> tuple[str, list[Any]]:
     ]
     initial = sim.initial_replicas or target.min_replicas
     results = [simulate(c, trace, params, initial) for c in contenders]
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    plot_simulation(results, PLOTS / f"quality-{trace.name}.png",
+    plots = doc_path().parent / "benchmarks"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_simulation(results, plots / f"quality-{trace.name}.png",
                     f"{trace.name}: all contenders, one plant")
     return trace.name, results
 

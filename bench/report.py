@@ -35,10 +35,17 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def doc_path() -> Path:
+    """docs/benchmarks.md, or the file $BENCH_DOC names (smoke tests write there, so a test
+    run never rewrites the recorded figures)."""
+    other = os.environ.get("BENCH_DOC")
+    return Path(other) if other else DOC
+
+
 def write_section(name: str, body: str, doc: Path | None = None, header: str = HEADER) -> None:
     """Replace (or append) the section between this benchmark's markers in `doc` (default
-    docs/benchmarks.md), leaving the rest of the file alone."""
-    path = doc or DOC
+    `doc_path()`), leaving the rest of the file alone."""
+    path = doc or doc_path()
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = path.read_text(encoding="utf-8") if path.exists() else header
     block = f"{begin}\n{body.rstrip()}\n{end}"
