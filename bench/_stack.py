@@ -16,7 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +235,21 @@ def write_json(figures: dict[str, Any]) -> None:
     path = os.environ.get("BENCH_JSON")
     if path:
         Path(path).write_text(json.dumps(figures, indent=2))
+
+
+@contextmanager
+def swarm_service(docker_host: str, image: str, prefix: str) -> Iterator[str]:
+    """A one-replica service (`prefix-<random>`) for a benchmark's targets to read; removed
+    afterwards, whatever happened."""
+    import docker
+    import docker.types
+
+    client = docker.DockerClient(base_url=docker_host, timeout=60)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    service = client.services.create(image, ["sleep", "100000"], name=name,
+                                     mode=docker.types.ServiceMode("replicated", replicas=1))
+    try:
+        yield name
+    finally:
+        service.remove()
+        client.close()

@@ -28,8 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from bench._stack import (
     free_port,
     loadavg,
     stop_process,
+    swarm_service,
     synthetic_target,
     vmrss_mb,
     write_doc,
@@ -159,22 +158,6 @@ def config_for(url: str, targets: int, service: str, interval: float,
         "prometheus": prometheus,
         "targets": [synthetic_target(i, service=service) for i in range(targets)],
     }
-
-
-@contextmanager
-def swarm_service(docker_host: str, image: str) -> Iterator[str]:
-    import docker
-    import docker.types
-
-    client = docker.DockerClient(base_url=docker_host, timeout=60)
-    name = f"bench-footprint-{os.getpid()}"
-    service = client.services.create(image, ["sleep", "100000"], name=name,
-                                     mode=docker.types.ServiceMode("replicated", replicas=1))
-    try:
-        yield name
-    finally:
-        service.remove()
-        client.close()
 
 
 def status_cost(docker_host: str, service: str, calls: int = 50) -> float:
@@ -310,7 +293,7 @@ def main() -> None:
     errors = {"idle": 0, "large": 0, "cpu": 0}
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp, \
             BenchStack(max(args.large, args.cpu_targets)) as stack, \
-            swarm_service(host, realenv.busybox_image) as service:
+            swarm_service(host, realenv.busybox_image, "bench-footprint") as service:
         workdir = Path(tmp)
         for run in range(args.runs):
             print(f"idle, run {run + 1}/{args.runs} ...", flush=True)

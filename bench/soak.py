@@ -33,8 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +41,14 @@ from typing import Any
 import requests
 import yaml
 
-from bench._stack import REPO, SCRAPE_INTERVAL, BenchStack, free_port, stop_process
+from bench._stack import (
+    REPO,
+    SCRAPE_INTERVAL,
+    BenchStack,
+    free_port,
+    stop_process,
+    swarm_service,
+)
 from bench._stack import synthetic_target as _target
 from bench.reliability_doc import write_section
 from bench.report import machine
@@ -127,22 +132,6 @@ class Soak:
     samples: list[Sample] = field(default_factory=list)
     counters_at: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     log_errors_at: list[tuple[float, int]] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def swarm_service(docker_host: str, image: str) -> Iterator[str]:
-    import docker
-    import docker.types
-
-    client = docker.DockerClient(base_url=docker_host, timeout=60)
-    name = f"soak-{uuid.uuid4().hex[:8]}"
-    service = client.services.create(image, ["sleep", "100000"], name=name,
-                                     mode=docker.types.ServiceMode("replicated", replicas=1))
-    try:
-        yield name
-    finally:
-        service.remove()
-        client.close()
 
 
 def soak_config(url: str, targets: int, service: str, port: int) -> dict[str, Any]:
@@ -363,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else min(WARMUP, seconds / 3)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp, BenchStack(args.targets) as stack, \
-            swarm_service(realenv.docker_host, realenv.busybox_image) as service:
+            swarm_service(realenv.docker_host, realenv.busybox_image, "soak") as service:
         print(f"soak: {args.targets} targets every 1s for {args.minutes:g} min "
               f"(warm-up {warmup:g}s) ...", flush=True)
         soak, reader, code = run_soak(stack.url, realenv.docker_host, service, args.targets,
