@@ -122,6 +122,25 @@ class DaemonProcess:
         self._log.close()
 
 
+def writes(d: DaemonProcess, since: float = 0.0, until: float = float("inf")
+           ) -> list[dict[str, Any]]:
+    """The decisions that wrote, between `since` and `until`."""
+    return [r for r in d.decisions() if r["written"] and since < r["time"] < until]
+
+
+def errors_after(d: DaemonProcess, since: float) -> list[str]:
+    """The target errors the daemon logged after `since` (its ERROR lines carry a time)."""
+    return [r["message"] for r in d.records()
+            if r.get("logger") == "autoscaler.loop" and r.get("level") == "ERROR"
+            and float(r.get("time", 0)) > since]
+
+
+def readyz(d: DaemonProcess) -> tuple[int, dict[str, Any]] | None:
+    """(HTTP status, JSON body) of /readyz; None while the daemon does not answer."""
+    response = d.get("/readyz")
+    return None if response is None else (response.status_code, response.json())
+
+
 @contextmanager
 def daemon(config: Path, env: dict[str, str], workdir: Path, *extra: str,
            port: int | None = None, label: str | None = None) -> Iterator[DaemonProcess]:

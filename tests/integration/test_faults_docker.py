@@ -33,7 +33,14 @@ from autoscaler.loop import Engine
 from autoscaler.model import TargetStatus
 from autoscaler.sources.prometheus import PrometheusSource
 from autoscaler.telemetry import Telemetry
-from tests.integration.daemon_process import DaemonProcess, daemon, daemon_env
+from tests.integration.daemon_process import (
+    DaemonProcess,
+    daemon,
+    daemon_env,
+    errors_after,
+    readyz,
+    writes,
+)
 from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
 from tests.integration.swarm_cluster import Manager, SwarmCluster, swarm_cluster
 from tests.realenv import RealEnv
@@ -149,23 +156,6 @@ def start_daemon(stack: ExitStack, workdir: Path, manager: Manager, prometheus_u
     }, sort_keys=False))
     env = daemon_env(drop=("DOCKER_",), DOCKER_HOST=manager.docker_host)
     return stack.enter_context(daemon(config, env, workdir, port=port, label=label))
-
-
-def writes(d: DaemonProcess, since: float = 0.0, until: float = float("inf")
-           ) -> list[dict[str, Any]]:
-    return [r for r in d.decisions() if r["written"] and since < r["time"] < until]
-
-
-def errors_after(d: DaemonProcess, since: float) -> list[str]:
-    """The target errors the daemon logged after `since` (its ERROR lines carry a time)."""
-    return [r["message"] for r in d.records()
-            if r.get("logger") == "autoscaler.loop" and r.get("level") == "ERROR"
-            and float(r.get("time", 0)) > since]
-
-
-def readyz(d: DaemonProcess) -> tuple[int, dict[str, Any]] | None:
-    response = d.get("/readyz")
-    return None if response is None else (response.status_code, response.json())
 
 
 def assert_never_outside_bounds_nor_down_on_error(d: DaemonProcess) -> None:

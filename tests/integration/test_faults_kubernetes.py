@@ -43,7 +43,15 @@ from autoscaler.loop import Engine
 from autoscaler.model import TargetStatus
 from autoscaler.sources.prometheus import PrometheusSource
 from autoscaler.telemetry import Telemetry
-from tests.integration.daemon_process import DaemonProcess, daemon, daemon_env, fresh_namespace
+from tests.integration.daemon_process import (
+    DaemonProcess,
+    daemon,
+    daemon_env,
+    errors_after,
+    fresh_namespace,
+    readyz,
+    writes,
+)
 from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
 from tests.realenv import RealEnv
 
@@ -278,22 +286,6 @@ def start_daemon(stack: ExitStack, workdir: Path, realenv: RealEnv, ns: str, nam
     env = daemon_env(drop=("KUBECONFIG", "KUBERNETES_", "POD_"), KUBECONFIG=str(kube),
                      POD_NAME=f"daemon-{name}")
     return stack.enter_context(daemon(config, env, workdir, port=port, label=name))
-
-
-def writes(d: DaemonProcess, since: float = 0.0) -> list[dict[str, Any]]:
-    return [r for r in d.decisions() if r["written"] and r["time"] > since]
-
-
-def errors_after(d: DaemonProcess, since: float) -> list[str]:
-    """The target errors the daemon logged after `since` (its ERROR lines carry a time)."""
-    return [r["message"] for r in d.records()
-            if r.get("logger") == "autoscaler.loop" and r.get("level") == "ERROR"
-            and float(r.get("time", 0)) > since]
-
-
-def readyz(d: DaemonProcess) -> tuple[int, dict[str, Any]] | None:
-    response = d.get("/readyz")
-    return None if response is None else (response.status_code, response.json())
 
 
 def assert_held_and_visible(d: DaemonProcess, name: str, since: float, verb: str,
