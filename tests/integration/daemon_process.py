@@ -164,6 +164,24 @@ def fresh_namespace(api: Any, prefix: str) -> Iterator[str]:
         delete_namespace(api, name)
 
 
+@contextmanager
+def namespace_with_deployment(api: Any, prefix: str, name: str = "smtp", replicas: int = 1,
+                              annotations: dict[str, str] | None = None) -> Iterator[str]:
+    """A fresh namespace holding one busybox Deployment `name` (no controller runs here, so
+    it never gets pods: only its spec counts); yields the namespace."""
+    import kubernetes.client as k
+
+    with fresh_namespace(api, prefix) as ns:
+        k.AppsV1Api(api).create_namespaced_deployment(ns, {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "stalwart",
+                                                           "image": "busybox:local"}]}}}})
+        yield ns
+
+
 def delete_namespace(api: Any, ns: str) -> None:
     """Delete what tests make in a namespace, then the namespace, clearing its `kubernetes`
     finalizer by hand: no namespace controller runs in the test environment, so without this

@@ -28,7 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.emulator import Emulator, FixedInstances, SwarmTasks
-from tests.integration.daemon_process import DaemonProcess, daemon, delete_namespace
+from tests.integration.daemon_process import DaemonProcess, daemon, namespace_with_deployment
 from tests.integration.e2e_support import (
     FAST_BEHAVIOR,
     free_port,
@@ -315,18 +315,8 @@ def test_kubernetes_dry_run_leaves_the_deployment_unchanged(
         tmp_path: Path) -> None:
     import kubernetes.client as k
 
-    ns = f"daemon-{uuid.uuid4().hex[:8]}"
     core, apps = k.CoreV1Api(kube_api), k.AppsV1Api(kube_api)
-    core.create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=ns)))
-    try:
-        apps.create_namespaced_deployment(ns, {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "smtp", "annotations": {"team": "mail"}},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "smtp"}},
-                     "template": {"metadata": {"labels": {"app": "smtp"}},
-                                  "spec": {"containers": [{"name": "stalwart",
-                                                           "image": "busybox:local"}]}}}})
-
+    with namespace_with_deployment(kube_api, "daemon", annotations={"team": "mail"}) as ns:
         def whole() -> str:
             raw = apps.read_namespaced_deployment("smtp", ns, _preload_content=False).data
             return json.dumps(json.loads(raw), sort_keys=True)
@@ -344,8 +334,6 @@ def test_kubernetes_dry_run_leaves_the_deployment_unchanged(
         assert record["outcome"] == "scale_up" and record["desired"] > 1
         assert record["written"] is False and record["dry_run"] is True
         assert core.list_namespaced_event(ns).items == []  # events are writes too
-    finally:
-        delete_namespace(kube_api, ns)
 
 
 # --------------------------------------------------------------------------- long-running

@@ -16,7 +16,7 @@ import pytest
 
 from autoscaler.cli import _engine
 from autoscaler.emulator import Emulator, KubernetesReplicas, SwarmTasks
-from tests.integration.daemon_process import delete_namespace
+from tests.integration.daemon_process import namespace_with_deployment
 from tests.integration.e2e_support import (
     FAST_BEHAVIOR,
     OwnPrometheus,
@@ -154,20 +154,10 @@ def test_prometheus_outage_never_scales_down_and_recovers(
 
 def test_demand_step_scales_a_kubernetes_deployment(
         docker_env: RealEnv, kube_api: Any) -> None:
-    import uuid
-
     import kubernetes.client as k
 
-    ns = f"e2e-{uuid.uuid4().hex[:8]}"
     core, apps = k.CoreV1Api(kube_api), k.AppsV1Api(kube_api)
-    core.create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=ns)))
-    try:
-        apps.create_namespaced_deployment(ns, {
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "smtp"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "smtp"}},
-                     "template": {"metadata": {"labels": {"app": "smtp"}},
-                                  "spec": {"containers": [{"name": "stalwart",
-                                                           "image": "busybox:local"}]}}}})
+    with namespace_with_deployment(kube_api, "e2e") as ns:
         source = KubernetesReplicas(ns, "deployment", "smtp", api_client=kube_api)
         with Emulator(source, demand=5000, startup_delay=1, poll=0.5) as emulator, \
                 registered(docker_env, emulator) as cluster:
@@ -190,5 +180,3 @@ def test_demand_step_scales_a_kubernetes_deployment(
             assert int(written) == dep.spec.replicas
             events = core.list_namespaced_event(ns).items
             assert any(e.reason == "SuccessfulRescale" for e in events)
-    finally:
-        delete_namespace(kube_api, ns)

@@ -33,7 +33,7 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.daemon_process import daemon, daemon_env, delete_namespace
+from tests.integration.daemon_process import daemon, daemon_env, namespace_with_deployment
 from tests.integration.e2e_support import free_port, wait_for
 from tests.realenv import RealEnv
 
@@ -186,21 +186,8 @@ def assert_no_secret(texts: dict[str, str], secrets: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def deployment(realenv: RealEnv, kube_api: Any) -> Iterator[str]:
-    import kubernetes.client as k
-
-    ns = f"secrets-{RUN}"
-    core, apps = k.CoreV1Api(kube_api), k.AppsV1Api(kube_api)
-    core.create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=ns)))
-    try:
-        apps.create_namespaced_deployment(ns, {
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "smtp"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "smtp"}},
-                     "template": {"metadata": {"labels": {"app": "smtp"}},
-                                  "spec": {"containers": [{"name": "s",
-                                                           "image": "busybox:local"}]}}}})
+    with namespace_with_deployment(kube_api, "secrets") as ns:
         yield ns
-    finally:
-        delete_namespace(kube_api, ns)
 
 
 @contextmanager

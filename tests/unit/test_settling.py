@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from autoscaler.behavior import Behavior
 from autoscaler.decide import TargetRules, hold_while_settling, is_settling
 from autoscaler.evaluate import evaluate, note_unreported
 from autoscaler.model import (
@@ -19,14 +18,9 @@ from autoscaler.model import (
 from autoscaler.units import promql_lookback
 from policies.capacity import CapacityPolicy
 from policies.threshold import ThresholdPolicy
+from tests.unit.test_decide import FREE  # no stabilization, no rate limit
 
 OK = SignalState.OK
-FREE = Behavior.model_validate({
-    "scaleUp": {"stabilizationWindowSeconds": 0,
-                "policies": [{"type": "Pods", "value": 1000, "periodSeconds": 1}]},
-    "scaleDown": {"stabilizationWindowSeconds": 0,
-                  "policies": [{"type": "Pods", "value": 1000, "periodSeconds": 1}]},
-})
 
 
 @pytest.mark.parametrize(("query", "seconds"), [
