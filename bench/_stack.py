@@ -24,7 +24,6 @@ from typing import Any
 
 import requests
 
-from bench import report
 from bench._exporter import service_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,11 +222,6 @@ def cpu_seconds(pid: int) -> float:
 def loadavg() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
-
-
-def write_doc(name: str, body: str) -> None:
-    """The section in docs/benchmarks.md, or in the file $BENCH_DOC names (smoke tests)."""
-    report.write_section(name, body)
 
 
 def write_json(figures: dict[str, Any]) -> None:

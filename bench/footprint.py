@@ -46,10 +46,9 @@ from bench._stack import (
     swarm_service,
     synthetic_target,
     vmrss_mb,
-    write_doc,
     write_json,
 )
-from bench.report import machine, spread
+from bench.report import machine, spread, write_section
 
 IDLE_MB, LARGE_MB, CPU_PERCENT = 70.0, 150.0, 5.0
 LARGE_INTERVAL = 45.0  # longer than a 1,000-target tick here (about 32 s): none is cut short
@@ -394,7 +393,7 @@ def main() -> None:
         "its decision, telemetry and JSON log line.",
     ])
     print(text)
-    write_doc("footprint", text)
+    write_section("footprint", text)
     write_json({"status_ms": status_ms, "imports": imports, "idle": idle, "large": large,
                 "large_tick": large_tick, "cpu": cpu, "errors": errors})
 

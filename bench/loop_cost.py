@@ -42,10 +42,9 @@ from bench._stack import (
     loadavg,
     synthetic_target,
     vmrss_mb,
-    write_doc,
     write_json,
 )
-from bench.report import machine, spread
+from bench.report import machine, spread, write_section
 
 CONCURRENCY = 8  # prometheus.max_concurrent_queries: the daemon's default
 QUERY_TIMEOUT = 10.0
@@ -390,7 +389,7 @@ def main() -> None:
             grouped.append(run_child(n, args.runs, stack.url, grouped=True))
     text = render(results, grouped, command, (load_before, loadavg()), args.history)
     print(text)
-    write_doc("loop-cost", text)
+    write_section("loop-cost", text)
     write_json({"results": results, "grouped": grouped})
 
 

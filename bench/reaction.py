@@ -32,8 +32,8 @@ from typing import Any
 
 import requests
 
-from bench._stack import loadavg, wait_until, write_doc, write_json
-from bench.report import machine
+from bench._stack import loadavg, wait_until, write_json
+from bench.report import machine, write_section
 
 SCRAPE, INTERVAL = 1.0, 1.0
 GOAL = SCRAPE + INTERVAL + 1.0
@@ -303,7 +303,7 @@ def main() -> None:
                for b in args.backends.split(",")}
     text = render(results, command, (load_before, loadavg()), args.low, args.high)
     print(text)
-    write_doc("reaction", text)
+    write_section("reaction", text)
     write_json({b: [t.__dict__ for t in ts] for b, ts in results.items()})
 
 

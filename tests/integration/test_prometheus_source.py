@@ -12,7 +12,6 @@ import base64
 import json
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import uuid
@@ -575,20 +574,6 @@ def test_unusable_secret_files_are_errors_naming_the_file(
 
 
 # ------------------------------------------------------------------------------ TLS
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made by openssl."""
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
-
 
 @pytest.mark.parametrize(
     ("settings", "state", "detail"),

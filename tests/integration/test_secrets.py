@@ -347,18 +347,6 @@ def test_readable_secret_files_are_warned_about_naming_the_file(
 # --------------------------------------------------------------------------- TLS
 
 
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
 @pytest.mark.parametrize(("tls", "exit_code", "says", "warned"), [
     ({}, 1, "TLS certificate verification failed", False),
     ({"ca_file": "CERT"}, 0, "", False),
