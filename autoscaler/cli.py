@@ -139,7 +139,7 @@ def _summary_table(summaries: Sequence[dict[str, Any]]) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from autoscaler.replay import run_simulation, simulation_report
+    from autoscaler.replay.simulate import run_simulation, simulation_report
     from autoscaler.trace import TraceError, load_trace, resolve_trace
 
     config_path = args.config or bundled_config_path()
@@ -387,7 +387,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     import time as _time
 
-    from autoscaler.backtest import (
+    from autoscaler.replay.backtest import (
         BacktestError,
         parse_time,
         plot_backtest,

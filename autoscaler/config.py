@@ -36,6 +36,7 @@ from autoscaler.presets import Preset, PresetOptions, preset_guards, preset_poli
 from autoscaler.registry import policy_types
 from autoscaler.units import Duration
 from policies import Policy
+from policies.base import PlantSignal
 
 ENV_PREFIX = "AUTOSCALER_"
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
@@ -147,7 +148,7 @@ class GuardConfig(Strict):
     block: GuardBlock = GuardBlock.SCALE_DOWN
     above: float | None = None
     below: float | None = None
-    simulate_as: str | None = None
+    simulate_as: PlantSignal | None = None
 
     @property
     def label(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from autoscaler.replay import RunResult
+from autoscaler.replay.simulate import RunResult
 
 COLORS = {"profile": "tab:blue", "hpa-cpu": "tab:orange", "static": "tab:green",
           "reactive-oracle": "tab:gray", "clairvoyant-oracle": "black"}

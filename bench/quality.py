@@ -11,11 +11,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from autoscaler.actuators.sim import PlantParams
 from autoscaler.cli import bundled_config_path
 from autoscaler.config import load_config
 from autoscaler.plot import plot_simulation
-from autoscaler.replay import (
+from autoscaler.replay.plant import PlantParams
+from autoscaler.replay.simulate import (
     clairvoyant_oracle_contender,
     hpa_cpu_contender,
     profile_contender,

@@ -111,8 +111,8 @@ def first_scrape_with_step(prometheus: str, cluster: str, t: float) -> float | N
 def swarm_workload(realenv: Any) -> Iterator[tuple[Any, dict[str, Any], Callable[[], int]]]:
     import docker
 
-    from autoscaler.emulator import SwarmTasks
     from tests.integration.e2e_support import spec_replicas, swarm_service
+    from tools.emulator import SwarmTasks
 
     client = docker.DockerClient(base_url=realenv.docker_host, timeout=60)
     try:
@@ -129,7 +129,7 @@ def kubernetes_workload(realenv: Any) -> Iterator[tuple[Any, dict[str, Any], Cal
     import kubernetes.client as k
     import kubernetes.config
 
-    from autoscaler.emulator import KubernetesReplicas
+    from tools.emulator import KubernetesReplicas
 
     api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
         config_file=str(realenv.kubeconfig))
@@ -160,7 +160,6 @@ WORKLOADS = {"swarm": swarm_workload, "kubernetes": kubernetes_workload}
 def run_backend(backend: str, realenv: Any, trials: int, low: float, high: float,
                 rng: random.Random) -> list[Trial]:
     from autoscaler.cli import _engine
-    from autoscaler.emulator import Emulator
     from tests.integration.e2e_support import (
         inflow_capacity,
         prom_value,
@@ -168,6 +167,7 @@ def run_backend(backend: str, realenv: Any, trials: int, low: float, high: float
         running,
         settings_for,
     )
+    from tools.emulator import Emulator
 
     prometheus = realenv.prometheus_url
     results: list[Trial] = []

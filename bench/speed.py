@@ -14,7 +14,7 @@ import time
 
 from autoscaler.cli import bundled_config_path
 from autoscaler.config import load_config
-from autoscaler.replay import run_simulation
+from autoscaler.replay.simulate import run_simulation
 from autoscaler.trace import load_trace, resolve_trace
 from bench.report import machine, spread, write_section
 

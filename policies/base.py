@@ -7,13 +7,18 @@ and ready counts. It never sees min/max, cooldowns or the clock: `autoscaler.dec
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.model import PolicyContext, Recommendation, Signal
 from autoscaler.units import promql_lookback
 
-PLANT_SIGNALS = ("cpu", "memory", "queue", "arrival_rate", "processed_rate", "latency")
+# The plant's signals, the one list: what `simulate_as` may name (checked at config load),
+# what a bare query may name in simulate, and what the plant's scrape history records.
+PlantSignal = Literal["cpu", "memory", "queue", "arrival_rate", "processed_rate", "net_inflow",
+                      "latency", "active_deliveries", "arrival_rate_1m"]
+PLANT_SIGNALS: tuple[PlantSignal, ...] = get_args(PlantSignal)
 
 
 class Policy(BaseModel):
@@ -24,7 +29,7 @@ class Policy(BaseModel):
     type: str
     name: str | None = Field(None, description="label in the decision record; default: type")
     query: str = Field(..., min_length=1, description="PromQL returning one value")
-    simulate_as: str | None = Field(
+    simulate_as: PlantSignal | None = Field(
         None, description=f"plant signal read in `simulate`: one of {', '.join(PLANT_SIGNALS)}"
     )
     tolerance: float = Field(0.0, ge=0, description="relative dead band around the current size")

@@ -18,9 +18,9 @@ from typing import Any
 import requests
 
 from autoscaler.config import Settings, load_config_data
-from autoscaler.emulator import Emulator
 from autoscaler.loop import Engine, run_forever
 from tests.realenv import RealEnv
+from tools.emulator import Emulator
 
 
 def free_port() -> int:

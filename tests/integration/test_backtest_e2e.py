@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from autoscaler.emulator import Emulator, FixedInstances
 from tests.integration.e2e_support import inflow_capacity, prom_value, registered, wait_for
 from tests.realenv import RealEnv
+from tools.emulator import Emulator, FixedInstances
 
 
 def test_backtest_replays_a_recorded_demand_step(realenv: RealEnv, tmp_path: Path) -> None:

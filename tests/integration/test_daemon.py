@@ -27,7 +27,6 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoscaler.emulator import Emulator, FixedInstances, SwarmTasks
 from tests.integration.daemon_process import DaemonProcess, daemon, namespace_with_deployment
 from tests.integration.e2e_support import (
     FAST_BEHAVIOR,
@@ -40,6 +39,7 @@ from tests.integration.e2e_support import (
     wait_for,
 )
 from tests.realenv import RealEnv
+from tools.emulator import Emulator, FixedInstances, SwarmTasks
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -34,7 +34,6 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoscaler.emulator import COUNTERS, Emulator, FixedInstances, KubernetesReplicas, Workload
 from autoscaler.presets import (
     PresetOptions,
     default_cpu_query,
@@ -44,6 +43,7 @@ from autoscaler.presets import (
 )
 from tests.integration.daemon_process import delete_namespace
 from tests.realenv import RealEnv
+from tools.emulator import COUNTERS, Emulator, FixedInstances, KubernetesReplicas, Workload
 
 T = TypeVar("T")
 
@@ -250,10 +250,10 @@ def swarm_service(realenv: RealEnv, docker_client: docker.DockerClient) -> Itera
 
 @contextmanager
 def emulator_process(args: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
-    """`python -m autoscaler.emulator ARGS` on a free port; yields its URL, stops it after."""
+    """`python -m tools.emulator ARGS` on a free port; yields its URL, stops it after."""
     with log.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "autoscaler.emulator", *args], cwd=REPO,
+            [sys.executable, "-m", "tools.emulator", *args], cwd=REPO,
             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=stderr, text=True)
         try:
             assert proc.stdout is not None

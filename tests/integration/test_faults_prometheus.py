@@ -35,7 +35,6 @@ from typing import Any
 import pytest
 import yaml
 
-from autoscaler.emulator import Emulator, FixedInstances
 from autoscaler.presets import PresetOptions, inflow_per_hour, preset_guards
 from tests.integration.daemon_process import DaemonProcess, daemon_env
 from tests.integration.e2e_support import (
@@ -48,6 +47,7 @@ from tests.integration.e2e_support import (
 )
 from tests.integration.fault_support import Exporter, FaultProxy, all_ok, since, states
 from tests.realenv import RealEnv
+from tools.emulator import Emulator, FixedInstances
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from autoscaler.cli import _engine
-from autoscaler.emulator import Emulator, KubernetesReplicas, SwarmTasks
 from tests.integration.daemon_process import namespace_with_deployment
 from tests.integration.e2e_support import (
     FAST_BEHAVIOR,
@@ -30,6 +29,7 @@ from tests.integration.e2e_support import (
     wait_for,
 )
 from tests.realenv import RealEnv
+from tools.emulator import Emulator, KubernetesReplicas, SwarmTasks
 
 EXPECTED_REACTION = 1 + 1 + 2  # scrape 1 s + evaluation 1 s + 2 s
 DEADLINE = 5 * EXPECTED_REACTION + 10  # + the rate window filling up

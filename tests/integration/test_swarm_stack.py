@@ -30,7 +30,6 @@ import docker.errors
 import pytest
 import yaml
 
-from autoscaler.emulator import Emulator, SwarmTasks
 from tests.integration.e2e_support import (
     FAST_BEHAVIOR,
     free_port,
@@ -58,6 +57,7 @@ from tests.integration.test_container_image import (
     socket_path,
 )
 from tests.realenv import RealEnv
+from tools.emulator import Emulator, SwarmTasks
 
 STACK_FILE = REPO / "deploy" / "swarm" / "stack.yml"
 SERVICE_KEY = "stalwart-autoscaler"  # the service's name in the stack file

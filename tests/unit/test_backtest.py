@@ -6,7 +6,9 @@ import io
 
 import pytest
 
-from autoscaler.backtest import (
+from autoscaler.config import load_config_data
+from autoscaler.model import Sample, Signal, SignalState
+from autoscaler.replay.backtest import (
     MAX_POINTS_PER_QUERY,
     BacktestError,
     Progress,
@@ -16,8 +18,6 @@ from autoscaler.backtest import (
     parse_time,
     replay_history,
 )
-from autoscaler.config import load_config_data
-from autoscaler.model import Sample, Signal, SignalState
 
 NOW = 1_800_000_000.0
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from autoscaler.actuators.sim import Plant, PlantParams, ScrapeHistory
-from autoscaler.config import load_config_data
+from autoscaler.config import ConfigError, load_config_data
 from autoscaler.model import SignalState
-from autoscaler.replay import plant_signal_name, run_simulation, simulation_report
+from autoscaler.replay.plant import Plant, PlantParams, ScrapeHistory
+from autoscaler.replay.simulate import plant_signal_name, run_simulation, simulation_report
 from autoscaler.trace import Trace
+from policies.base import PLANT_SIGNALS
 
 PARAMS = PlantParams(capacity_per_instance=10000, startup_delay=60, scrape_interval=15)
 
@@ -109,6 +110,43 @@ def test_plant_signal_name(query: str, simulate_as: str | None, expected: str | 
     assert plant_signal_name(query, simulate_as) == expected
 
 
+def test_the_plant_records_every_plant_signal_name() -> None:
+    """The one list is what the plant serves: a name `simulate_as` may give always has data."""
+    plant, history = Plant.running(PARAMS, 2, 0.0), ScrapeHistory(PARAMS)
+    for t in range(0, 300, 15):
+        plant.step(float(t), 15.0, 20000.0)
+        history.scrape(plant, float(t + 15))
+    assert {name: history.signal(name, 300.0, 0.0).state for name in PLANT_SIGNALS} == \
+        dict.fromkeys(PLANT_SIGNALS, SignalState.OK)
+
+
+@pytest.mark.parametrize(("policy", "guard", "key"), [
+    pytest.param({"simulate_as": "cpuu"}, {}, "targets[0].policies[0].simulate_as",
+                 id="policy-typo"),
+    pytest.param({}, {"simulate_as": "cpuu"}, "targets[0].guards[0].simulate_as",
+                 id="guard-typo"),
+    pytest.param({"simulate_as": ""}, {}, "targets[0].policies[0].simulate_as",
+                 id="policy-empty"),
+])
+def test_unknown_plant_signal_is_a_config_error_naming_the_key(
+    policy: dict[str, object], guard: dict[str, object], key: str
+) -> None:
+    """Before: `simulate_as: cpuu` loaded and the whole simulation read `metric_error`."""
+    with pytest.raises(ConfigError) as info:
+        settings([{**CAPACITY[0], **policy}],
+                 guards=[{"query": "active_deliveries", "above": 20, **guard}])
+    [issue] = info.value.issues
+    assert (issue.key, "arrival_rate_1m" in issue.message) == (key, True)
+
+
+@pytest.mark.parametrize("name", PLANT_SIGNALS)
+def test_every_plant_signal_name_loads_as_simulate_as(name: str) -> None:
+    s = settings([{**CAPACITY[0], "simulate_as": name}],
+                 guards=[{"query": "q", "above": 20, "simulate_as": name}])
+    assert (s.targets[0].policies[0].simulate_as, s.targets[0].guards[0].simulate_as) == \
+        (name, name)
+
+
 def test_steady_load_settles_on_the_capacity_formula() -> None:
     s = settings(CAPACITY)
     [run] = run_simulation(s, s.targets[0], steady(50000))
@@ -162,21 +200,28 @@ def test_policies_without_a_plant_signal_are_listed_not_silently_dropped() -> No
 
 
 def test_missing_data_never_scales_down_in_simulation_either() -> None:
-    # capacity alone would go from 4 to 1; a policy whose signal errors holds the size.
-    policies = [*CAPACITY, {"type": "threshold", "name": "broken", "query": "q",
-                            "simulate_as": "no_such_signal", "scale_up_above": 5}]
-    s = settings(policies, initial=4)
-    [run] = run_simulation(s, s.targets[0], steady(5000, hours=0.5))
+    # capacity alone would go from 4 to 1; a policy whose signal errors holds the size. Config
+    # refuses a `simulate_as` the plant has not, so the broken policy is built unvalidated.
+    from dataclasses import replace
+
+    from autoscaler.replay.simulate import profile_contender, simulate
+    from policies.threshold import ThresholdPolicy
+
+    s = settings(CAPACITY, initial=4)
+    broken = ThresholdPolicy.model_construct(name="broken", query="q",
+                                             simulate_as="no_such_signal", scale_up_above=5)
+    profile = profile_contender(s, s.targets[0])
+    contender = replace(profile, policies=(*profile.policies, broken))
+    run = simulate(contender, steady(5000, hours=0.5), PARAMS, 4)
     assert {r["replicas"] for r in run.timeline} == {4}
     assert run.clip_counts.get("metric_error", 0) > 0
-    s_ok = settings(CAPACITY, initial=4)
-    [control] = run_simulation(s_ok, s_ok.targets[0], steady(5000, hours=0.5))
+    control = simulate(profile, steady(5000, hours=0.5), PARAMS, 4)
     assert control.timeline[-1]["replicas"] == 1
 
 
 def test_oracles_bracket_the_contenders_on_a_step() -> None:
-    from autoscaler.actuators.sim import PlantParams
-    from autoscaler.replay import (
+    from autoscaler.replay.plant import PlantParams
+    from autoscaler.replay.simulate import (
         clairvoyant_oracle_contender,
         reactive_oracle_contender,
         simulate,

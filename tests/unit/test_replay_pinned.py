@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from autoscaler.config import load_config_data
-from autoscaler.replay import run_simulation
+from autoscaler.replay.simulate import run_simulation
 from autoscaler.trace import load_trace, resolve_trace
 
 PROFILE: dict[str, Any] = {

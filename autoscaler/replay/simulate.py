@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from autoscaler.actuators.sim import Plant, PlantParams, ScrapeHistory
 from autoscaler.behavior import Behavior
 from autoscaler.config import GuardConfig, Settings, TargetConfig
 from autoscaler.decide import TargetRules
 from autoscaler.evaluate import evaluate, note_unreported
 from autoscaler.model import Decision, Signal, SignalState, TargetState, TargetStatus
+from autoscaler.replay.plant import Plant, PlantParams, ScrapeHistory
 from autoscaler.trace import Trace, demand_at
 from policies import Policy
 from policies.base import PLANT_SIGNALS, ceil_exact
@@ -29,7 +29,6 @@ from policies.target_value import TargetValuePolicy
 Baseline = Literal["hpa-cpu", "static"]
 BASELINES: tuple[Baseline, ...] = ("hpa-cpu", "static")
 HPA_SYNC_PERIOD = 15.0
-EXTRA_SIGNALS = ("net_inflow", "active_deliveries", "arrival_rate_1m")
 
 
 def plant_signal_name(query: str, simulate_as: str | None) -> str | None:
@@ -37,7 +36,7 @@ def plant_signal_name(query: str, simulate_as: str | None) -> str | None:
     if simulate_as:
         return simulate_as
     name = query.strip()
-    return name if name in (*PLANT_SIGNALS, *EXTRA_SIGNALS) else None
+    return name if name in PLANT_SIGNALS else None
 
 
 def plant_signal_names(items: Sequence[Policy | GuardConfig],

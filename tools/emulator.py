@@ -1,4 +1,4 @@
-"""Stalwart metrics emulator: the plant of `actuators/sim.py` behind a real HTTP endpoint.
+"""Stalwart metrics emulator: the plant of `autoscaler/replay/plant.py` behind a real HTTP endpoint.
 
 It closes the loop through real components without a real mail cluster: the autoscaler
 scales a real Swarm service or Kubernetes workload, the emulator follows that backend's
@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any, Literal, Protocol
 
-from autoscaler.actuators.sim import (
+from autoscaler.replay.plant import (
     BASE_LATENCY,
     BASE_MEMORY,
     BUSY_MEMORY,
@@ -740,7 +740,7 @@ def _duration(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m autoscaler.emulator",
+        prog="python -m tools.emulator",
         description="Serve the metrics of an emulated Stalwart cluster that follows a real "
                     "backend's instance count.")
     p.add_argument("--host", default="127.0.0.1")

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from autoscaler.model import Sample, Signal, SignalState
+from policies.base import PLANT_SIGNALS
 
 IDLE_CPU = 5.0  # % of a core an idle Stalwart node burns
 BUSY_CPU = 90.0  # extra % at full utilisation
@@ -88,8 +89,7 @@ class Plant:
 class ScrapeHistory:
     """What Prometheus would hold: counters and gauges at each scrape, and derived series."""
 
-    SERIES = ("cpu", "memory", "queue", "arrival_rate", "processed_rate", "net_inflow",
-              "latency", "active_deliveries", "arrival_rate_1m")
+    SERIES: tuple[str, ...] = PLANT_SIGNALS
 
     def __init__(self, params: PlantParams, wanted: Iterable[str] | None = None) -> None:
         """`wanted`: the series to keep (default all); skipping the rest keeps replay fast."""

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from autoscaler.actuators.sim import window_signal
 from autoscaler.config import Settings, TargetConfig
 from autoscaler.evaluate import evaluate, note_unreported
 from autoscaler.model import Sample, Signal, SignalState, TargetState, TargetStatus
+from autoscaler.replay.plant import window_signal
 from autoscaler.units import parse_duration
 
 MAX_POINTS_PER_QUERY = 9000  # Prometheus refuses more than 11,000 points per series
