@@ -99,11 +99,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
         ("users", f"{plan.users:,}"),
         ("peak emails/hour", f"{plan.peak_emails_per_hour:,}"
          + (" (estimated)" if plan.peak_estimated else "")),
+        ("matrix row", f"{plan.row} users (the matrix says {plan.matrix_instances} "
+                       "instances)"),
         ("architecture", plan.architecture),
         ("storage", plan.storage),
         ("cluster", plan.cluster),
         ("instances", str(plan.instances)),
         ("formula", plan.formula),
+        ("coordinator", plan.coordinator),
+        ("hardware", plan.hardware),
+        *(("needs", service) for service in plan.shared_services),
+        *((("protocols", plan.protocol_separation),) if plan.protocol_separation else ()),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -1,4 +1,4 @@
-"""`plan`: the decision matrix, the guide's formula and the floors under it."""
+"""`plan`: the guide's Scaling Decision Matrix, its formula, and the facts it adds."""
 
 from __future__ import annotations
 
@@ -6,90 +6,144 @@ import json
 
 import pytest
 
-from autoscaler.plan import TIERS, Plan, make_plan
+from autoscaler.plan import MATRIX, Plan, make_plan
 
-RAW_DATA = "RocksDB (embedded: data, blobs, search)"
-PG_LOCAL = "PostgreSQL + local or S3 blob store"
-PG_CLUSTER = "PostgreSQL + S3 + Redis"
+PG_S3_REDIS = "PostgreSQL + S3 + Redis"
+SHARDED = "PostgreSQL (sharded, e.g. by user range) + S3 + Redis"
 
 
 def test_contract_example() -> None:
     plan = make_plan(60_000, 50_000)
     assert plan.instances == 8
-    assert plan.architecture == "horizontal cluster"
-    assert plan.storage == PG_CLUSTER
+    assert plan.architecture == "horizontal"
+    assert plan.storage == PG_S3_REDIS
     assert not plan.peak_estimated
-    assert "= 8" in plan.formula
+    assert plan.formula.endswith("= 8")
 
 
+# Every row of the matrix, and both sides of each boundary. A peak of 0 isolates the row's
+# own lower bound from the formula.
 @pytest.mark.parametrize(
-    ("users", "architecture", "storage", "cluster_starts"),
+    ("users", "row", "architecture", "storage", "instances", "cluster"),
     [
-        pytest.param(1, "single node", RAW_DATA, "none", id="1"),
-        pytest.param(999, "single node", RAW_DATA, "none", id="999"),
-        pytest.param(1_000, "single node", PG_LOCAL, "none (add a standby", id="1000"),
-        pytest.param(9_999, "single node", PG_LOCAL, "none (add a standby", id="9999"),
-        pytest.param(10_000, "small cluster", PG_CLUSTER, "3+ nodes", id="10000"),
-        pytest.param(49_999, "small cluster", PG_CLUSTER, "3+ nodes", id="49999"),
-        pytest.param(50_000, "horizontal cluster", PG_CLUSTER, "N nodes", id="50000"),
+        pytest.param(1, "<1K", "single server", "RocksDB", 1, "no", id="1"),
+        pytest.param(999, "<1K", "single server", "RocksDB", 1, "no", id="999"),
+        pytest.param(1_000, "1K-5K", "single server", "RocksDB or PostgreSQL", 1, "no",
+                     id="1000"),
+        pytest.param(4_999, "1K-5K", "single server", "RocksDB or PostgreSQL", 1, "no",
+                     id="4999"),
+        pytest.param(5_000, "5K-10K", "single server", "PostgreSQL + S3", 1, "optional",
+                     id="5000"),
+        pytest.param(9_999, "5K-10K", "single server", "PostgreSQL + S3", 1, "optional",
+                     id="9999"),
+        pytest.param(10_000, "10K-50K", "horizontal", PG_S3_REDIS, 3, "yes", id="10000"),
+        pytest.param(49_999, "10K-50K", "horizontal", PG_S3_REDIS, 3, "yes", id="49999"),
+        pytest.param(50_000, "50K-100K", "horizontal", PG_S3_REDIS, 5, "yes", id="50000"),
+        pytest.param(99_999, "50K-100K", "horizontal", PG_S3_REDIS, 5, "yes", id="99999"),
+        pytest.param(100_000, "100K+", "horizontal", SHARDED, 10, "yes", id="100000"),
+        pytest.param(10_000_000, "100K+", "horizontal", SHARDED, 10, "yes", id="10M"),
     ],
 )
-def test_tier_boundaries(users: int, architecture: str, storage: str, cluster_starts: str) -> None:
-    # A peak of 0 isolates the tier choice from the load rule.
+def test_matrix_rows(users: int, row: str, architecture: str, storage: str, instances: int,
+                     cluster: str) -> None:
     plan = make_plan(users, 0)
-    assert (plan.architecture, plan.storage) == (architecture, storage)
-    assert plan.cluster.startswith(cluster_starts)
-
-
-def test_tiers_ascend() -> None:
-    starts = [tier.min_users for tier in TIERS]
-    assert starts == sorted(starts) and starts[0] == 1
-
-
-@pytest.mark.parametrize(
-    ("users", "peak", "instances", "architecture"),
-    [
-        pytest.param(500, 0, 1, "single node", id="single-idle"),
-        pytest.param(5_000, 6_666, 1, "single node", id="single-formula-exactly-1"),
-        pytest.param(10_000, 0, 3, "small cluster", id="ha-min-idle-cluster"),
-        pytest.param(20_000, 10_000, 3, "small cluster", id="ha-min-over-formula-2"),
-        pytest.param(49_999, 30_000, 5, "small cluster", id="formula-over-ha-min"),
-        pytest.param(200_000, 0, 4, "horizontal cluster", id="users-per-node-exact"),
-        pytest.param(200_001, 10_000, 5, "horizontal cluster", id="users-per-node-rounds-up"),
-        pytest.param(1_000_000, 50_000, 20, "horizontal cluster", id="users-per-node-beats-load"),
-        pytest.param(60_000, 200_000, 30, "horizontal cluster", id="load-beats-users"),
-    ],
-)
-def test_instances(users: int, peak: int, instances: int, architecture: str) -> None:
-    plan = make_plan(users, peak)
-    assert (plan.instances, plan.architecture) == (instances, architecture)
+    assert (plan.row, plan.architecture, plan.storage, plan.instances, plan.cluster) == (
+        row, architecture, storage, instances, cluster)
 
 
 @pytest.mark.parametrize(
     ("users", "peak", "instances"),
     [
-        pytest.param(500, 6_667, 3, id="formula-2-lifts-to-ha-min"),
-        pytest.param(9_999, 50_000, 8, id="heavy-load-small-tier"),
+        # The issue's two cases: the old 50,000-users-per-node rule gave 3 for both.
+        pytest.param(60_000, 10_000, 5, id="60k-at-10k-row-bound"),
+        pytest.param(150_000, 20_000, 10, id="150k-at-20k-row-bound"),
+        # Each clustered row's bound, and the formula on either side of it.
+        pytest.param(20_000, 13_333, 3, id="10k-50k-formula-2"),
+        pytest.param(20_000, 20_000, 3, id="10k-50k-formula-3"),
+        pytest.param(20_000, 20_001, 4, id="10k-50k-formula-4"),
+        pytest.param(75_000, 26_666, 5, id="50k-100k-formula-4"),
+        pytest.param(75_000, 33_334, 6, id="50k-100k-formula-6"),
+        pytest.param(500_000, 60_000, 10, id="100k+-formula-9"),
+        pytest.param(500_000, 66_667, 11, id="100k+-formula-11"),
+        pytest.param(60_000, 200_000, 30, id="formula-far-above-row"),
     ],
 )
-def test_load_promotes_single_node_to_cluster(users: int, peak: int, instances: int) -> None:
+def test_instances_are_the_row_bound_or_the_formula(users: int, peak: int,
+                                                    instances: int) -> None:
+    assert make_plan(users, peak).instances == instances
+
+
+@pytest.mark.parametrize(
+    ("users", "peak", "instances"),
+    [
+        pytest.param(500, 6_666, 1, id="formula-exactly-1-stays-single"),
+    ],
+)
+def test_single_server_when_the_formula_says_one(users: int, peak: int, instances: int) -> None:
     plan = make_plan(users, peak)
-    assert plan.architecture == "small cluster"
-    assert plan.storage == PG_CLUSTER
+    assert (plan.architecture, plan.instances) == ("single server", instances)
+    assert plan.protocol_separation is None and plan.shared_services == ()
+
+
+@pytest.mark.parametrize(
+    ("users", "peak", "instances"),
+    [
+        pytest.param(500, 6_667, 3, id="formula-2-lifts-to-the-10k-row-bound"),
+        pytest.param(9_999, 50_000, 8, id="heavy-load-on-a-5k-10k-row"),
+    ],
+)
+def test_load_promotes_single_server_to_the_first_cluster_row(users: int, peak: int,
+                                                              instances: int) -> None:
+    plan = make_plan(users, peak)
+    assert (plan.row, plan.architecture, plan.storage) == ("10K-50K", "horizontal",
+                                                            PG_S3_REDIS)
     assert plan.instances == instances
     assert any("calls for a cluster" in note for note in plan.notes)
 
 
 @pytest.mark.parametrize(
-    ("users", "peak", "fragment"),
+    ("users", "hardware", "coordinator"),
     [
-        pytest.param(10_000, 0, "high-availability minimum", id="ha-minimum"),
-        pytest.param(1_000_000, 50_000, "50,000 mailboxes per node", id="users-per-node"),
-        pytest.param(1_000_001, 0, "FoundationDB", id="foundationdb"),
-        pytest.param(30_000_000, 0, "511", id="node-id-range"),
+        pytest.param(999, "2-4 cores, 4-8 GB RAM, 100 GB SSD", "none", id="<1K"),
+        pytest.param(1_000, "4-8 cores, 8-16 GB RAM, 500 GB NVMe", "none", id="1K-5K"),
+        pytest.param(5_000, "8-16 cores, 16-32 GB RAM, 1-2 TB NVMe", "NATS", id="5K-10K"),
+        pytest.param(10_000, "requests 1 CPU / 2 GiB, limits 2 CPU / 4 GiB", "Kafka/Redpanda",
+                     id="10K-50K"),
+        pytest.param(100_000, "requests 1 CPU / 2 GiB, limits 2 CPU / 4 GiB", "Kafka/Redpanda",
+                     id="100K+"),
     ],
 )
-def test_notes_explain_the_binding_rule(users: int, peak: int, fragment: str) -> None:
+def test_hardware_and_coordinator_by_size(users: int, hardware: str, coordinator: str) -> None:
+    plan = make_plan(users, 0)
+    assert hardware in plan.hardware
+    assert plan.coordinator.startswith(coordinator)
+
+
+def test_a_cluster_names_its_shared_services_and_protocol_separation() -> None:
+    plan = make_plan(60_000, 50_000)
+    assert any("RocksDB will not work" in s for s in plan.shared_services)
+    assert any("S3" in s for s in plan.shared_services)
+    assert any("Redis Sentinel" in s for s in plan.shared_services)
+    assert plan.protocol_separation is not None
+    assert "SMTP 3, IMAP 3, HTTP 2" in plan.protocol_separation
+
+
+def test_matrix_ascends_from_one_user() -> None:
+    starts = [row.min_users for row in MATRIX]
+    assert starts == sorted(starts) and starts[0] == 1
+    bounds = [row.lower_bound for row in MATRIX]
+    assert bounds == sorted(bounds)
+
+
+@pytest.mark.parametrize(
+    ("users", "peak", "fragment"),
+    [
+        pytest.param(1_000_001, 0, "FoundationDB", id="foundationdb"),
+        pytest.param(30_000_000, 10_000_000, "511", id="node-id-range"),
+        pytest.param(500, 0, "CPU stays above 70 %", id="when-to-scale"),
+    ],
+)
+def test_notes(users: int, peak: int, fragment: str) -> None:
     assert any(fragment in note for note in make_plan(users, peak).notes)
 
 
@@ -147,6 +201,9 @@ def test_to_dict_is_json_ready() -> None:
     data = make_plan(60_000, 50_000).to_dict()
     decoded = json.loads(json.dumps(data))
     assert decoded["instances"] == 8
-    assert {"architecture", "storage", "cluster", "formula", "notes"} <= set(decoded)
+    assert {"architecture", "storage", "cluster", "formula", "notes", "coordinator",
+            "hardware", "shared_services", "protocol_separation"} <= set(decoded)
     assert isinstance(decoded["notes"], list)
-    assert Plan(**{**decoded, "notes": tuple(decoded["notes"])}) == make_plan(60_000, 50_000)
+    rebuilt = Plan(**{**decoded, "notes": tuple(decoded["notes"]),
+                      "shared_services": tuple(decoded["shared_services"])})
+    assert rebuilt == make_plan(60_000, 50_000)
