@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--history", type=float, default=HISTORY,
                         help="seconds of samples before the CPU run (130: the 2m window)")
     args = parser.parse_args()
-    from tests.realenv import load_realenv
+    from tests.support.realenv import load_realenv
 
     realenv = load_realenv()
     host = realenv.docker_host

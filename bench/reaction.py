@@ -111,7 +111,7 @@ def first_scrape_with_step(prometheus: str, cluster: str, t: float) -> float | N
 def swarm_workload(realenv: Any) -> Iterator[tuple[Any, dict[str, Any], Callable[[], int]]]:
     import docker
 
-    from tests.integration.e2e_support import spec_replicas, swarm_service
+    from tests.support.e2e import spec_replicas, swarm_service
     from tools.emulator import SwarmTasks
 
     client = docker.DockerClient(base_url=realenv.docker_host, timeout=60)
@@ -160,7 +160,7 @@ WORKLOADS = {"swarm": swarm_workload, "kubernetes": kubernetes_workload}
 def run_backend(backend: str, realenv: Any, trials: int, low: float, high: float,
                 rng: random.Random) -> list[Trial]:
     from autoscaler.cli import _engine
-    from tests.integration.e2e_support import (
+    from tests.support.e2e import (
         inflow_capacity,
         prom_value,
         registered,
@@ -291,7 +291,7 @@ def main() -> None:
     parser.add_argument("--high", type=float, default=400000.0, help="emails/hour after it")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    from tests.realenv import load_realenv
+    from tests.support.realenv import load_realenv
 
     realenv = load_realenv()
     os.environ["DOCKER_HOST"] = realenv.docker_host

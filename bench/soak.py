@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds left out at the start (default: 360, or a third of a "
                              "shorter run)")
     args = parser.parse_args(argv)
-    from tests.realenv import load_realenv
+    from tests.support.realenv import load_realenv
 
     realenv = load_realenv()
     seconds = args.minutes * 60

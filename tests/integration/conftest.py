@@ -19,10 +19,11 @@ import pytest
 
 _HERE = Path(__file__).resolve().parent
 _REPO_ROOT = _HERE.parent.parent
-if str(_REPO_ROOT) not in sys.path:  # `tests` has no __init__.py: make `tests.realenv` importable
+if str(_REPO_ROOT) not in sys.path:  # make `tests.support` importable
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.realenv import RealEnv, load_realenv  # noqa: E402
+from tests.support.realenv import RealEnv, load_realenv  # noqa: E402
+from tests.support.swarm import ServiceFactory, service_factory  # noqa: E402
 
 # Everything here is on 127.0.0.1: never route it through a proxy from the environment.
 for _var in ("NO_PROXY", "no_proxy"):
@@ -79,3 +80,11 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
          "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+@pytest.fixture
+def make_service(docker_client: docker.DockerClient,
+                 realenv: RealEnv) -> Iterator[ServiceFactory]:
+    """Create a busybox service (`sleep 100000`); every one is removed at the end."""
+    with service_factory(docker_client, realenv.busybox_image) as make:
+        yield make

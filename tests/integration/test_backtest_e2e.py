@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
-from tests.integration.e2e_support import inflow_capacity, prom_value, registered, wait_for
-from tests.realenv import RealEnv
+from tests.support.e2e import inflow_capacity, prom_value, registered
+from tests.support.realenv import RealEnv
+from tests.support.wait import wait_until
 from tools.emulator import Emulator, FixedInstances
 
 
@@ -20,14 +21,14 @@ def test_backtest_replays_a_recorded_demand_step(realenv: RealEnv, tmp_path: Pat
     with Emulator(FixedInstances(2), demand=5000, startup_delay=0, poll=0.5) as emulator, \
             registered(realenv, emulator) as cluster:
         policy = inflow_capacity(cluster)
-        wait_for(lambda: (prom_value(realenv.prometheus_url, policy["query"]) or 0) > 1000, 60,
-                 what="low inflow recorded")
+        wait_until("low inflow recorded",
+                   lambda: (prom_value(realenv.prometheus_url, policy["query"]) or 0) > 1000, 60)
         start = time.time()
         time.sleep(12)
         emulator.set_demand(40000)
         step_at = time.time()
-        wait_for(lambda: (prom_value(realenv.prometheus_url, policy["query"]) or 0) > 30000,
-                 60, what="high inflow recorded")
+        wait_until("high inflow recorded",
+                   lambda: (prom_value(realenv.prometheus_url, policy["query"]) or 0) > 30000, 60)
         time.sleep(3)
         end = time.time()
     config = tmp_path / "c.yaml"

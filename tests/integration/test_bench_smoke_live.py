@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.daemon_process import daemon_env
-from tests.realenv import RealEnv
+from tests.support.daemon import daemon_env
+from tests.support.realenv import RealEnv
 
 REPO = Path(__file__).resolve().parents[2]
 

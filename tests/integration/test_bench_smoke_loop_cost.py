@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon_process import daemon_env
+from tests.support.daemon import daemon_env
 
 REPO = Path(__file__).resolve().parents[2]
 

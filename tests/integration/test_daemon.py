@@ -27,18 +27,18 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.daemon_process import DaemonProcess, daemon, namespace_with_deployment
-from tests.integration.e2e_support import (
+from tests.support.daemon import DaemonProcess, daemon
+from tests.support.e2e import (
     FAST_BEHAVIOR,
-    free_port,
     inflow_capacity,
     prom_value,
     registered,
     spec_replicas,
     swarm_service,
-    wait_for,
 )
-from tests.realenv import RealEnv
+from tests.support.kube import namespace_with_deployment
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 from tools.emulator import Emulator, FixedInstances, SwarmTasks
 
 pytestmark = pytest.mark.timeout(300)
@@ -151,8 +151,8 @@ def ticks(base: str) -> float:
 
 
 def wait_ticks(base: str, more_than: float, what: str = "ticks") -> float:
-    return float(wait_for(lambda: ticks(base) > more_than and ticks(base), START,
-                          what=f"{what}: autoscaler_ticks_total > {more_than:g}"))
+    return float(wait_until(f"{what}: autoscaler_ticks_total > {more_than:g}",
+                            lambda: ticks(base) > more_than and ticks(base), START))
 
 
 def status_json(base: str, path: str) -> tuple[int, dict[str, Any]] | None:
@@ -226,8 +226,8 @@ def busy(realenv: RealEnv) -> Iterator[str]:
     with Emulator(FixedInstances(1), demand=DEMAND, startup_delay=1, poll=0.5) as emulator, \
             registered(realenv, emulator) as cluster:
         query = inflow_capacity(cluster)["query"]
-        wait_for(lambda: (prom_value(realenv.prometheus_url, query) or 0) >= DEMAND * 0.75, 90,
-                 what="the emulator's inflow in Prometheus")
+        wait_until("the emulator's inflow in Prometheus",
+                   lambda: (prom_value(realenv.prometheus_url, query) or 0) >= DEMAND * 0.75, 90)
         yield cluster
 
 
@@ -247,8 +247,8 @@ def test_run_once_decides_and_scales_every_target(
                      startup_delay=1, poll=0.5) as emulator, \
             registered(realenv, emulator) as cluster:
         query = inflow_capacity(cluster)["query"]
-        wait_for(lambda: (prom_value(realenv.prometheus_url, query) or 0) >= DEMAND * 0.75,
-                 90, what="the emulator's inflow in Prometheus")
+        wait_until("the emulator's inflow in Prometheus",
+                   lambda: (prom_value(realenv.prometheus_url, query) or 0) >= DEMAND * 0.75, 90)
         config = write_config(tmp_path / "autoscaler.yaml", [
             swarm_target("smtp", smtp.name, cluster),
             swarm_target("imap", imap.name, cluster),
@@ -350,12 +350,14 @@ def test_daemon_serves_health_and_metrics_and_stops_on_signal(
                               [swarm_target("smtp", service.name, busy)],
                               realenv.prometheus_url, listen=f"127.0.0.1:{port}")
         with daemon(config, env, tmp_path) as d:
-            healthz = wait_for(lambda: (s := status_json(base, "/healthz")) and s[0] == 200
-                               and s, START, what="/healthz 200")
+            healthz = wait_until("/healthz 200",
+                                 lambda: (s := status_json(base, "/healthz")) and s[0] == 200
+                               and s, START)
             assert healthz[1]["status"] == "ok"
             first = wait_ticks(base, 0)  # Prometheus and the backend have been asked
-            readyz = wait_for(lambda: (s := status_json(base, "/readyz")) and s[0] == 200
-                              and s, START, what="/readyz 200")
+            readyz = wait_until("/readyz 200",
+                                lambda: (s := status_json(base, "/readyz")) and s[0] == 200
+                              and s, START)
             assert readyz[1]["problems"] == {} and readyz[1]["config_loaded"] is True
             text = http_get(f"{base}/metrics")
             assert text is not None and text.status_code == 200
@@ -396,9 +398,9 @@ def test_missing_service_next_to_a_healthy_target(
         assert decisions(done.stderr, "ghost") == []
         # Running: the missing target is reported and the daemon keeps going.
         with daemon(config, env, tmp_path) as d:
-            readyz = wait_for(lambda: (s := status_json(base, "/readyz")) and s[0] == 503
-                              and "ghost" in s[1]["problems"] and s, START,
-                              what="/readyz naming the missing target")
+            readyz = wait_until("/readyz naming the missing target",
+                                lambda: (s := status_json(base, "/readyz")) and s[0] == 503
+                              and "ghost" in s[1]["problems"] and s, START)
             assert "smtp" not in readyz[1]["problems"]
             assert ghost in readyz[1]["problems"]["ghost"]
             wait_ticks(base, 3)
@@ -443,17 +445,18 @@ def slow_run(realenv: RealEnv, docker_client: Any, busy: str,
 def test_slow_backend_times_out_while_the_healthy_target_is_scaled(
         slow_run: SlowRun, docker_client: Any) -> None:
     d, base = slow_run.daemon, slow_run.base
-    written = wait_for(lambda: [r for r in decisions(d.log_text(), "smtp") if r["written"]], START,
-                       what="the healthy target scaled")
+    written = wait_until("the healthy target scaled",
+                         lambda: [r for r in decisions(d.log_text(), "smtp") if r["written"]],
+                         START)
     assert written[0]["outcome"] == "scale_up" and written[0]["desired"] > 1
     assert spec_replicas(docker_client, slow_run.service) == written[-1]["desired"]
-    readyz = wait_for(lambda: (s := status_json(base, "/readyz")) and s[0] == 503
-                      and "slow" in s[1]["problems"] and s, START,
-                      what="/readyz naming the slow target")
+    readyz = wait_until("/readyz naming the slow target",
+                        lambda: (s := status_json(base, "/readyz")) and s[0] == 503
+                      and "slow" in s[1]["problems"] and s, START)
     assert "timed out" in readyz[1]["problems"]["slow"] \
         or "did not answer" in readyz[1]["problems"]["slow"], readyz
-    errors = wait_for(lambda: target_errors(d.log_text(), "slow"), START,
-                      what="the slow target's error in the log")
+    errors = wait_until("the slow target's error in the log",
+                        lambda: target_errors(d.log_text(), "slow"), START)
     assert f"127.0.0.1:{slow_run.server.port} did not answer" in errors[0]["error"]
     assert decisions(d.log_text(), "slow") == []  # never decided on a status it could not read
     wait_ticks(base, 2)
@@ -513,16 +516,16 @@ def silent_prometheus_run(
                               f"http://127.0.0.1:{prometheus.port}", timeout="3s",
                               listen=f"127.0.0.1:{port}")
         with daemon(config, cli_env(realenv), workdir) as d:
-            first = wait_for(lambda: status_json(base, "/readyz"), START,
-                             what="a first /readyz answer")
+            first = wait_until("a first /readyz answer", lambda: status_json(base, "/readyz"),
+                               START)
             yield SilentPrometheusRun(d, base, first)
 
 
 def test_readyz_is_not_ready_before_anything_was_checked(
         silent_prometheus_run: SilentPrometheusRun) -> None:
     run = silent_prometheus_run
-    later = wait_for(lambda: ticks(run.base) >= 1 and status_json(run.base, "/readyz"), START,
-                     what="/readyz after the first tick")
+    later = wait_until("/readyz after the first tick",
+                       lambda: ticks(run.base) >= 1 and status_json(run.base, "/readyz"), START)
     assert later[0] == 503 and "prometheus" in later[1]["problems"]  # it never answers
     assert run.first_readyz[0] == 503, run.first_readyz  # nor was it asked before
 
@@ -538,7 +541,7 @@ def test_healthz_stays_ok_while_prometheus_does_not_answer(
         seen.append(status[0] if status else 0)
         return ticks(run.base) >= start + 3
 
-    wait_for(polled_three_ticks, START, what="three more ticks", every=0.2)
+    wait_until("three more ticks", polled_three_ticks, START, 0.2)
     assert run.daemon.alive()
     assert set(seen) == {200}, seen
 
@@ -555,8 +558,7 @@ def test_paused_service_is_decided_but_never_written(
                               [swarm_target("smtp", service.name, busy)],
                               realenv.prometheus_url, listen=f"127.0.0.1:{port}")
         with daemon(config, env, tmp_path) as d:
-            wait_for(lambda: len(decisions(d.log_text(), "smtp")) >= 4, START,
-                     what="four decisions")
+            wait_until("four decisions", lambda: len(decisions(d.log_text(), "smtp")) >= 4, START)
             paused = metric_samples(base).get(("autoscaler_target_paused", (("target", "smtp"),)))
             assert paused == 1
             assert d.stop() == 0

@@ -23,7 +23,7 @@ import requests
 import yaml
 
 from autoscaler.telemetry import Telemetry
-from tests.realenv import RealEnv
+from tests.support.realenv import RealEnv
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "alerts.yaml"

@@ -35,9 +35,10 @@ import docker.types
 import pytest
 import yaml
 
-from tests.integration.daemon_process import daemon, daemon_env
-from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, spec_replicas, wait_for
-from tests.realenv import RealEnv
+from tests.support.daemon import daemon, daemon_env
+from tests.support.e2e import FAST_BEHAVIOR, spec_replicas
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -77,7 +78,7 @@ class Proxy:
         self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(PROXY_CONFIG)], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT)
-        wait_for(self._up, START, what=f"haproxy listening on {self.socket}")
+        wait_until(f"haproxy listening on {self.socket}", self._up, START)
 
     def _up(self) -> bool:
         assert self.proc.poll() is None, self.log_text()
@@ -214,15 +215,15 @@ def test_the_daemon_leads_and_scales_real_services_through_the_proxy(
         port = free_port()
         env = daemon_env(DOCKER_HOST=proxy.host, AUTOSCALER_LISTEN=f"127.0.0.1:{port}")
         with daemon(config, env, tmp_path, port=port) as d:
-            wait_for(lambda: d.metric("autoscaler_leader") == 1.0, START,
-                     what="the daemon to lead (swarm mode, through the proxy)")
+            wait_until("the daemon to lead (swarm mode, through the proxy)",
+                       lambda: d.metric("autoscaler_leader") == 1.0, START)
             for name in names:
-                wait_for(lambda n=name: spec_replicas(docker_client, n) == SCALED, START,
-                         what=f"{name} scaled to {SCALED} through the proxy")
+                wait_until(f"{name} scaled to {SCALED} through the proxy",
+                           lambda n=name: spec_replicas(docker_client, n) == SCALED, START)
                 # later ticks read the new size and the state labels back through the proxy
-                wait_for(lambda n=name: [r for r in d.decisions(n) if r.get("current") == SCALED
-                                         and r.get("outcome") == "hold"],
-                         START, what=f"a decision that read {name}'s new size")
+                wait_until(f"a decision that read {name}'s new size",
+                           lambda n=name: [r for r in d.decisions(n) if r.get("current") == SCALED
+                                         and r.get("outcome") == "hold"], START)
                 written = [r for r in d.decisions(name) if r.get("written")]
                 assert [r["desired"] for r in written] == [SCALED], written
             ready = d.get("/readyz")
@@ -292,7 +293,7 @@ def task_container(docker_client: Any, service: Any) -> str:
             if cid and task["Status"]["State"] == "running":
                 return str(cid)
         return None
-    return str(wait_for(running, START, what=f"a running task of {service.name}"))
+    return str(wait_until(f"a running task of {service.name}", running, START))
 
 
 @dataclass(frozen=True)
@@ -426,8 +427,8 @@ def test_everything_else_is_refused_by_the_proxy_and_nothing_changes(
 
     # The proxy answered every probe itself: no request reached a server. (haproxy writes
     # its log a little after the answer: wait for all of it.)
-    wait_for(lambda: sum("<NOSRV>" in line for line in proxy.log_lines()) >= len(REFUSED),
-             START, what="the proxy's log of every probe")
+    wait_until("the proxy's log of every probe",
+               lambda: sum("<NOSRV>" in line for line in proxy.log_lines()) >= len(REFUSED), START)
     served = [line for line in proxy.log_lines() if "<NOSRV>" not in line]
     assert all('"GET /_ping ' in line for line in served), served  # the readiness checks
     # And the engine is as it was.
@@ -597,7 +598,7 @@ def test_socket_activation_keeps_one_socket_through_reload_and_restart(
 
     procs = [start()]
     try:
-        wait_for(serves, START, what="haproxy serving fd 3")
+        wait_until("haproxy serving fd 3", serves, START)
         def reloaded() -> bool:
             # the master drops a USR2 that comes before its loop runs: send until it reloads
             if "Reloading HAProxy" in (tmp_path / "haproxy.log").read_text():
@@ -605,12 +606,12 @@ def test_socket_activation_keeps_one_socket_through_reload_and_restart(
             procs[0].send_signal(signal.SIGUSR2)
             return False
 
-        wait_for(reloaded, START, every=1, what="the reload")
+        wait_until("the reload", reloaded, START, 1)
         assert serves()
         procs[0].terminate()
         assert procs[0].wait(timeout=30) == 0
         procs.append(start())
-        wait_for(serves, START, what="a restarted haproxy serving the same socket")
+        wait_until("a restarted haproxy serving the same socket", serves, START)
         assert path.stat().st_ino == inode
     finally:
         for proc in procs:
@@ -654,11 +655,10 @@ def test_the_stack_takes_the_proxy_socket_instead_of_the_engines(
         assert not any("DOCKER_HOST" in e for e in spec.get("Env") or [])  # the default path
     finally:
         docker("stack", "rm", name)
-        wait_for(lambda: not docker_client.services.list(filters={"label": label}), 120,
-                 what=f"stack {name} removed")
-        wait_for(lambda: not docker_client.containers.list(
-            all=True, filters={"label": label}), 120, what=f"containers of {name} removed")
-        wait_for(lambda: not docker_client.configs.list(
-            filters={"name": f"stalwart-autoscaler-config-{suffix}"}), 120,
-            what="the stack's config removed")
+        wait_until(f"stack {name} removed",
+                   lambda: not docker_client.services.list(filters={"label": label}), 120)
+        wait_until(f"containers of {name} removed", lambda: not docker_client.containers.list(
+            all=True, filters={"label": label}), 120)
+        wait_until("the stack's config removed", lambda: not docker_client.configs.list(
+            filters={"name": f"stalwart-autoscaler-config-{suffix}"}), 120)
         secret.remove()

@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -41,8 +41,9 @@ from autoscaler.presets import (
     preset_guards,
     preset_policies,
 )
-from tests.integration.daemon_process import delete_namespace
-from tests.realenv import RealEnv
+from tests.support.kube import delete_namespace
+from tests.support.realenv import RealEnv
+from tests.support.wait import wait_until
 from tools.emulator import COUNTERS, Emulator, FixedInstances, KubernetesReplicas, Workload
 
 T = TypeVar("T")
@@ -52,18 +53,6 @@ DEMAND = 30000.0  # emails/hour: above the 2 x 10000/h the flow cluster delivers
 CAPACITY = 10000.0
 FLOW_REPLICAS = 2
 WINDOW_FILLED = 300.0 + 60.0  # a 5m rate window (net inflow), full, plus a margin
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def unique(prefix: str) -> str:

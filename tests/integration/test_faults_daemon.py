@@ -3,12 +3,12 @@ a broken config file on SIGHUP, SIGTERM in the middle of a tick, SIGKILL in the 
 tick followed by a restart.
 
 "In the middle of a tick" is made reliable, not lucky: the daemon reads the shared Prometheus
-through a fault proxy process (tests/integration/fault_proxy.py) that holds every query for
+through a fault proxy process (tests/support/fault_proxy.py) that holds every query for
 a few seconds; a tick is in flight exactly while the proxy reports a held request
 (`in_flight`), and that is when the test sends the signal. A tick reads the service before it
 queries, and writes after, so the signal lands between its read and its write.
 
-The demand comes from a tiny exporter process (tests/integration/fault_exporter.py) that the
+The demand comes from a tiny exporter process (tests/support/fault_exporter.py) that the
 shared Prometheus scrapes through a file_sd entry of the test's own (label `cluster`).
 test_reload.py covers a reload rejected for invalid values (file:line and key of each) and a
 valid reload keeping state; here: a file that is not YAML and a file that is gone, then a
@@ -28,16 +28,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.daemon_process import DaemonProcess, daemon, daemon_env
-from tests.integration.e2e_support import (
-    free_port,
-    prom_value,
-    spec_replicas,
-    swarm_service,
-    wait_for,
-)
-from tests.integration.fault_support import Exporter, FaultProxy, file_sd_target
-from tests.realenv import RealEnv
+from tests.support.daemon import DaemonProcess, daemon, daemon_env
+from tests.support.e2e import prom_value, spec_replicas, swarm_service
+from tests.support.faults import Exporter, FaultProxy, file_sd_target
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -64,8 +59,9 @@ class Rig:
     def demand(self, emails_per_hour: float) -> None:
         """Set the exporter's load and wait until Prometheus answers it."""
         self.exporter.set_load(emails_per_hour)
-        wait_for(lambda: prom_value(self.realenv.prometheus_url, self.query())
-                 == emails_per_hour, DEADLINE, what=f"load {emails_per_hour:g} in Prometheus")
+        wait_until(f"load {emails_per_hour:g} in Prometheus",
+                   lambda: prom_value(self.realenv.prometheus_url, self.query())
+                 == emails_per_hour, DEADLINE)
 
     def config(self, service: str, name: str = "autoscaler.yaml", port: int | None = None,
                headroom: float = 1.5, **target: Any) -> tuple[Path, int]:
@@ -99,7 +95,7 @@ class Rig:
             status = self.proxy.status()
             return bool(status["requests"] > seen and status["in_flight"] >= 1)
 
-        wait_for(holding, DEADLINE, every=0.05, what="a tick waiting on a held query")
+        wait_until("a tick waiting on a held query", holding, DEADLINE, 0.05)
         return len(d.decisions())
 
 
@@ -161,7 +157,7 @@ def test_a_broken_config_on_sighup_keeps_the_old_one_then_a_valid_one_applies(
         config, port = rig.config(service.name, "reload.yaml")
         good = config.read_text()
         with daemon(config, rig.env(), rig.workdir, port=port, label="reload") as d:
-            wait_for(lambda: d.decisions("smtp"), DEADLINE, what="a first decision")
+            wait_until("a first decision", lambda: d.decisions("smtp"), DEADLINE)
 
             def failures() -> float:
                 return d.metric("autoscaler_config_reload_failures_total") or 0.0
@@ -176,24 +172,24 @@ def test_a_broken_config_on_sighup_keeps_the_old_one_then_a_valid_one_applies(
                 breaks()
                 mark = len(d.records())
                 d.signal(signal.SIGHUP)
-                wait_for(lambda c=count: failures() == c, DEADLINE,
-                         what=f"reload failure {count} ({what}) counted")
+                wait_until(f"reload failure {count} ({what}) counted",
+                           lambda c=count: failures() == c, DEADLINE)
                 logged = [str(r.get("message", "")) for r in d.records()[mark:]]
                 assert any(m.startswith("config reload rejected: ") and named in m
                            for m in logged), (what, logged)
                 assert any("the running config stays" in m for m in logged), logged
-                later = wait_for(lambda m=mark: len(
+                later = wait_until(f"decisions after the rejected reload ({what})",
+                                   lambda m=mark: len(
                     [r for r in d.records()[m:] if r.get("event") == "decision"]) >= 2 and
-                    [r for r in d.records()[m:] if r.get("event") == "decision"],
-                    DEADLINE, what=f"decisions after the rejected reload ({what})")
+                    [r for r in d.records()[m:] if r.get("event") == "decision"], DEADLINE)
                 assert all(r["recommended"] == 3 for r in later), later  # the old policy
                 assert d.alive()
             # the same policy with headroom 3.0: 20,000/h -> 6
             config.write_text(good.replace("headroom: 1.5", "headroom: 3.0"))
             mark = len(d.records())
             d.signal(signal.SIGHUP)
-            wait_for(lambda: spec_replicas(rig.docker, service.name) == 6, DEADLINE,
-                     what="the valid reload applied (6 replicas)")
+            wait_until("the valid reload applied (6 replicas)",
+                       lambda: spec_replicas(rig.docker, service.name) == 6, DEADLINE)
             assert any("config reloaded from" in str(r.get("message", ""))
                        for r in d.records()[mark:])
             assert failures() == 2
@@ -269,8 +265,8 @@ def test_sigkill_mid_tick_leaves_consistent_state_that_a_restart_adopts(rig: Rig
         config, port = rig.config(service.name, "sigkill.yaml",
                                   cooldown={"up": "0s", "down": "300s"})
         with daemon(config, rig.env(), rig.workdir, port=port, label="killed") as first:
-            wait_for(lambda: spec_replicas(rig.docker, service.name) == 6, DEADLINE,
-                     what="the first daemon's scale-up to 6")
+            wait_until("the first daemon's scale-up to 6",
+                       lambda: spec_replicas(rig.docker, service.name) == 6, DEADLINE)
             rig.held_tick(first)  # a tick evaluated before the demand moves: it holds 6
             rig.demand(60000.0)  # -> 9, clamped to 8
             rig.held_tick(first)  # a tick evaluated after: it would write 8
@@ -293,9 +289,9 @@ def test_sigkill_mid_tick_leaves_consistent_state_that_a_restart_adopts(rig: Rig
         rig.proxy.set("pass")
         rig.demand(20000.0)  # -> 3: a scale-down the cooldown must hold back
         with daemon(config, rig.env(), rig.workdir, port=port, label="restarted") as second:
-            held = wait_for(lambda: len(second.decisions("smtp")) >= 3
-                            and second.decisions("smtp"), DEADLINE,
-                            what="three decisions of the restarted daemon")
+            held = wait_until("three decisions of the restarted daemon",
+                              lambda: len(second.decisions("smtp")) >= 3
+                            and second.decisions("smtp"), DEADLINE)
             for r in held:
                 kinds = {c["kind"] for c in r["clips"]}
                 assert (r["current"], r["recommended"], r["desired"]) == (now, 3, now), r

@@ -33,7 +33,7 @@ from autoscaler.loop import Engine
 from autoscaler.model import TargetStatus
 from autoscaler.sources.prometheus import PrometheusSource
 from autoscaler.telemetry import Telemetry
-from tests.integration.daemon_process import (
+from tests.support.daemon import (
     DaemonProcess,
     daemon,
     daemon_env,
@@ -41,9 +41,10 @@ from tests.integration.daemon_process import (
     readyz,
     writes,
 )
-from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
-from tests.integration.swarm_cluster import Manager, SwarmCluster, swarm_cluster
-from tests.realenv import RealEnv
+from tests.support.e2e import FAST_BEHAVIOR
+from tests.support.realenv import RealEnv
+from tests.support.swarm_cluster import Manager, SwarmCluster, swarm_cluster
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -185,21 +186,21 @@ def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(
     its log, metrics and /readyz, and restores the count once the engine is back."""
     name = f"fd-{uuid.uuid4().hex[:6]}"
     create_service(cluster, name, replicas=1)
-    raft_leader = wait_for(cluster.leader, DEADLINE, what="a Raft leader")
+    raft_leader = wait_until("a Raft leader", cluster.leader, DEADLINE)
     engine = next(m for m in cluster.managers if m is not raft_leader)  # no election needed
     with ExitStack() as stack:
         stack.callback(remove_service, cluster, name)
         d = start_daemon(stack, tmp_path, engine, realenv.prometheus_url, name)
-        wait_for(lambda: replicas(cluster, name) == WANTED, DEADLINE, what="the first scale")
-        wait_for(lambda: (readyz(d) or (0,))[0] == 200, DEADLINE, what="the daemon ready")
+        wait_until("the first scale", lambda: replicas(cluster, name) == WANTED, DEADLINE)
+        wait_until("the daemon ready", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
         errors_before = d.metric(ERRORS, target=name, verb="status") or 0.0
 
         # Frozen: the next tick's read hangs inside the engine's socket, mid-tick.
         engine.send(signal.SIGSTOP)
         frozen_at = time.time()
         try:
-            wait_for(lambda: errors_after(d, frozen_at), DEADLINE,
-                     what="the hung read reported as the target's error")
+            wait_until("the hung read reported as the target's error",
+                       lambda: errors_after(d, frozen_at), DEADLINE)
         finally:
             # Stopped while the daemon's calls are still in flight.
             engine.send(signal.SIGTERM)
@@ -210,8 +211,8 @@ def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(
         # Down: an operator scales the service down through another manager. The daemon
         # cannot read it, so it must not act on it; it keeps ticking and says why.
         scale_by_hand(cluster, name, 2, avoid=engine)
-        wait_for(lambda: len(errors_after(d, stopped_at)) >= 3, DEADLINE,
-                 what="three ticks reporting the engine down")
+        wait_until("three ticks reporting the engine down",
+                   lambda: len(errors_after(d, stopped_at)) >= 3, DEADLINE)
         assert d.alive()
         health = d.get("/healthz")
         assert health is not None and health.status_code == 200  # the loop runs
@@ -236,20 +237,20 @@ def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(
             with engine.engine(timeout=5) as c:
                 swarm = c.info()["Swarm"]
             return swarm["LocalNodeState"] == "active" and bool(swarm["ControlAvailable"])
-        wait_for(lambda: _quiet(manager_again), DEADLINE, what="the engine a manager again")
+        wait_until("the engine a manager again", lambda: _quiet(manager_again), DEADLINE)
         manager_at = time.time()
-        wait_for(lambda: replicas(cluster, name) == WANTED, DEADLINE,
-                 what="the daemon restoring the count")
-        first_ok = min(wait_for(lambda: [r["time"] for r in d.decisions()
-                                         if r["time"] > back_at], DEADLINE,
-                                what="a decision after the engine came back"))
+        wait_until("the daemon restoring the count", lambda: replicas(cluster, name) == WANTED,
+                   DEADLINE)
+        first_ok = min(wait_until("a decision after the engine came back",
+                                  lambda: [r["time"] for r in d.decisions()
+                                         if r["time"] > back_at], DEADLINE))
         # Its tick may have begun while the engine was still starting: look from the stop.
-        wait_for(lambda: writes(d, since=stopped_at), DEADLINE,
-                 what="the restoring write's decision record")
+        wait_until("the restoring write's decision record", lambda: writes(d, since=stopped_at),
+                   DEADLINE)
         attrs = inspect(cluster, name)
         assert attrs is not None
         committed = swarm_time(attrs["UpdatedAt"])  # when swarm took the restoring write
-        wait_for(lambda: (readyz(d) or (0,))[0] == 200, DEADLINE, what="ready again")
+        wait_until("ready again", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
         assert d.alive()
         assert_never_outside_bounds_nor_down_on_error(d)
         assert d.stop() == 0
@@ -294,13 +295,13 @@ def test_service_deleted_then_recreated_is_an_error_then_adopted_as_it_is(
     with ExitStack() as stack:
         stack.callback(remove_service, cluster, name)
         d = start_daemon(stack, tmp_path, via, realenv.prometheus_url, name, cooldown="10m")
-        wait_for(lambda: replicas(cluster, name) == WANTED, DEADLINE, what="the first scale")
-        wait_for(lambda: writes(d), DEADLINE, what="the first write's record")
+        wait_until("the first scale", lambda: replicas(cluster, name) == WANTED, DEADLINE)
+        wait_until("the first write's record", lambda: writes(d), DEADLINE)
 
         remove_service(cluster, name)
         deleted_at = time.time()
-        wait_for(lambda: len(errors_after(d, deleted_at)) >= 3, DEADLINE,
-                 what="three ticks reporting the service missing")
+        wait_until("three ticks reporting the service missing",
+                   lambda: len(errors_after(d, deleted_at)) >= 3, DEADLINE)
         messages = errors_after(d, deleted_at)
         assert all("not found" in m for m in messages), messages
         assert (d.metric(ERRORS, target=name, verb="status") or 0.0) >= 3
@@ -313,11 +314,11 @@ def test_service_deleted_then_recreated_is_an_error_then_adopted_as_it_is(
         new_id = create_service(cluster, name, replicas=1)
         recreated_at = time.time()
         assert new_id != old_id
-        wait_for(lambda: replicas(cluster, name) == WANTED, DEADLINE,
-                 what="the new service scaled as a fresh one (no old cooldown, no "
-                      "'manual scale respected')")
-        adopted = wait_for(lambda: writes(d, since=recreated_at), DEADLINE,
-                           what="the write's decision record")[0]
+        wait_until("the new service scaled as a fresh one (no old cooldown, no "
+                      "'manual scale respected')", lambda: replicas(cluster, name) == WANTED,
+                   DEADLINE)
+        adopted = wait_until("the write's decision record", lambda: writes(d, since=recreated_at),
+                             DEADLINE)[0]
         first = next(r for r in d.decisions() if r["time"] > recreated_at)
         assert first["current"] == 1  # the new service's own count
         attrs = inspect(cluster, name)
@@ -444,14 +445,14 @@ def test_leader_demoted_stops_writing_and_the_new_leaders_daemon_takes_over(
         daemons = {m.name: start_daemon(stack, tmp_path, m, realenv.prometheus_url, name,
                                         mode="swarm", label=f"{name}-{m.name}")
                    for m in cluster.managers}
-        raft_leader: Manager = wait_for(cluster.leader, DEADLINE, what="a Raft leader")
-        wait_for(lambda: replicas(cluster, name) == WANTED, DEADLINE,
-                 what="the leader's daemon scaling")
+        raft_leader: Manager = wait_until("a Raft leader", cluster.leader, DEADLINE)
+        wait_until("the leader's daemon scaling", lambda: replicas(cluster, name) == WANTED,
+                   DEADLINE)
         leader = daemons[raft_leader.name]
-        wait_for(lambda: {n: d.metric("autoscaler_leader") for n, d in daemons.items()}
-                 == {m.name: float(m is raft_leader) for m in cluster.managers},
-                 DEADLINE, what="one daemon leading, two standing by")
-        wait_for(lambda: writes(leader), DEADLINE, what="the leader's write record")
+        wait_until("one daemon leading, two standing by",
+                   lambda: {n: d.metric("autoscaler_leader") for n, d in daemons.items()}
+                 == {m.name: float(m is raft_leader) for m in cluster.managers}, DEADLINE)
+        wait_until("the leader's write record", lambda: writes(leader), DEADLINE)
 
         def demote(c: docker.DockerClient) -> None:
             node = c.nodes.get(raft_leader.node_id)
@@ -465,26 +466,27 @@ def test_leader_demoted_stops_writing_and_the_new_leaders_daemon_takes_over(
         def new_leader() -> Manager | None:
             views = [m.is_leader() for m in others]
             return others[views.index(True)] if views.count(True) == 1 else None
-        successor: Manager = wait_for(new_leader, DEADLINE, what="a new Raft leader")
+        successor: Manager = wait_until("a new Raft leader", new_leader, DEADLINE)
         elected_at = time.time()
-        wait_for(lambda: leader.metric("autoscaler_leader") == 0.0, DEADLINE,
-                 what="the demoted node's daemon standing by")
-        wait_for(lambda: (readyz(leader) or (0, {}))[1].get("role")
-                 == "standby (not a manager)", DEADLINE, what="its role in /readyz")
+        wait_until("the demoted node's daemon standing by",
+                   lambda: leader.metric("autoscaler_leader") == 0.0, DEADLINE)
+        wait_until("its role in /readyz", lambda: (readyz(leader) or (0, {}))[1].get("role")
+                 == "standby (not a manager)", DEADLINE)
         taker = daemons[successor.name]
-        wait_for(lambda: taker.metric("autoscaler_leader") == 1.0, DEADLINE,
-                 what="the new leader's daemon leading")
+        wait_until("the new leader's daemon leading",
+                   lambda: taker.metric("autoscaler_leader") == 1.0, DEADLINE)
 
         scale_by_hand(cluster, name, 1, avoid=raft_leader)
         changed_at = time.time()
-        wait_for(lambda: replicas(cluster, name) == WANTED, DEADLINE,
-                 what="the new leader's daemon undoing the hand change")
-        takeover = min(wait_for(lambda: [r["time"] for r in writes(taker, since=changed_at)],
-                                DEADLINE, what="its write's record"))
+        wait_until("the new leader's daemon undoing the hand change",
+                   lambda: replicas(cluster, name) == WANTED, DEADLINE)
+        takeover = min(wait_until("its write's record",
+                                  lambda: [r["time"] for r in writes(taker, since=changed_at)],
+                                  DEADLINE))
         # Enough ticks of the demoted daemon after the change to have acted if it could.
-        wait_for(lambda: len(errors_after(leader, changed_at))
-                 + len([r for r in leader.decisions() if r["time"] > changed_at]) >= 3,
-                 DEADLINE, what="three ticks of the demoted node's daemon")
+        wait_until("three ticks of the demoted node's daemon",
+                   lambda: len(errors_after(leader, changed_at))
+                 + len([r for r in leader.decisions() if r["time"] > changed_at]) >= 3, DEADLINE)
 
         # The audit: nobody but the leader of the moment wrote.
         assert writes(leader, since=demoted_at) == []

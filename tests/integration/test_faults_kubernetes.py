@@ -43,17 +43,11 @@ from autoscaler.loop import Engine
 from autoscaler.model import TargetStatus
 from autoscaler.sources.prometheus import PrometheusSource
 from autoscaler.telemetry import Telemetry
-from tests.integration.daemon_process import (
-    DaemonProcess,
-    daemon,
-    daemon_env,
-    errors_after,
-    fresh_namespace,
-    readyz,
-    writes,
-)
-from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
-from tests.realenv import RealEnv
+from tests.support.daemon import DaemonProcess, daemon, daemon_env, errors_after, readyz, writes
+from tests.support.e2e import FAST_BEHAVIOR
+from tests.support.kube import fresh_namespace
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -99,7 +93,7 @@ class OwnApiserver:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=log)
-        wait_for(self.ready, DEADLINE, every=0.2, what="the test's own kube-apiserver ready")
+        wait_until("the test's own kube-apiserver ready", self.ready, DEADLINE, 0.2)
         return time.time()
 
     def ready(self) -> bool:
@@ -138,13 +132,13 @@ class FaultProxy:
         self.control = f"http://127.0.0.1:{self.control_port}/fault"
         self._log = (workdir / "kube-fault-proxy.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.kube_fault_proxy", "--upstream", upstream,
+            [sys.executable, "-m", "tests.support.kube_fault_proxy", "--upstream", upstream,
              "--ca", str(realenv.kube_ca_file), "--cert", str(pki / "apiserver.crt"),
              "--key", str(pki / "apiserver.key"), "--port", str(self.port),
              "--control-port", str(self.control_port)],
             cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=self._log)
-        wait_for(self._answers, 30, what="the fault proxy")
+        wait_until("the fault proxy", self._answers, 30)
 
     def _answers(self) -> bool:
         assert self.proc.poll() is None, "the fault proxy exited"
@@ -316,12 +310,13 @@ def recovered(d: DaemonProcess, api: kubernetes.client.ApiClient, ns: str, name:
     """Wait for the count restored and ready again: (first decision after `since`, the
     restoring write's tick, the first write after the `fault` began: that tick may have
     begun just before the test saw the fault clear)."""
-    wait_for(lambda: replicas(api, ns, name) == WANTED, DEADLINE, what="the count restored")
-    first = min(wait_for(lambda: [r["time"] for r in d.decisions() if r["time"] > since],
-                         DEADLINE, what="a decision after the fault cleared"))
-    restored = min(wait_for(lambda: [r["time"] for r in writes(d, fault)], DEADLINE,
-                            what="the restoring write's record"))
-    wait_for(lambda: (readyz(d) or (0,))[0] == 200, DEADLINE, what="ready again")
+    wait_until("the count restored", lambda: replicas(api, ns, name) == WANTED, DEADLINE)
+    first = min(wait_until("a decision after the fault cleared",
+                           lambda: [r["time"] for r in d.decisions() if r["time"] > since],
+                           DEADLINE))
+    restored = min(wait_until("the restoring write's record",
+                              lambda: [r["time"] for r in writes(d, fault)], DEADLINE))
+    wait_until("ready again", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
     return first, restored
 
 
@@ -349,9 +344,8 @@ def test_apiserver_stopped_or_frozen_then_back(
     with ExitStack() as stack:
         d = start_daemon(stack, tmp_path, realenv, ns, name, server=own_apiserver.url,
                          token=realenv.kube_admin_token)
-        wait_for(lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE,
-                 what="the first scale")
-        wait_for(lambda: (readyz(d) or (0,))[0] == 200, DEADLINE, what="the daemon ready")
+        wait_until("the first scale", lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE)
+        wait_until("the daemon ready", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
 
         began = time.time()
         if fault == "stopped":
@@ -361,8 +355,8 @@ def test_apiserver_stopped_or_frozen_then_back(
         words = f"the API server at {own_apiserver.url}"
         try:
             scale_by_hand(kube_api, ns, name, 2)  # through the shared API server
-            wait_for(lambda: len(errors_after(d, began)) >= 3, DEADLINE,
-                     what="three ticks reporting the API server")
+            wait_until("three ticks reporting the API server",
+                       lambda: len(errors_after(d, began)) >= 3, DEADLINE)
             assert_held_and_visible(d, name, began, "status", words)
             assert replicas(kube_api, ns, name) == 2
             said = errors_after(d, began)
@@ -519,8 +513,7 @@ def test_403_a_token_without_patch_holds_then_writes_once_granted(
         began = time.time()
         d = start_daemon(stack, tmp_path, realenv, ns, name, server=realenv.kube_api_url,
                          token=token)
-        wait_for(lambda: len(errors_after(d, began)) >= 3, DEADLINE,
-                 what="three refused writes")
+        wait_until("three refused writes", lambda: len(errors_after(d, began)) >= 3, DEADLINE)
         assert_held_and_visible(d, name, began, "scale",
                                 f"forbidden: patch deployments.apps in namespace {ns}")
         assert token not in d.log_text()
@@ -556,12 +549,11 @@ def test_404_a_deleted_deployment_is_an_error_and_a_recreated_one_adopted_as_it_
     with ExitStack() as stack:
         d = start_daemon(stack, tmp_path, realenv, ns, name, server=realenv.kube_api_url,
                          token=realenv.kube_admin_token, cooldown="10m")
-        wait_for(lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE,
-                 what="the first scale")
+        wait_until("the first scale", lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE)
         apps(kube_api).delete_namespaced_deployment(name, ns, _preload_content=False)
         deleted = time.time()
-        wait_for(lambda: len(errors_after(d, deleted)) >= 3, DEADLINE,
-                 what="three ticks reporting the Deployment missing")
+        wait_until("three ticks reporting the Deployment missing",
+                   lambda: len(errors_after(d, deleted)) >= 3, DEADLINE)
         assert_held_and_visible(d, name, deleted, "status", "not found")
         assert read_deployment(kube_api, ns, name) is None  # nothing recreated it
 
@@ -605,16 +597,16 @@ def test_429_and_500_from_a_proxy_hold_then_recover(
         stack.callback(proxy.fault, 0)
         d = start_daemon(stack, tmp_path, realenv, ns, name, server=proxy.url,
                          token=realenv.kube_admin_token)
-        wait_for(lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE,
-                 what="the first scale through the proxy")
-        wait_for(lambda: (readyz(d) or (0,))[0] == 200, DEADLINE, what="the daemon ready")
+        wait_until("the first scale through the proxy",
+                   lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE)
+        wait_until("the daemon ready", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
 
         proxy.fault(status, method, path, retry_after)
         began = time.time()
         faulted_before = proxy.state()["faulted"]
         scale_by_hand(kube_api, ns, name, 1)  # straight to the API server
-        wait_for(lambda: len(errors_after(d, began)) >= 3, DEADLINE,
-                 what=f"three ticks answered {status}")
+        wait_until(f"three ticks answered {status}", lambda: len(errors_after(d, began)) >= 3,
+                   DEADLINE)
         assert_held_and_visible(d, name, began, verb, words)
         assert replicas(kube_api, ns, name) == 1
         answered = proxy.state()["faulted"] - faulted_before
@@ -698,27 +690,26 @@ def test_lease_stolen_the_daemon_stops_writing_then_takes_it_back(
     with ExitStack() as stack:
         d = start_daemon(stack, tmp_path, realenv, ns, name, server=realenv.kube_api_url,
                          token=realenv.kube_admin_token, election=election)
-        wait_for(lambda: d.metric("autoscaler_leader") == 1.0, DEADLINE, what="leading")
-        wait_for(lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE,
-                 what="the first scale")
+        wait_until("leading", lambda: d.metric("autoscaler_leader") == 1.0, DEADLINE)
+        wait_until("the first scale", lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE)
         assert lease_spec(kube_api, ns, name)["holderIdentity"] == f"daemon-{name}"
 
         with Thief(kube_api, ns, name) as thief:
-            wait_for(lambda: thief.writes, DEADLINE, what="the first theft")
+            wait_until("the first theft", lambda: thief.writes, DEADLINE)
             stolen = thief.writes[0]
-            wait_for(lambda: d.metric("autoscaler_leader") == 0.0, DEADLINE,
-                     what="the daemon standing by")
-            wait_for(lambda: (readyz(d) or (0, {}))[1].get("role")
-                     == f"standby (lease held by {THIEF})", DEADLINE, what="its role")
+            wait_until("the daemon standing by", lambda: d.metric("autoscaler_leader") == 0.0,
+                       DEADLINE)
+            wait_until("its role", lambda: (readyz(d) or (0, {}))[1].get("role")
+                     == f"standby (lease held by {THIEF})", DEADLINE)
             lost = [float(r["time"]) for r in d.records()
                     if r.get("logger") == "autoscaler.leader"
                     and "lost lease" in r.get("message", "") and r["time"] > stolen - 1]
             assert lost, "no 'lost lease' warning in the JSON log"
             scale_by_hand(kube_api, ns, name, 1)  # a change it would undo if it could
             changed = time.time()
-            wait_for(lambda: len([r for r in d.decisions() if r["time"] > changed
-                                  and r["current"] == 1]) >= 3, DEADLINE,
-                     what="three standby ticks seeing the change")
+            wait_until("three standby ticks seeing the change",
+                       lambda: len([r for r in d.decisions() if r["time"] > changed
+                                  and r["current"] == 1]) >= 3, DEADLINE)
             assert writes(d, stolen) == []
             assert replicas(kube_api, ns, name) == 1
             standby = [r for r in d.decisions() if r["time"] > changed]

@@ -1,6 +1,6 @@
 """Prometheus faults against a real `autoscaler run` process scaling real Swarm services.
 
-The rig: a tiny exporter process (tests/integration/fault_exporter.py) publishing a gauge
+The rig: a tiny exporter process (tests/support/fault_exporter.py) publishing a gauge
 `fault_load`, a counter `fault_messages_total` and an always-present `fault_up`; a Prometheus
 of the module's own scraping it every second; two Swarm services at 4 and 2 replicas, above
 min_replicas 1, with no stabilization and no cooldown, so any bogus low reading would show at
@@ -15,7 +15,7 @@ its service's size while the data is good:
 Each fault is injected into a real process: Prometheus stopped and started, frozen with
 SIGSTOP past the query timeout, the exporter publishing NaN/+Inf, dropping the series, stopped
 (stale) or restarted (counter reset); and, for answers Prometheus itself never gives, a proxy
-process (tests/integration/fault_proxy.py) in front of Prometheus answering garbage. For each:
+process (tests/support/fault_proxy.py) in front of Prometheus answering garbage. For each:
 the process lives, the services keep their size (never a write), the decision record,
 /metrics and the log name the fault, and after it clears a decision with every signal ok
 follows. The recovery is reported in ticks after the fault cleared (docs/reliability.md);
@@ -36,17 +36,11 @@ import pytest
 import yaml
 
 from autoscaler.presets import PresetOptions, inflow_per_hour, preset_guards
-from tests.integration.daemon_process import DaemonProcess, daemon_env
-from tests.integration.e2e_support import (
-    OwnPrometheus,
-    free_port,
-    prom_value,
-    spec_replicas,
-    swarm_service,
-    wait_for,
-)
-from tests.integration.fault_support import Exporter, FaultProxy, all_ok, since, states
-from tests.realenv import RealEnv
+from tests.support.daemon import DaemonProcess, daemon_env
+from tests.support.e2e import OwnPrometheus, prom_value, spec_replicas, swarm_service
+from tests.support.faults import Exporter, FaultProxy, all_ok, since, states
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 from tools.emulator import Emulator, FixedInstances
 
 pytestmark = pytest.mark.timeout(600)
@@ -125,9 +119,9 @@ def rig(realenv: RealEnv, docker_client: Any,
     prometheus = OwnPrometheus(workdir, exporter.address)
     try:
         prometheus.start()
-        wait_for(lambda: abs((prom_value(prometheus.url, INFLOW) or 0) - INFLOW_RATE)
-                 < INFLOW_RATE * 0.02,
-                 DEADLINE, what="the exporter's rate in the rig's Prometheus")
+        wait_until("the exporter's rate in the rig's Prometheus",
+                   lambda: abs((prom_value(prometheus.url, INFLOW) or 0) - INFLOW_RATE)
+                 < INFLOW_RATE * 0.02, DEADLINE)
         yield Rig(realenv, docker_client, workdir, exporter, prometheus)
     finally:
         prometheus.stop()
@@ -148,8 +142,9 @@ def start_daemon(rig: Rig, url: str, targets: list[dict[str, Any]], label: str,
                       port=port, label=label)
     try:
         names = {t["name"] for t in targets}
-        wait_for(lambda: all(any(all_ok(r) for r in d.decisions(n)) for n in names), DEADLINE,
-                 every=0.5, what="a first all-ok decision of every target")
+        wait_until("a first all-ok decision of every target",
+                   lambda: all(any(all_ok(r) for r in d.decisions(n)) for n in names), DEADLINE,
+                   0.5)
     except BaseException:
         d.close()
         raise
@@ -246,9 +241,10 @@ def run_fault(rig: Rig, fault: Fault) -> None:
     fault.inject(rig)
     try:
         for name, allowed in fault.faulted.items():
-            wait_for(lambda n=name, a=allowed: len(
-                [r for r in since(d.decisions(n), started) if _matches(r, a)]) >= HOLD,
-                DEADLINE, every=0.5, what=f"{HOLD} decisions of {name} under {fault.name}")
+            wait_until(f"{HOLD} decisions of {name} under {fault.name}",
+                       lambda n=name, a=allowed: len(
+                [r for r in since(d.decisions(n), started) if _matches(r, a)]) >= HOLD, DEADLINE,
+                       0.5)
         # Visible in /metrics while it lasts: the state gauge and the error counter.
         for name, allowed in fault.faulted.items():
             shown = {p: s for p in policy_names(name)
@@ -270,20 +266,23 @@ def run_fault(rig: Rig, fault: Fault) -> None:
         policy, state = fault.must_see
         assert any(states(r).get(policy) == state for r in under), (fault.must_see, under[-1])
     for name in names:
-        wait_for(lambda n=name: any(all_ok(r) for r in since(d.decisions(n), cleared)),
-                 DEADLINE, every=0.5, what=f"{name} all ok after {fault.name} cleared")
+        wait_until(f"{name} all ok after {fault.name} cleared",
+                   lambda n=name: any(all_ok(r) for r in since(d.decisions(n), cleared)), DEADLINE,
+                   0.5)
     measure_recovery(d, names, fault.name, cleared)
     if "inflow" in names:  # the rate target: decisions over a whole rate window after it
-        wait_for(lambda: any(float(r["time"]) > cleared + 12 for r in d.decisions("inflow")),
-                 DEADLINE, every=0.5, what="decisions over the rate window after the fault")
+        wait_until("decisions over the rate window after the fault",
+                   lambda: any(float(r["time"]) > cleared + 12 for r in d.decisions("inflow")),
+                   DEADLINE, 0.5)
     check_settling(d, names, fault.name, cleared)
     check_held(rig, started)
 
 
 def settle(rig: Rig) -> None:
     """Wait until the bare rate() is right again: no gap left in its window."""
-    wait_for(lambda: abs((prom_value(rig.prometheus.url, PLAIN_INFLOW) or 0) - INFLOW_RATE)
-             < INFLOW_RATE * 0.02, DEADLINE, every=0.5, what="a clean rate window")
+    wait_until("a clean rate window",
+               lambda: abs((prom_value(rig.prometheus.url, PLAIN_INFLOW) or 0) - INFLOW_RATE)
+             < INFLOW_RATE * 0.02, DEADLINE, 0.5)
 
 
 def policy_names(target_name: str) -> list[str]:
@@ -449,14 +448,14 @@ class TestRealPrometheusAndExporterFaults:
         rig.exporter.stop(signal.SIGKILL)
         rig.exporter.start()
         restarted = time.time()
-        wait_for(lambda: (prom_value(rig.prometheus.url, "fault_messages_total") or 1e9)
-                 < INFLOW_RATE / 3600 * 10, DEADLINE,
-                 what="the counter back near 0 in Prometheus")
+        wait_until("the counter back near 0 in Prometheus",
+                   lambda: (prom_value(rig.prometheus.url, "fault_messages_total") or 1e9)
+                 < INFLOW_RATE / 3600 * 10, DEADLINE)
         # the whole rate window after the reset, plus a margin
         window = float(RATE_WINDOW.rstrip("s"))
-        wait_for(lambda: any(float(r["time"]) > restarted + window + 2
-                             for r in d.decisions("inflow")), DEADLINE + window, every=0.5,
-                 what="decisions over a whole rate window after the reset")
+        wait_until("decisions over a whole rate window after the reset",
+                   lambda: any(float(r["time"]) > restarted + window + 2
+                             for r in d.decisions("inflow")), DEADLINE + window, 0.5)
         values = [p["value"] for r in since(d.decisions("inflow"), started)
                   for p in r["policies"] if p["value"] is not None]
         assert values
@@ -496,16 +495,16 @@ def test_the_smtp_preset_reads_no_data_not_zero_when_stalwart_is_not_scraped(
         prom = OwnPrometheus(tmp_path, emulator.address)
         try:
             prom.start()
-            wait_for(lambda: prom_value(prom.url, inflow) == 0
-                     and prom_value(prom.url, guard) == 0, DEADLINE,
-                     what="an idle, scraped cluster reading 0")
+            wait_until("an idle, scraped cluster reading 0",
+                       lambda: prom_value(prom.url, inflow) == 0
+                     and prom_value(prom.url, guard) == 0, DEADLINE)
             emulator.set_demand(LOAD)
-            wait_for(lambda: (prom_value(prom.url, inflow) or 0) > 0, DEADLINE,
-                     what="inflow in Prometheus")
+            wait_until("inflow in Prometheus", lambda: (prom_value(prom.url, inflow) or 0) > 0,
+                       DEADLINE)
             emulator.stop()
-            wait_for(lambda: prom_value(prom.url, inflow) is None
-                     and prom_value(prom.url, guard) is None, DEADLINE,
-                     what="no series once the emulator is not scraped")
+            wait_until("no series once the emulator is not scraped",
+                       lambda: prom_value(prom.url, inflow) is None
+                     and prom_value(prom.url, guard) is None, DEADLINE)
             assert prom_value(prom.url, bare) is not None  # the old form: a number
         finally:
             prom.stop()

@@ -12,9 +12,8 @@ import json
 import logging
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,8 +28,9 @@ from autoscaler.actuators.base import ActuatorError, ConflictError, NotAllowed, 
 from autoscaler.actuators.kubernetes import KubernetesActuator, kubernetes_api_client
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import KUBERNETES_PREFIX, encode_state
-from tests.integration.daemon_process import fresh_namespace
-from tests.realenv import RealEnv
+from tests.support.kube import fresh_namespace
+from tests.support.realenv import RealEnv
+from tests.support.wait import wait_until
 
 Kind = Literal["deployment", "statefulset"]
 KINDS: tuple[Kind, ...] = ("deployment", "statefulset")
@@ -49,17 +49,6 @@ STATE = TargetState(
 # What a patch of ours may change; everything else must come back byte-for-byte the same.
 _MAY_CHANGE = (("metadata", "resourceVersion"), ("metadata", "generation"),
                ("metadata", "managedFields"), ("spec", "replicas"))
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 # --- fixtures and helpers -------------------------------------------------------------------
@@ -520,7 +509,7 @@ def test_rbac_refusals_name_the_missing_rule(kube_api: kubernetes.client.ApiClie
             except NotAllowed:
                 return None  # the authorizer's cache has not seen the binding yet
 
-        assert wait_until("the RoleBinding to take effect", readable).current == 2
+        assert wait_until("the RoleBinding to take effect", readable, 30.0).current == 2
         with pytest.raises(NotAllowed) as write_refused:
             actuator.scale(3, STATE, expected_current=2)
         message = str(write_refused.value)

@@ -38,9 +38,9 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.daemon_process import delete_namespace
-from tests.integration.e2e_support import free_port, wait_for
-from tests.realenv import RealEnv
+from tests.support.kube import delete_namespace
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -1159,8 +1159,8 @@ def test_the_daemon_needs_every_grant_of_the_role(
     delete_lease(kube_api, installed.ns)  # so the election must get, create, then update
     set_role(kube_api, installed, rules_of([g for g in BASE_GRANTS if g != withdrawn]))
     try:
-        wait_for(lambda: not authorized(realenv, token, installed.ns, withdrawn), 60,
-                 what=f"{withdrawn} withdrawn")
+        wait_until(f"{withdrawn} withdrawn",
+                   lambda: not authorized(realenv, token, installed.ns, withdrawn), 60)
         election = {**rendered_config(installed.base)["leader_election"],
                     "lease_namespace": installed.ns}
         kubeconfig = token_kubeconfig(tmp_path / "kubeconfig", realenv, token, installed.ns)
@@ -1170,8 +1170,8 @@ def test_the_daemon_needs_every_grant_of_the_role(
                           POD_NAME="stalwart-autoscaler-grant-test")
     finally:
         set_role(kube_api, installed, rules)
-        wait_for(lambda: authorized(realenv, token, installed.ns, withdrawn), 60,
-                 what=f"{withdrawn} granted again")
+        wait_until(f"{withdrawn} granted again",
+                   lambda: authorized(realenv, token, installed.ns, withdrawn), 60)
     group, resource, verb, _ = withdrawn
     qualified = f"{resource}.{group}" if group else resource
     refused = re.compile(rf'forbidden: {verb} {re.escape(qualified)} |'

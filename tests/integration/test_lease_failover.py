@@ -22,9 +22,11 @@ import yaml
 
 from autoscaler.actuators.kubernetes import kubernetes_api_client
 from autoscaler.leader import LeaseLeader
-from tests.integration.daemon_process import DaemonProcess, daemon_env, fresh_namespace
-from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
-from tests.realenv import RealEnv
+from tests.support.daemon import DaemonProcess, daemon_env
+from tests.support.e2e import FAST_BEHAVIOR
+from tests.support.kube import fresh_namespace
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -91,7 +93,7 @@ def test_exactly_one_of_two_leads_and_a_release_hands_over(
         assert before["leaseDurationSeconds"] == LEASE
 
         holder.close()
-        wait_for(other.is_leader, DEADLINE, what="the standby leading after the release")
+        wait_until("the standby leading after the release", other.is_leader, DEADLINE)
         after = read_lease(kube_api, ns, "lease")
         assert after["holderIdentity"] == other.identity
         assert after["leaseTransitions"] > before["leaseTransitions"]
@@ -115,7 +117,7 @@ def test_a_released_lease_is_taken_at_once_and_an_expired_one_only_after_its_dur
         assert held["leaseTransitions"] == released["leaseTransitions"] + 1
         with lease_leaders(realenv, ns, "lease", "third") as [third]:
             assert not third.is_leader()  # its first round: another's lease, still valid
-            wait_for(third.is_leader, DEADLINE, what="the expired lease taken over")
+            wait_until("the expired lease taken over", third.is_leader, DEADLINE)
             assert not crashed.is_leader()  # its renew deadline passed before the takeover
             assert read_lease(kube_api, ns, "lease")["holderIdentity"] == "third"
             assert not crashed.try_acquire_or_renew()  # back again: the lease is not its own
@@ -210,33 +212,33 @@ def test_two_daemons_only_the_leader_writes_and_a_frozen_leader_is_replaced(
 
         # 1. One leader, one standby; only the leader scales the Deployment. (/readyz shows
         # the role from the end of a tick on: wait for two ticks of each.)
-        wait_for(lambda: all(len(d.decisions()) >= 2 for d in daemons), DEADLINE,
-                 what="two ticks of each daemon")
+        wait_until("two ticks of each daemon",
+                   lambda: all(len(d.decisions()) >= 2 for d in daemons), DEADLINE)
         def one_leader() -> list[float | None] | None:
             metrics = [d.leader_metric() for d in daemons]
             return metrics if sorted(m or 0.0 for m in metrics) == [0, 1] \
                 and None not in metrics else None
 
-        metrics = wait_for(one_leader, DEADLINE, what="one daemon leading, one standing by")
+        metrics = wait_until("one daemon leading, one standing by", one_leader, DEADLINE)
         leader, standby = daemons if metrics[0] == 1 else daemons[::-1]
-        wait_for(lambda: replicas(kube_api, ns, "smtp") == WANTED, DEADLINE,
-                 what="the leader scaling the Deployment")
+        wait_until("the leader scaling the Deployment",
+                   lambda: replicas(kube_api, ns, "smtp") == WANTED, DEADLINE)
         lease = read_lease(kube_api, ns, "as")
         assert lease["holderIdentity"] == leader.identity
         assert leader.role() == "leader"
         assert standby.role() == f"standby (lease held by {leader.identity})"
-        wait_for(lambda: len(standby.decisions()) >= 3, DEADLINE, what="standby decisions")
+        wait_until("standby decisions", lambda: len(standby.decisions()) >= 3, DEADLINE)
         assert [r for r in standby.decisions() if r["written"]] == []
 
         # 2. Freeze the leader between two of its ticks, then change the size by hand: the
         # standby wants the change back but may not write until the lease has expired.
         ticks = len(leader.decisions())
-        wait_for(lambda: len(leader.decisions()) > ticks, DEADLINE, what="a leader tick")
+        wait_until("a leader tick", lambda: len(leader.decisions()) > ticks, DEADLINE)
         leader.signal(signal.SIGSTOP)
         frozen_at = time.time()
         scale_by_hand(kube_api, ns, "smtp", 1)
-        wait_for(lambda: replicas(kube_api, ns, "smtp") == WANTED, DEADLINE,
-                 what="the standby taking over and restoring the size")
+        wait_until("the standby taking over and restoring the size",
+                   lambda: replicas(kube_api, ns, "smtp") == WANTED, DEADLINE)
         assert standby.leader_metric() == 1
         assert standby.role() == "leader"
         taken = read_lease(kube_api, ns, "as")
@@ -250,15 +252,14 @@ def test_two_daemons_only_the_leader_writes_and_a_frozen_leader_is_replaced(
         # 3. Thaw the old leader: it sees the lease is gone and never writes again.
         leader.signal(signal.SIGCONT)
         resumed_at = time.time()
-        wait_for(lambda: leader.leader_metric() == 0
-                 and leader.role() == f"standby (lease held by {standby.identity})",
-                 DEADLINE, what="the thawed daemon standing by")
+        wait_until("the thawed daemon standing by", lambda: leader.leader_metric() == 0
+                 and leader.role() == f"standby (lease held by {standby.identity})", DEADLINE)
         seen = len(leader.decisions())
         scale_by_hand(kube_api, ns, "smtp", 2)
-        wait_for(lambda: replicas(kube_api, ns, "smtp") == WANTED, DEADLINE,
-                 what="the new leader undoing the second hand change")
-        wait_for(lambda: len(leader.decisions()) >= seen + 3, DEADLINE,
-                 what="three more ticks of the old leader")
+        wait_until("the new leader undoing the second hand change",
+                   lambda: replicas(kube_api, ns, "smtp") == WANTED, DEADLINE)
+        wait_until("three more ticks of the old leader",
+                   lambda: len(leader.decisions()) >= seen + 3, DEADLINE)
         late = [r for r in leader.decisions() if r["time"] > resumed_at]
         assert late and [r for r in late if r["written"]] == []
         assert standby.leader_metric() == 1
@@ -285,8 +286,8 @@ def test_two_daemons_only_the_leader_writes_and_a_frozen_leader_is_replaced(
         # 5. A clean stop releases the lease: the thawed daemon takes over without waiting.
         assert standby.stop() == 0
         assert read_lease(kube_api, ns, "as")["holderIdentity"] in ("", leader.identity)
-        wait_for(lambda: leader.leader_metric() == 1, DEADLINE,
-                 what="the remaining daemon leading after the clean stop")
+        wait_until("the remaining daemon leading after the clean stop",
+                   lambda: leader.leader_metric() == 1, DEADLINE)
         assert leader.stop() == 0
         assert read_lease(kube_api, ns, "as")["holderIdentity"] == ""
         text = leader.log_text() + standby.log_text()

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from autoscaler.cli import _engine
-from tests.integration.daemon_process import namespace_with_deployment
-from tests.integration.e2e_support import (
+from tests.support.e2e import (
     FAST_BEHAVIOR,
     OwnPrometheus,
     inflow_capacity,
@@ -26,9 +25,10 @@ from tests.integration.e2e_support import (
     settings_for,
     spec_replicas,
     swarm_service,
-    wait_for,
 )
-from tests.realenv import RealEnv
+from tests.support.kube import namespace_with_deployment
+from tests.support.realenv import RealEnv
+from tests.support.wait import wait_until
 from tools.emulator import Emulator, KubernetesReplicas, SwarmTasks
 
 EXPECTED_REACTION = 1 + 1 + 2  # scrape 1 s + evaluation 1 s + 2 s
@@ -50,8 +50,8 @@ def swarm_target(service: str, cluster: str, **extra: Any) -> dict[str, Any]:
 
 def wait_inflow(url: str, at_least: float, cluster: str = "") -> None:
     query = inflow_capacity(cluster)["query"]
-    wait_for(lambda: (prom_value(url, query) or 0) >= at_least, 60,
-             what=f"inflow >= {at_least:g}/h in Prometheus")
+    wait_until(f"inflow >= {at_least:g}/h in Prometheus",
+               lambda: (prom_value(url, query) or 0) >= at_least, 60)
 
 
 def test_demand_step_scales_swarm_up_then_down_after_stabilization(
@@ -67,12 +67,12 @@ def test_demand_step_scales_swarm_up_then_down_after_stabilization(
             time.sleep(3)
             assert spec_replicas(docker_client, service.name) == 1  # 5,000/h needs one
             emulator.set_demand(40000)  # ceil(4 x 1.5) = 6 (the measured rate is noisy)
-            wait_for(lambda: spec_replicas(docker_client, service.name) >= 6, DEADLINE,
-                     what="scale-up to 6 or more")
+            wait_until("scale-up to 6 or more",
+                       lambda: spec_replicas(docker_client, service.name) >= 6, DEADLINE)
             emulator.set_demand(5000)
             dropped = time.monotonic()
-            wait_for(lambda: spec_replicas(docker_client, service.name) <= 2, 60,
-                     what="scale-down after the drop")
+            wait_until("scale-down after the drop",
+                       lambda: spec_replicas(docker_client, service.name) <= 2, 60)
             # scaleDown.stabilizationWindowSeconds is 10: never earlier than that.
             assert time.monotonic() - dropped >= 10
             labels = docker_client.api.inspect_service(service.name)["Spec"]["Labels"]
@@ -146,8 +146,8 @@ def test_prometheus_outage_never_scales_down_and_recovers(
             prom.start()  # it returns: demand of 5,000/h needs 1 instance
             wait_inflow(prom.url, 1000)
             with running(engine, settings.evaluation_interval):
-                wait_for(lambda: spec_replicas(docker_client, service.name) == 1, 60,
-                         what="scale-down once data is back")
+                wait_until("scale-down once data is back",
+                           lambda: spec_replicas(docker_client, service.name) == 1, 60)
         finally:
             prom.stop()
 
@@ -174,7 +174,7 @@ def test_demand_step_scales_a_kubernetes_deployment(
 
             with running(engine, settings.evaluation_interval):
                 emulator.set_demand(40000)
-                wait_for(lambda: replicas() >= 6, DEADLINE, what="deployment at 6 or more")
+                wait_until("deployment at 6 or more", lambda: replicas() >= 6, DEADLINE)
             dep = apps.read_namespaced_deployment("smtp", ns)
             written = dep.metadata.annotations["autoscaler.stalwart.io/last-replicas"]
             assert int(written) == dep.spec.replicas

@@ -24,12 +24,15 @@ import requests
 from autoscaler.config import PrometheusConfig
 from autoscaler.model import Signal, SignalState
 from autoscaler.sources.prometheus import POST_ABOVE, PrometheusSource, SignalRequest
-from tests.integration.test_prometheus_source import servers, wait_until
-from tests.realenv import RealEnv
+from tests.support.loopback import servers
+from tests.support.realenv import RealEnv
+from tests.support.wait import wait_until
 
 OK, EMPTY, NAN, STALE, ERROR = (SignalState.OK, SignalState.EMPTY, SignalState.NAN,
                                 SignalState.STALE, SignalState.ERROR)
 SERVICES = ("a", "b", "c", "d", "gone", "missing")
+
+WAIT = 60.0  # generous: how long Prometheus may take to pick up and scrape a target
 
 
 @dataclass
@@ -155,7 +158,7 @@ def scraped(exporter: GroupExporter, proxy: Proxy) -> GroupExporter:
     with source(proxy.url, False) as src:
         wait_until("a few scrapes", lambda: (
             (s := src.read([SignalRequest("k", query, 0)], time.time(),
-                           time.monotonic() + 30)["k"]).state is OK and (s.latest or 0) >= 6))
+                           time.monotonic() + 30)["k"]).state is OK and (s.latest or 0) >= 6), WAIT)
     return exporter
 
 
@@ -188,7 +191,7 @@ def test_a_series_that_went_away_is_stale_for_its_target_only(
                 return grouped
             return None
 
-        grouped = wait_until("the vanished series to read stale", gone_stale)
+        grouped = wait_until("the vanished series to read stale", gone_stale, WAIT)
         assert grouped["a/5"].state is OK
         instant = requests_for(scraped.run, "gq_value{{{}}}", 0.0, ("a", "gone"))
         grouped, plain = both(proxy, instant)

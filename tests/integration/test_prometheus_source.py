@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import ssl
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from autoscaler.config import PrometheusConfig
 from autoscaler.model import Signal, SignalState
 from autoscaler.sources.prometheus import PrometheusSource, SignalRequest
-from tests.realenv import RealEnv
+from tests.support.loopback import Loopback, servers
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 OK, EMPTY, NAN, STALE, ERROR = (SignalState.OK, SignalState.EMPTY, SignalState.NAN,
                                 SignalState.STALE, SignalState.ERROR)
@@ -44,18 +42,6 @@ def vector(value: str = "7") -> bytes:
 
 
 
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = WAIT) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
 def config(url: str, **extra: Any) -> PrometheusConfig:
     return PrometheusConfig.model_validate({"url": url, "scrape_interval": 1, **extra})
 
@@ -66,93 +52,7 @@ def read_one(source: PrometheusSource, query: str, window: float = 0.0,
     return source.read([request], time.time(), time.monotonic() + budget)["k"]
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
-
-# ------------------------------------------------------------------------------ loopback servers
-
-@dataclass
-class Seen:
-    """What a loopback server saw: each request's path, query and headers; peak concurrency."""
-
-    requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
-    in_flight: int = 0
-    peak: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-Respond = Callable[[str, dict[str, list[str]], dict[str, str]], tuple[int, str, bytes]]
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # many workers connect at once
-
-
-@dataclass
-class Loopback:
-    url: str
-    seen: Seen
-    release: threading.Event  # set at teardown: sleeping handlers stop sleeping
-
-
-@contextmanager
-def servers() -> Iterator[Callable[..., Loopback]]:
-    """Start HTTP(S) servers on free 127.0.0.1 ports answering with `respond(path, query,
-    headers) -> (status, content type, body)`; all are stopped on leaving."""
-    started: list[tuple[ThreadingHTTPServer, threading.Thread, threading.Event]] = []
-
-    def start(respond: Respond, tls: ssl.SSLContext | None = None) -> Loopback:
-        seen, release = Seen(), threading.Event()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                query = parse_qs(parts.query)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                with seen.lock:
-                    seen.requests.append((parts.path, query, headers))
-                    seen.in_flight += 1
-                    seen.peak = max(seen.peak, seen.in_flight)
-                try:
-                    status, kind, body = respond(parts.path, query, headers)
-                finally:
-                    with seen.lock:
-                        seen.in_flight -= 1
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", kind)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the client gave up (timeout): nothing to answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = Server(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            server.socket = tls.wrap_socket(server.socket, server_side=True)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        started.append((server, thread, release))
-        scheme = "https" if tls else "http"
-        return Loopback(f"{scheme}://127.0.0.1:{server.server_address[1]}", seen, release)
-
-    try:
-        yield start
-    finally:
-        for server, thread, release in started:
-            release.set()
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -237,7 +137,7 @@ def scraped(realenv: RealEnv, source: PrometheusSource) -> Iterator[Exporter]:
     with registered_exporter(realenv) as exporter:
         wait_until("a few scrapes of the exporter", lambda: (
             (s := read_one(source, f"count_over_time({exporter.sel('psrc_gauge')}[1m])"))
-            .state is OK and (s.latest or 0) >= 3))
+            .state is OK and (s.latest or 0) >= 3), WAIT)
         yield exporter
 
 
@@ -350,15 +250,16 @@ def test_a_target_that_vanished_reads_stale_then_empty(
 ) -> None:
     with registered_exporter(realenv) as exp:
         query = exp.sel("psrc_gauge")
-        wait_until("the exporter to be scraped", lambda: read_one(source, query, 30).state is OK)
+        wait_until("the exporter to be scraped", lambda: read_one(source, query, 30).state is OK,
+                   WAIT)
     # Prometheus marks the series stale when the target goes: the range ends, instants vanish.
     def stale() -> Signal | None:
         signal = read_one(source, query, 30)
         return signal if signal.state is STALE else None
 
-    assert "old" in wait_until("the range signal to go stale", stale).detail
+    assert "old" in wait_until("the range signal to go stale", stale, WAIT).detail
     assert wait_until("the instant signal to go empty",
-                      lambda: read_one(source, query).state is EMPTY)
+                      lambda: read_one(source, query).state is EMPTY, WAIT)
 
 
 def test_check_reachable_on_the_real_prometheus(source: PrometheusSource) -> None:
@@ -369,7 +270,7 @@ def test_check_reachable_on_the_real_prometheus(source: PrometheusSource) -> Non
 
 @pytest.mark.parametrize("window", [0.0, 30.0], ids=["instant", "range"])
 def test_closed_port_is_an_error_naming_the_endpoint(window: float) -> None:
-    port = closed_port()
+    port = free_port()
     url = f"http://scott:tiger-pw@127.0.0.1:{port}"
     with PrometheusSource(config(url, timeout=1)) as src:
         started = time.monotonic()

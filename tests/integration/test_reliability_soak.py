@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from bench.reliability_doc import read_section
-from tests.realenv import RealEnv
+from tests.support.realenv import RealEnv
 
 REPO = Path(__file__).resolve().parents[2]
 

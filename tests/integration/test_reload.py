@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.integration.daemon_process import daemon, daemon_env
-from tests.integration.e2e_support import free_port, spec_replicas, swarm_service, wait_for
-from tests.realenv import RealEnv
+from tests.support.daemon import config_data, daemon, daemon_env, write_yaml
+from tests.support.e2e import spec_replicas, swarm_service
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -46,18 +46,6 @@ def target(name: str, service: str, emails_per_hour: float) -> dict[str, Any]:
             "policies": [capacity(emails_per_hour)]}
 
 
-def config_data(prometheus_url: str, port: int, targets: list[dict[str, Any]],
-                **extra: Any) -> dict[str, Any]:
-    return {"evaluation_interval": "1s",
-            "prometheus": {"url": prometheus_url, "timeout": "3s", "scrape_interval": "1s"},
-            "listen": f"127.0.0.1:{port}", "targets": targets, **extra}
-
-
-def write_yaml(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
 
@@ -75,7 +63,7 @@ def test_a_reload_adds_a_target_and_keeps_the_first_targets_memory(
                                        [target("a", svc_a.name, 40000)]))
         with daemon(config, daemon_env(DOCKER_HOST=realenv.docker_host), tmp_path,
                     port=port) as d:
-            first = wait_for(lambda: d.decisions("a")[1:], START, what="two decisions of a")
+            first = wait_until("two decisions of a", lambda: d.decisions("a")[1:], START)
             assert (first[0]["recommended"], first[0]["desired"]) == (6, 3), first[0]
             assert ("autoscaler_target_desired_replicas", (("target", "b"),)) not in d.metrics()
 
@@ -86,26 +74,26 @@ def test_a_reload_adds_a_target_and_keeps_the_first_targets_memory(
                 prometheus={"url": realenv.prometheus_url, "timeout": "4s",
                             "scrape_interval": "1s"}))
             d.signal(signal.SIGHUP)
-            reloaded = wait_for(lambda: d.index_of("config reloaded from"), SETTLE,
-                                what="the reload logged")
+            reloaded = wait_until("the reload logged", lambda: d.index_of("config reloaded from"),
+                                  SETTLE)
             message = d.records()[reloaded]["message"]
             assert "1 target(s) kept with their state" in message and "added: b" in message
             assert "evaluation_interval 1s -> 2s" in message
             assert "new Prometheus connection" in message
 
             # the new target is decided, written and exported ...
-            wait_for(lambda: spec_replicas(docker_client, svc_b.name) == 2, SETTLE,
-                     what="b scaled to 2 by the reloaded config")
+            wait_until("b scaled to 2 by the reloaded config",
+                       lambda: spec_replicas(docker_client, svc_b.name) == 2, SETTLE)
             b = d.decisions("b", after=reloaded)
             assert b and (b[0]["recommended"], b[0]["desired"], b[0]["written"]) == (2, 2, True)
-            wait_for(lambda: d.metrics().get(("autoscaler_target_desired_replicas",
-                                              (("target", "b"),))) == 2,
-                     SETTLE, what="b in /metrics")
+            wait_until("b in /metrics",
+                       lambda: d.metrics().get(("autoscaler_target_desired_replicas",
+                                              (("target", "b"),))) == 2, SETTLE)
 
             # ... while a, with the same policy and size, holds on what it remembers
-            held = wait_for(lambda: len(d.decisions("a", after=reloaded)) >= 3
-                            and d.decisions("a", after=reloaded), SETTLE,
-                            what="three decisions of a after the reload")
+            held = wait_until("three decisions of a after the reload",
+                              lambda: len(d.decisions("a", after=reloaded)) >= 3
+                            and d.decisions("a", after=reloaded), SETTLE)
             for record in held:
                 assert (record["recommended"], record["desired"]) == (2, 3), record
                 assert "stabilization" in {c["kind"] for c in record["clips"]}, record
@@ -127,7 +115,7 @@ def test_an_invalid_reload_is_rejected_logged_counted_and_the_old_config_runs(
                                        [target("a", svc_a.name, 40000)]))
         with daemon(config, daemon_env(DOCKER_HOST=realenv.docker_host), tmp_path,
                     port=port) as d:
-            wait_for(lambda: d.decisions("a"), START, what="a decided")
+            wait_until("a decided", lambda: d.decisions("a"), START)
             # three problems: a cross-field rule, an unknown key, a value of the wrong type
             config.write_text(
                 "evaluation_interval: 1s\n"  # line 1
@@ -149,10 +137,11 @@ def test_an_invalid_reload_is_rejected_logged_counted_and_the_old_config_runs(
                 "    policies:\n"
                 "      - {type: capacity, query: 'vector(1)'}\n")
             d.signal(signal.SIGHUP)
-            wait_for(lambda: d.metrics().get(("autoscaler_config_reload_failures_total", ()))
-                     == 1, SETTLE, what="autoscaler_config_reload_failures_total 1")
-            summary = wait_for(lambda: d.index_of("the running config stays"), SETTLE,
-                               what="the rejection summary")
+            wait_until("autoscaler_config_reload_failures_total 1",
+                       lambda: d.metrics().get(("autoscaler_config_reload_failures_total", ()))
+                     == 1, SETTLE)
+            summary = wait_until("the rejection summary",
+                                 lambda: d.index_of("the running config stays"), SETTLE)
             rejected = [str(r["message"]) for r in d.records()[:summary]
                         if str(r.get("message", "")).startswith("config reload rejected: ")]
             expected = [(8, "targets[0].min_replicas"), (10, "targets[0].colldown"),
@@ -163,9 +152,9 @@ def test_an_invalid_reload_is_rejected_logged_counted_and_the_old_config_runs(
             assert all(r["level"] == "ERROR" for r in d.records()[:summary + 1]
                        if "reload" in str(r.get("message", "")))
 
-            later = wait_for(lambda: len(d.decisions("a", after=summary)) >= 3
-                             and d.decisions("a", after=summary), SETTLE,
-                             what="a still decided by the old config")
+            later = wait_until("a still decided by the old config",
+                               lambda: len(d.decisions("a", after=summary)) >= 3
+                             and d.decisions("a", after=summary), SETTLE)
             for record in later:  # the old policy (40000/h -> 6) still runs
                 assert record["recommended"] == 6, record
             assert not d.decisions("b")

@@ -33,9 +33,10 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.daemon_process import daemon, daemon_env, namespace_with_deployment
-from tests.integration.e2e_support import free_port, wait_for
-from tests.realenv import RealEnv
+from tests.support.daemon import daemon, daemon_env
+from tests.support.kube import namespace_with_deployment
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = "X-Scope-OrgID"
@@ -219,8 +220,9 @@ def test_no_secret_in_any_output(realenv: RealEnv, deployment: str, tmp_path: Pa
             "basic_auth": {"username": USER, "password_file": str(password_file)}},
             [kube_target(deployment)], listen=f"127.0.0.1:{port}")
         with daemon(config, env, tmp_path, port=port, label="basic") as d:
-            wait_for(lambda: any(p["state"] == "ok" for r in d.decisions("k")
-                                 for p in r["policies"]), 90, what="an ok signal through auth")
+            wait_until("an ok signal through auth",
+                       lambda: any(p["state"] == "ok" for r in d.decisions("k")
+                                 for p in r["policies"]), 90)
             for path in ("/metrics", "/readyz", "/healthz"):
                 response = d.get(path)
                 assert response is not None
@@ -245,7 +247,7 @@ def test_no_secret_in_any_output(realenv: RealEnv, deployment: str, tmp_path: Pa
         assert text.startswith("exit 1") and "HTTP 401" in text, text
         outputs["explain (wrong password)"] = text
         with daemon(wrong, env, tmp_path, port=port, label="wrong") as d:
-            wait_for(lambda: len(d.decisions("k")) >= 2, 90, what="two decisions")
+            wait_until("two decisions", lambda: len(d.decisions("k")) >= 2, 90)
             ready = d.get("/readyz")
             assert ready is not None and ready.status_code == 503
             outputs["daemon /readyz (wrong password)"] = ready.text
@@ -335,7 +337,7 @@ def test_readable_secret_files_are_warned_about_naming_the_file(
         for path in (config, token_file, kubeconfig):
             assert f"autoscaler: warning: {path}: " in checked, checked
         with daemon(config, env, tmp_path, port=port, label="open") as d:
-            wait_for(lambda: d.decisions("k"), 90, what="a decision: it started anyway")
+            wait_until("a decision: it started anyway", lambda: d.decisions("k"), 90)
             warnings = [r["message"] for r in d.records() if r.get("level") == "WARNING"]
             for path in (config, token_file, kubeconfig):
                 assert any(w.startswith(f"{path}: ") and "readable by group or others" in w

@@ -6,7 +6,6 @@ whether tasks come up, not how fast.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -17,43 +16,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import docker.errors
 import pytest
-from docker.types import ServiceMode
 
 from autoscaler.actuators.base import ActuatorError, ConflictError, NotAllowed, TargetMissing
 from autoscaler.actuators.swarm import SwarmActuator, swarm_client
 from autoscaler.model import TargetState
 from autoscaler.state import SWARM_PREFIX, encode_state
-from tests.realenv import RealEnv
-
-T = TypeVar("T")
-
-TASK_DEADLINE = 180.0  # tasks reach `running` in a few seconds here; vfs copies are slow
-STACK_LABELS = {"com.docker.stack.namespace": "mail", "owner": "ops"}
-STATE = TargetState(last_scale_time=1_700_000_000.5, last_scale_direction=1, last_written=3,
-                    recommendations=((1_699_999_985.0, 2), (1_700_000_000.5, 3)),
-                    events=((1_700_000_000.5, 1),))
-
-
-def wait_until(what: str, probe: Callable[[], T], timeout: float, every: float = 0.5) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = probe()
-    while not last and time.monotonic() < deadline:
-        time.sleep(every)
-        last = probe()
-    if not last:
-        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-    return last
-
-
-def spec_of(client: docker.DockerClient, name: str) -> dict[str, Any]:
-    spec: dict[str, Any] = client.api.inspect_service(name)["Spec"]
-    return spec
+from tests.support.realenv import RealEnv
+from tests.support.swarm import STACK_LABELS, STATE, TASK_DEADLINE, ServiceFactory, spec_of
+from tests.support.wait import wait_until
 
 
 def without_scale_and_state(spec: dict[str, Any]) -> str:
@@ -64,31 +39,6 @@ def without_scale_and_state(spec: dict[str, Any]) -> str:
     spec["Labels"] = {k: v for k, v in labels.items() if not k.startswith(SWARM_PREFIX)}
     return json.dumps(spec, sort_keys=True)
 
-
-ServiceFactory = Callable[..., str]
-
-
-@pytest.fixture
-def make_service(docker_client: docker.DockerClient,
-                 realenv: RealEnv) -> Iterator[ServiceFactory]:
-    """Create a busybox service (`sleep 100000`); every one is removed at the end."""
-    names: list[str] = []
-
-    def make(replicas: int = 1, labels: dict[str, str] | None = None,
-             mode: str = "replicated") -> str:
-        name = f"as-test-{uuid.uuid4().hex[:12]}"
-        service_mode = ServiceMode(mode, replicas=replicas if mode == "replicated" else None)
-        names.append(name)
-        docker_client.services.create(
-            realenv.busybox_image, ["sleep", "100000"], name=name, mode=service_mode,
-            labels={**STACK_LABELS, **(labels or {})},
-            stop_grace_period=1_000_000_000)  # sleep ignores SIGTERM: don't wait 10 s
-        return name
-
-    yield make
-    for name in names:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.api.remove_service(name)
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ What is shared must read exactly what each target's own inspect reads, with two 
 tick instead of two per target; and writes must still send the version that was read.
 """
 
-# ruff: noqa: F401, F811  (the `make_service` fixture is imported, then named as a parameter)
 from __future__ import annotations
 
 import uuid
@@ -21,15 +20,9 @@ from autoscaler.actuators.base import ConflictError, TargetMissing
 from autoscaler.actuators.swarm import ServiceDirectory, SwarmActuator
 from autoscaler.model import TargetState
 from autoscaler.state import SWARM_PREFIX
-from tests.integration.test_swarm_actuator import (
-    STATE,
-    TASK_DEADLINE,
-    ServiceFactory,
-    make_service,
-    spec_of,
-    wait_until,
-)
-from tests.realenv import RealEnv
+from tests.support.realenv import RealEnv
+from tests.support.swarm import STATE, TASK_DEADLINE, ServiceFactory, spec_of
+from tests.support.wait import wait_until
 
 
 @pytest.fixture

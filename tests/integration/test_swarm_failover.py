@@ -30,9 +30,10 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.daemon_process import DaemonProcess, daemon_env
-from tests.integration.e2e_support import FAST_BEHAVIOR, free_port, wait_for
-from tests.integration.swarm_cluster import (
+from tests.support.daemon import DaemonProcess, daemon_env
+from tests.support.e2e import FAST_BEHAVIOR
+from tests.support.realenv import RealEnv
+from tests.support.swarm_cluster import (
     HOST_ADDRESS,
     SUBNET,
     SWARM_PORT,
@@ -40,7 +41,7 @@ from tests.integration.swarm_cluster import (
     SwarmCluster,
     swarm_cluster,
 )
-from tests.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -180,7 +181,7 @@ def test_three_reachable_managers_on_the_tests_own_subnet_and_one_raft_leader(
     assert f"{HOST_ADDRESS}/24" in addrs
     leader = cluster.leader()
     assert leader is not None and nodes[leader.node_id]["ManagerStatus"]["Leader"]
-    wait_for(lambda: spec_replicas(cluster) == 1, DEADLINE, what="the mail service")
+    wait_until("the mail service", lambda: spec_replicas(cluster) == 1, DEADLINE)
 
 
 # --------------------------------------------------------------------------- three daemons
@@ -198,48 +199,50 @@ def test_only_the_raft_leaders_daemon_writes_and_a_new_leader_takes_over(
 
         # 1. The Raft leader's daemon leads, the other two stand by; only the leader scales
         # `mail` from 1 to what the policy asks for.
-        wait_for(lambda: all(len(d.decisions()) >= 2 for d in daemons.values()), DEADLINE,
-                 what="two ticks of each daemon")
-        raft_leader: Manager = wait_for(cluster.leader, DEADLINE, what="a Raft leader")
+        wait_until("two ticks of each daemon",
+                   lambda: all(len(d.decisions()) >= 2 for d in daemons.values()), DEADLINE)
+        raft_leader: Manager = wait_until("a Raft leader", cluster.leader, DEADLINE)
 
         def one_leader() -> dict[str, float | None] | None:
             metrics = {name: d.leader_metric() for name, d in daemons.items()}
             return metrics if sorted(v or 0.0 for v in metrics.values()) == [0, 0, 1] \
                 and None not in metrics.values() else None
 
-        metrics = wait_for(one_leader, DEADLINE, what="one daemon leading, two standing by")
+        metrics = wait_until("one daemon leading, two standing by", one_leader, DEADLINE)
         assert metrics == {m.name: float(m is raft_leader) for m in cluster.managers}
         leader = daemons[raft_leader.name]
         standbys = [d for d in daemons.values() if d is not leader]
-        wait_for(lambda: spec_replicas(cluster) == WANTED, DEADLINE,
-                 what="the leader scaling the service")
+        wait_until("the leader scaling the service", lambda: spec_replicas(cluster) == WANTED,
+                   DEADLINE)
         expected_roles = {d.label: (200, "leader" if d is leader else "standby")
                           for d in daemons.values()}
-        wait_for(lambda: {d.label: d.readyz() for d in daemons.values()} == expected_roles,
-                 DEADLINE, what=f"every daemon ready, roles {expected_roles}")
+        wait_until(f"every daemon ready, roles {expected_roles}",
+                   lambda: {d.label: d.readyz() for d in daemons.values()} == expected_roles,
+                   DEADLINE)
 
         # 2. Hand changes through a follower: the leader undoes each; the standbys, when they
         # see one, want it undone too but may not write.
         follower = next(m for m in cluster.managers if m is not raft_leader)
         for _ in range(HAND_SCALES):
             scale_by_hand(follower, 1)
-            wait_for(lambda: spec_replicas(cluster) == WANTED, DEADLINE,
-                     what="the leader undoing a hand change")
-        wait_for(lambda: len(leader.writes()) >= HAND_SCALES + 1, DEADLINE,
-                 what="the leader's decision records of its writes")  # logged after a write
+            wait_until("the leader undoing a hand change", lambda: spec_replicas(cluster) == WANTED,
+                       DEADLINE)
+        # The decision record is logged after a write.
+        wait_until("the leader's decision records of its writes",
+                   lambda: len(leader.writes()) >= HAND_SCALES + 1, DEADLINE)
         assert [d.label for d in standbys if d.writes()] == []
 
         # 3. Freeze the leader's daemon between two of its ticks and change the size by hand:
         # nobody else writes, whatever the standbys want (a live Raft leader is the leader).
         ticks = len(leader.decisions())
-        wait_for(lambda: len(leader.decisions()) > ticks, DEADLINE, what="a leader tick")
+        wait_until("a leader tick", lambda: len(leader.decisions()) > ticks, DEADLINE)
         leader.signal(signal.SIGSTOP)
         frozen_at = time.time()
         scale_by_hand(follower, 1)
-        wait_for(lambda: all(len([r for r in d.decisions()
+        wait_until("two ticks of each standby seeing the hand change",
+                   lambda: all(len([r for r in d.decisions()
                                   if r["time"] > frozen_at and r["current"] == 1]) >= 2
-                             for d in standbys),
-                 DEADLINE, what="two ticks of each standby seeing the hand change")
+                             for d in standbys), DEADLINE)
         assert spec_replicas(cluster) == 1
 
         # 4. Stop the leader's dockerd (its daemon still frozen, the change still pending):
@@ -250,16 +253,17 @@ def test_only_the_raft_leaders_daemon_writes_and_a_new_leader_takes_over(
         assert raft_leader.stop(timeout=DEADLINE) == 0
         engine_gone_at = time.time()
         leader.signal(signal.SIGCONT)  # the daemon lives on, its engine does not
-        new_raft_leader: Manager = wait_for(cluster.leader, DEADLINE,
-                                            what="a new Raft leader among the survivors")
+        new_raft_leader: Manager = wait_until("a new Raft leader among the survivors",
+                                              cluster.leader, DEADLINE)
         assert new_raft_leader in survivors
-        wait_for(lambda: spec_replicas(cluster) == WANTED, DEADLINE,
-                 what="the new leader's daemon restoring the count")
+        wait_until("the new leader's daemon restoring the count",
+                   lambda: spec_replicas(cluster) == WANTED, DEADLINE)
         restored = service(cluster)
         assert restored is not None
         new = daemons[new_raft_leader.name]
-        takeover_tick = min(wait_for(lambda: [t for t in new.writes() if t > killed_at],
-                                     DEADLINE, what="the new leader's daemon's record of it"))
+        takeover_tick = min(wait_until(
+            "the new leader's daemon's record of it",
+            lambda: [t for t in new.writes() if t > killed_at], DEADLINE))
         assert float(restored["Spec"]["Labels"][LABEL + "last-scale-time"]) == \
             pytest.approx(takeover_tick, abs=0.002)  # that write is the one swarm holds
         assert new.leader_metric() == 1
@@ -274,7 +278,7 @@ def test_only_the_raft_leaders_daemon_writes_and_a_new_leader_takes_over(
             ready = leader.readyz()
             return ready if ready == (503, UNREACHABLE) else None
 
-        wait_for(dead_engine_reported, DEADLINE, what="the orphaned daemon reporting its engine")
+        wait_until("the orphaned daemon reporting its engine", dead_engine_reported, DEADLINE)
         assert leader.proc.poll() is None
         assert leader.leader_metric() == 0
         health = leader.get("/healthz")
@@ -283,11 +287,11 @@ def test_only_the_raft_leaders_daemon_writes_and_a_new_leader_takes_over(
         assert problems is not None and SERVICE in problems.json()["problems"]
         thawed_at, errors = time.time(), len(leader.records("target_error"))
         scale_by_hand(new_raft_leader, 1)
-        wait_for(lambda: spec_replicas(cluster) == WANTED, DEADLINE,
-                 what="the new leader undoing a hand change after the failover")
-        wait_for(lambda: len(leader.records("target_error")) >= errors + 3
-                 and new.ticks_after(thawed_at, 3), DEADLINE,
-                 what="three more ticks of the new leader and of the orphan (each an error)")
+        wait_until("the new leader undoing a hand change after the failover",
+                   lambda: spec_replicas(cluster) == WANTED, DEADLINE)
+        wait_until("three more ticks of the new leader and of the orphan (each an error)",
+                   lambda: len(leader.records("target_error")) >= errors + 3
+                 and new.ticks_after(thawed_at, 3), DEADLINE)
         assert [t for t in leader.writes() if t > frozen_at] == []
 
         # 6. The old leader's engine comes back: it rejoins as a follower and its daemon, still
@@ -295,18 +299,18 @@ def test_only_the_raft_leaders_daemon_writes_and_a_new_leader_takes_over(
         # made through the returned manager.
         raft_leader.start()
         raft_leader.wait_up()
-        wait_for(lambda: cluster.leader() is new_raft_leader, DEADLINE,
-                 what="the old leader back as a follower of the new one")
-        wait_for(lambda: leader.readyz() == (200, "standby"), DEADLINE,
-                 what="the old leader's daemon ready again, as a standby")
+        wait_until("the old leader back as a follower of the new one",
+                   lambda: cluster.leader() is new_raft_leader, DEADLINE)
+        wait_until("the old leader's daemon ready again, as a standby",
+                   lambda: leader.readyz() == (200, "standby"), DEADLINE)
         assert leader.leader_metric() == 0
         back_at = time.time()
         scale_by_hand(raft_leader, 1)
-        wait_for(lambda: spec_replicas(cluster) == WANTED
-                 and [t for t in new.writes() if t > back_at], DEADLINE,
-                 what="the new leader undoing a hand change made through the old one")
-        wait_for(lambda: leader.ticks_after(back_at, 3), DEADLINE,
-                 what="three ticks of the old leader's daemon as a standby")
+        wait_until("the new leader undoing a hand change made through the old one",
+                   lambda: spec_replicas(cluster) == WANTED
+                 and [t for t in new.writes() if t > back_at], DEADLINE)
+        wait_until("three ticks of the old leader's daemon as a standby",
+                   lambda: leader.ticks_after(back_at, 3), DEADLINE)
         assert [t for t in leader.writes() if t > frozen_at] == []
 
         # 7. Audit every write: one writer at a time, never two within one tick, the standby

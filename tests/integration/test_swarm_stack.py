@@ -2,7 +2,7 @@
 a real service.
 
 The stack file is deployed as written; only its variables change:
-- AUTOSCALER_IMAGE: the image built for this session (test_container_image.app_image);
+- AUTOSCALER_IMAGE: the image built for this session (tests/support/image.py: app_image);
 - AUTOSCALER_CONFIG: a config that points at the shared Prometheus and at a busybox service
   made by the test, whose demand comes from the Stalwart emulator registered in Prometheus;
 - MONITORING_NETWORK=host: this engine runs with --bridge=none and no iptables, where an
@@ -30,17 +30,15 @@ import docker.errors
 import pytest
 import yaml
 
-from tests.integration.e2e_support import (
+from tests.support.e2e import (
     FAST_BEHAVIOR,
-    free_port,
     inflow_capacity,
     prom_value,
     registered,
     spec_replicas,
     swarm_service,
-    wait_for,
 )
-from tests.integration.test_container_image import (
+from tests.support.image import (
     APP_UID,
     CONFIG_PATH,
     HEALTHY_DEADLINE,
@@ -56,7 +54,8 @@ from tests.integration.test_container_image import (
     service_log,
     socket_path,
 )
-from tests.realenv import RealEnv
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 from tools.emulator import Emulator, SwarmTasks
 
 STACK_FILE = REPO / "deploy" / "swarm" / "stack.yml"
@@ -93,9 +92,9 @@ def deployed(name: str, env: dict[str, str], docker_client: Any) -> Iterator[Any
         removed = docker_run(["stack", "rm", name], env)
         assert removed.returncode == 0, removed.stderr
         label = f"com.docker.stack.namespace={name}"
-        wait_for(lambda: not docker_client.services.list(filters={"label": label})
-                 and not docker_client.configs.list(filters={"label": label}),
-                 120, every=1, what=f"stack {name} removed")
+        wait_until(f"stack {name} removed",
+                   lambda: not docker_client.services.list(filters={"label": label})
+                 and not docker_client.configs.list(filters={"label": label}), 120, 1)
 
 
 def test_stack_file_is_what_the_deployment_needs() -> None:
@@ -144,8 +143,9 @@ def test_deployed_stack_scales_a_real_service(
                      startup_delay=1, poll=0.5) as emulator, \
             registered(realenv, emulator) as cluster:
         capacity = inflow_capacity(cluster)
-        wait_for(lambda: (prom_value(realenv.prometheus_url, capacity["query"]) or 0) >= 14000,
-                 90, what="the emulator's inflow in Prometheus")
+        wait_until("the emulator's inflow in Prometheus",
+                   lambda: (prom_value(realenv.prometheus_url, capacity["query"]) or 0) >= 14000,
+                   90)
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({
             "evaluation_interval": "2s",
@@ -183,12 +183,12 @@ def test_deployed_stack_scales_a_real_service(
                 assert [s["SecretName"] for s in container_spec["Secrets"]] == [secret.name]
 
                 started = time.monotonic()
-                wait_for(lambda: healthy_container(docker_client, service), HEALTHY_DEADLINE,
-                         every=1, what="the stack's task healthy")
+                wait_until("the stack's task healthy",
+                           lambda: healthy_container(docker_client, service), HEALTHY_DEADLINE, 1)
                 healthy = time.monotonic() - started
-                wait_for(lambda: spec_replicas(docker_client, target.name) == WANTED,
-                         SCALE_DEADLINE, every=1,
-                         what=f"the deployed daemon scaling {target.name} to {WANTED}")
+                wait_until(f"the deployed daemon scaling {target.name} to {WANTED}",
+                           lambda: spec_replicas(docker_client, target.name) == WANTED,
+                           SCALE_DEADLINE, 1)
                 print(f"\nstack {stack}: task healthy after {healthy:.0f}s, "
                       f"{target.name} at {WANTED} after {time.monotonic() - started:.0f}s")
 
@@ -200,10 +200,10 @@ def test_deployed_stack_scales_a_real_service(
                 assert metric(base, "autoscaler_scale_writes_total", target="smtp",
                               direction="up") >= 1
                 # The log reaches `docker service logs` a little after the write.
-                written = wait_for(
+                written = wait_until(
+                    "a written decision in docker service logs",
                     lambda: [r for r in json_lines(service_log(docker_client, service.name))
-                             if r.get("event") == "decision" and r.get("written")],
-                    60, every=1, what="a written decision in docker service logs")
+                             if r.get("event") == "decision" and r.get("written")], 60, 1)
                 assert written[-1]["desired"] == WANTED
                 labels = docker_client.api.inspect_service(target.name)["Spec"]["Labels"]
                 assert labels["autoscaler.last-scale-direction"] == "up"
@@ -211,7 +211,7 @@ def test_deployed_stack_scales_a_real_service(
             assert not docker_client.configs.list(
                 filters={"name": f"stalwart-autoscaler-config-{suffix}"})
         finally:
-            wait_for(lambda: _removed(secret), 120, every=1, what="the test's secret removed")
+            wait_until("the test's secret removed", lambda: _removed(secret), 120, 1)
         assert not docker_client.secrets.list(filters={"name": secret.name})
 
 

@@ -27,10 +27,10 @@ import requests
 from autoscaler import sdnotify
 from autoscaler.cli import bundled_config_path
 from autoscaler.config import load_config
-from tests.integration.daemon_process import DaemonProcess, daemon, daemon_env
-from tests.integration.e2e_support import free_port, swarm_service, wait_for
-from tests.integration.test_reload import config_data, write_yaml
-from tests.realenv import RealEnv
+from tests.support.daemon import DaemonProcess, config_data, daemon, daemon_env, write_yaml
+from tests.support.e2e import swarm_service
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -333,8 +333,8 @@ class NotifySocket:
             self.drain(0.2)
             return self.index(assignment, start)
 
-        return int(wait_for(lambda: (i := seen()) is not None and i + 1, timeout,
-                            what=f"{assignment} from message {start}")) - 1
+        return int(wait_until(f"{assignment} from message {start}",
+                              lambda: (i := seen()) is not None and i + 1, timeout)) - 1
 
     def close(self) -> None:
         self.sock.close()
@@ -384,8 +384,9 @@ def test_notify_ready_watchdog_reload_and_stopping(
             assert any(a.startswith("STATUS=1 target(s)") for a in notify_socket.messages[0])
 
             # WATCHDOG=1 comes from the loop, once per completed tick
-            wait_for(lambda: notify_socket.drain(0.2) and notify_socket.count("WATCHDOG=1") >= 3,
-                     START, what="three WATCHDOG=1")
+            wait_until("three WATCHDOG=1",
+                       lambda: notify_socket.drain(0.2) and notify_socket.count("WATCHDOG=1") >= 3,
+                       START)
             pings_before = notify_socket.count("WATCHDOG=1")
             completed = ticks(d)
             pings = [m for m in notify_socket.drain(0.5) if "WATCHDOG=1" in m]
@@ -397,8 +398,9 @@ def test_notify_ready_watchdog_reload_and_stopping(
             assert any(a.startswith("MONOTONIC_USEC=") for a in notify_socket.messages[reloading])
             notify_socket.wait_for("READY=1", start=reloading + 1)
             mark = len(notify_socket.drain())
-            wait_for(lambda: notify_socket.drain(0.2) and notify_socket.index("WATCHDOG=1", mark)
-                     is not None, START, what="WATCHDOG=1 after the reload")
+            wait_until("WATCHDOG=1 after the reload",
+                       lambda: notify_socket.drain(0.2) and notify_socket.index("WATCHDOG=1", mark)
+                     is not None, START)
 
             d.signal(signal.SIGTERM)
             notify_socket.wait_for("STOPPING=1")
@@ -424,8 +426,9 @@ def test_watchdog_keeps_pinging_while_prometheus_is_down(
                          WATCHDOG_USEC="1000000")
         with daemon(config, env, tmp_path, port=port) as d:
             notify_socket.wait_for("READY=1", timeout=START)
-            wait_for(lambda: notify_socket.drain(0.2) and notify_socket.count("WATCHDOG=1") >= 3,
-                     START, what="three WATCHDOG=1 while Prometheus is down")
+            wait_until("three WATCHDOG=1 while Prometheus is down",
+                       lambda: notify_socket.drain(0.2) and notify_socket.count("WATCHDOG=1") >= 3,
+                       START)
             pings = [m for m in notify_socket.messages if "WATCHDOG=1" in m]
             assert all(any(a.startswith("STATUS=") and "problems with prometheus" in a
                            for a in m) for m in pings), pings

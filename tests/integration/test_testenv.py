@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -21,22 +20,11 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from prometheus_api_client import PrometheusConnect
 
-from tests.integration.daemon_process import delete_namespace
-from tests.realenv import RealEnv
+from tests.support.kube import delete_namespace
+from tests.support.realenv import RealEnv
+from tests.support.wait import wait_until
 
 T = TypeVar("T")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def unique(prefix: str) -> str:

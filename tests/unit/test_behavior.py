@@ -1,6 +1,6 @@
 """HPA-compatible behavior: table tests per rule, and property tests against a reference.
 
-The reference (tests/reference_hpa.py) follows Kubernetes' controller code structure; the
+The reference (tests/support/reference_hpa.py) follows Kubernetes' controller code structure; the
 property tests check that autoscaler.behavior agrees with it on random behaviors and
 histories whose times sit on and around the windows' and periods' edges.
 """
@@ -28,7 +28,7 @@ from autoscaler.behavior import (
     scale_up_limit,
     stabilize,
 )
-from tests.reference_hpa import reference_normalize, reference_normalize_explained
+from tests.support.reference_hpa import reference_normalize, reference_normalize_explained
 
 NOW = 1000.0
 

@@ -33,16 +33,10 @@ from autoscaler.model import (
     TargetState,
     TargetStatus,
 )
+from tests.support.configs import FREE
 
 OK, EMPTY, ERROR, NAN, STALE = (SignalState.OK, SignalState.EMPTY, SignalState.ERROR,
                                 SignalState.NAN, SignalState.STALE)
-# No stabilization, no rate limit: isolates the rule under test.
-FREE = Behavior.model_validate({
-    "scaleUp": {"stabilizationWindowSeconds": 0,
-                "policies": [{"type": "Pods", "value": 1000, "periodSeconds": 1}]},
-    "scaleDown": {"stabilizationWindowSeconds": 0,
-                  "policies": [{"type": "Pods", "value": 1000, "periodSeconds": 1}]},
-})
 
 
 def pol(name: str, replicas: int | None, state: SignalState = OK) -> PolicyResult:

@@ -33,15 +33,8 @@ from hypothesis import strategies as st
 
 from autoscaler.cli import main
 from autoscaler.config import ConfigError, load_config
-from tests.unit.test_config import (
-    EXAMPLE,
-    PLAUSIBLE_KEYS,
-    documents,
-    example_data,
-    keys,
-    to_toml,
-    values,
-)
+from tests.support.configs import EXAMPLE, example_data
+from tests.support.strategies import PLAUSIBLE_KEYS, documents, keys, to_toml, values
 
 EXAMPLES = int(os.environ.get("AUTOSCALER_FUZZ_EXAMPLES", "100"))
 REPO = Path(__file__).resolve().parents[2]

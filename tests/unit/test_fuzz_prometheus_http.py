@@ -37,7 +37,7 @@ from autoscaler.evaluate import evaluate
 from autoscaler.model import Signal, SignalState, TargetStatus
 from autoscaler.registry import policy_types
 from autoscaler.sources.prometheus import PrometheusSource, SignalRequest
-from tests.unit.test_prometheus_classify import json_like, shaped
+from tests.support.strategies import json_like, shaped
 
 EXAMPLES = int(os.environ.get("AUTOSCALER_FUZZ_EXAMPLES", "60"))
 TIMEOUT = 0.3  # seconds per attempt; a too-slow answer sleeps past it

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from autoscaler.model import Sample, SignalState
 from autoscaler.sources.prometheus import classify_response, redact
+from tests.support.strategies import json_like, shaped
 
 OK, EMPTY, NAN, STALE, ERROR = (SignalState.OK, SignalState.EMPTY, SignalState.NAN,
                                 SignalState.STALE, SignalState.ERROR)
@@ -247,29 +248,6 @@ def test_redact(text: str, secrets: list[str], expected: str) -> None:
 
 
 # ------------------------------------------------------------------------------ fuzz
-
-json_leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20), st.sampled_from(["NaN", "+Inf", "-Inf", "1.5", "vector", "matrix",
-                                           "scalar", "success", "error"]),
-)
-json_like = st.recursive(
-    json_leaves,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(["status", "data", "resultType", "result", "value",
-                                       "values", "metric", "error", "errorType"])
-                      | st.text(max_size=8), inner, max_size=5),
-    max_leaves=30,
-)
-# Mostly well-shaped answers with hostile parts, so the deep branches are reached too.
-shaped = st.builds(
-    lambda status, rtype, result: {"status": status,
-                                   "data": {"resultType": rtype, "result": result}},
-    st.sampled_from(["success", "error"]) | json_leaves,
-    st.sampled_from(["vector", "matrix", "scalar"]) | json_leaves,
-    json_like,
-)
-
 
 @settings(
     max_examples=int(os.environ.get("AUTOSCALER_FUZZ_EXAMPLES", "300")),

@@ -18,7 +18,7 @@ from autoscaler.model import (
 from autoscaler.units import promql_lookback
 from policies.capacity import CapacityPolicy
 from policies.threshold import ThresholdPolicy
-from tests.unit.test_decide import FREE  # no stabilization, no rate limit
+from tests.support.configs import FREE  # no stabilization, no rate limit
 
 OK = SignalState.OK
 

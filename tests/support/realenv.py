@@ -32,7 +32,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "BUSYBOX_IMAGE",
 )
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,8 @@ import docker.errors
 import docker.types
 import requests
 
+from tests.support.wait import wait_until
+
 PREFIX = "asfo"
 BRIDGE = f"{PREFIX}-br0"
 SUBNET = "10.213.77"
@@ -46,6 +48,8 @@ BASE = Path("/tmp/asfo-swarm")
 LOCK = Path("/tmp/asfo-swarm.lock")  # outside BASE: cleanup() removes BASE
 API_VERSION = "1.41"  # dockerd 20.10
 SWARM_PORT = 2377
+# An engine still starting, or a swarm without a leader for now:
+NOT_YET = (docker.errors.DockerException, requests.RequestException, OSError)
 # dockerd's log times: RFC 3339 with nanoseconds, which datetime cannot parse whole.
 _LOG_TIME = re.compile(r'time="(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)"')
 
@@ -55,21 +59,6 @@ def _run(*args: str, check: bool = True) -> str:
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}")
     return done.stdout
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-            last = exc  # an engine still starting, or a swarm without a leader for now
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 def _alive(pid: int) -> bool:
@@ -262,7 +251,7 @@ class Manager:
                 raise RuntimeError(f"dockerd in {self.name} exited; see {self.log_path}")
             with self.engine(timeout=5) as c:
                 return bool(c.ping())
-        _wait(answers, timeout, f"dockerd in {self.name}")
+        wait_until(f"dockerd in {self.name}", answers, timeout, 0.2, ignoring=NOT_YET)
 
     def send(self, sig: int) -> None:
         """Send `sig` to this dockerd, by its pid."""
@@ -371,7 +360,7 @@ class SwarmCluster:
             return len(nodes) == len(self.managers) and all(
                 n["Status"]["State"] == "ready"
                 and n["ManagerStatus"]["Reachability"] == "reachable" for n in nodes)
-        _wait(all_reachable, 90, "every manager ready and reachable")
+        wait_until("every manager ready and reachable", all_reachable, 90, 0.2, ignoring=NOT_YET)
 
     def load_image(self, source_docker_host: str, image: str) -> None:
         """`docker save` from the engine that has it, `docker load` into each of ours."""

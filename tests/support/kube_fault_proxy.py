@@ -1,7 +1,7 @@
 """A fault-injecting HTTPS proxy in front of a real kube-apiserver, run as a process of the
 test's own.
 
-`python -m tests.integration.kube_fault_proxy --upstream https://127.0.0.1:P --ca CA
+`python -m tests.support.kube_fault_proxy --upstream https://127.0.0.1:P --ca CA
 --cert CRT --key KEY --port P1 --control-port P2` serves TLS on 127.0.0.1:P1 with the API
 server's own certificate (so a kubeconfig only changes its port) and forwards every request,
 unchanged, headers and body, to the upstream, checked against CA. Until told otherwise it

@@ -1,7 +1,7 @@
 """A tiny metrics exporter the fault tests run as a process of their own, to stop, freeze
 and restart it like a real one.
 
-`python -m tests.integration.fault_exporter --port P [--load V] [--rate R]` serves, on any
+`python -m tests.support.fault_exporter --port P [--load V] [--rate R]` serves, on any
 GET path, in the Prometheus text format:
 
 - `fault_up 1`: always there while the process runs (as Stalwart's `smtp_active_connections`);

@@ -15,6 +15,7 @@ from signal import SIGCONT, SIGTERM
 from typing import Any
 
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 STOP_TIMEOUT = 60.0
@@ -141,6 +142,20 @@ def readyz(d: DaemonProcess) -> tuple[int, dict[str, Any]] | None:
     return None if response is None else (response.status_code, response.json())
 
 
+def config_data(prometheus_url: str, port: int, targets: list[dict[str, Any]],
+                **extra: Any) -> dict[str, Any]:
+    """A daemon config ticking every second, serving on 127.0.0.1:`port`."""
+    return {"evaluation_interval": "1s",
+            "prometheus": {"url": prometheus_url, "timeout": "3s", "scrape_interval": "1s"},
+            "listen": f"127.0.0.1:{port}", "targets": targets, **extra}
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    """`data` as the YAML file `path` (keys in the order given)."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 @contextmanager
 def daemon(config: Path, env: dict[str, str], workdir: Path, *extra: str,
            port: int | None = None, label: str | None = None) -> Iterator[DaemonProcess]:
@@ -149,69 +164,3 @@ def daemon(config: Path, env: dict[str, str], workdir: Path, *extra: str,
         yield process
     finally:
         process.close()
-
-
-@contextmanager
-def fresh_namespace(api: Any, prefix: str) -> Iterator[str]:
-    """A namespace of a test's own (`prefix-<random>`), deleted for real afterwards."""
-    import kubernetes.client as k
-
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    k.CoreV1Api(api).create_namespace(k.V1Namespace(metadata=k.V1ObjectMeta(name=name)))
-    try:
-        yield name
-    finally:
-        delete_namespace(api, name)
-
-
-@contextmanager
-def namespace_with_deployment(api: Any, prefix: str, name: str = "smtp", replicas: int = 1,
-                              annotations: dict[str, str] | None = None) -> Iterator[str]:
-    """A fresh namespace holding one busybox Deployment `name` (no controller runs here, so
-    it never gets pods: only its spec counts); yields the namespace."""
-    import kubernetes.client as k
-
-    with fresh_namespace(api, prefix) as ns:
-        k.AppsV1Api(api).create_namespaced_deployment(ns, {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "annotations": annotations or {}},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "stalwart",
-                                                           "image": "busybox:local"}]}}}})
-        yield ns
-
-
-def delete_namespace(api: Any, ns: str) -> None:
-    """Delete what tests make in a namespace, then the namespace, clearing its `kubernetes`
-    finalizer by hand: no namespace controller runs in the test environment, so without this
-    the objects would stay in etcd and the namespace Terminating forever."""
-    import kubernetes.client as k
-
-    api_client = api.api_client if isinstance(api, k.CoreV1Api) else api
-    core, apps = k.CoreV1Api(api_client), k.AppsV1Api(api_client)
-    rbac = k.RbacAuthorizationV1Api(api_client)
-    for delete in (apps.delete_collection_namespaced_deployment,
-                   apps.delete_collection_namespaced_stateful_set,
-                   core.delete_collection_namespaced_event,
-                   core.delete_collection_namespaced_config_map,
-                   core.delete_collection_namespaced_secret,
-                   core.delete_collection_namespaced_service_account,
-                   k.CoordinationV1Api(api_client).delete_collection_namespaced_lease,
-                   k.AutoscalingV1Api(api_client)
-                   .delete_collection_namespaced_horizontal_pod_autoscaler,
-                   rbac.delete_collection_namespaced_role_binding,
-                   rbac.delete_collection_namespaced_role):
-        try:
-            delete(ns)
-        except k.ApiException as exc:
-            if exc.status != 404:
-                raise
-    try:
-        core.delete_namespace(ns)
-        body = core.read_namespace(ns)
-        body.spec = k.V1NamespaceSpec(finalizers=[])
-        core.replace_namespace_finalize(ns, body)
-    except k.ApiException as exc:
-        if exc.status != 404:
-            raise

@@ -1,7 +1,7 @@
 """A fault-injecting HTTP proxy the tests run as a process of their own, in front of a real
 Prometheus.
 
-`python -m tests.integration.fault_proxy --upstream URL --port P` forwards every request to
+`python -m tests.support.fault_proxy --upstream URL --port P` forwards every request to
 URL, unchanged, until told otherwise. `POST /__fault__ {"mode": M, "delay": S}` sets what it
 does to the query API (`/api/...`; `/-/ready` and the rest always pass):
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
-from tests.integration.daemon_process import daemon_env
-from tests.integration.e2e_support import free_port, wait_for
+from tests.support.daemon import daemon_env
+from tests.support.wait import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 START = 30.0  # deadline for a helper process to serve (generous)
@@ -50,7 +50,7 @@ class HelperProcess:
             [sys.executable, "-m", self.module, "--port", str(self.port), *self.args],
             cwd=REPO, env=daemon_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
-        wait_for(self._serving, START, every=0.05, what=f"{self.module} serving")
+        wait_until(f"{self.module} serving", self._serving, START, 0.05)
 
     def _serving(self) -> bool:
         response = _session_get(self._probe_url(), timeout=1)
@@ -77,10 +77,10 @@ class HelperProcess:
 
 
 class Exporter(HelperProcess):
-    """tests/integration/fault_exporter.py: `fault_up`, `fault_load`, `fault_messages_total`."""
+    """tests/support/fault_exporter.py: `fault_up`, `fault_load`, `fault_messages_total`."""
 
     def __init__(self, load: float, rate_per_hour: float) -> None:
-        super().__init__("tests.integration.fault_exporter", "--load", repr(load),
+        super().__init__("tests.support.fault_exporter", "--load", repr(load),
                          "--rate", repr(rate_per_hour))
         self.load: Any = load
 
@@ -100,10 +100,10 @@ class Exporter(HelperProcess):
 
 
 class FaultProxy(HelperProcess):
-    """tests/integration/fault_proxy.py in front of `upstream`."""
+    """tests/support/fault_proxy.py in front of `upstream`."""
 
     def __init__(self, upstream: str) -> None:
-        super().__init__("tests.integration.fault_proxy", "--upstream", upstream)
+        super().__init__("tests.support.fault_proxy", "--upstream", upstream)
 
     def _probe_url(self) -> str:
         return f"{self.url}/__fault__"

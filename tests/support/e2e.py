@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,27 +17,9 @@ import requests
 
 from autoscaler.config import Settings, load_config_data
 from autoscaler.loop import Engine, run_forever
-from tests.realenv import RealEnv
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 from tools.emulator import Emulator
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.25,
-             what: str = "condition") -> Any:
-    """Poll until `check()` is truthy; generous deadlines only, figures belong to benchmarks."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
 @contextmanager
@@ -113,7 +93,7 @@ class OwnPrometheus:
              f"--storage.tsdb.path={self.workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._ready, 30, what="own prometheus ready")
+        wait_until("own prometheus ready", self._ready, 30)
 
     def _ready(self) -> bool:
         try:

@@ -1,0 +1,98 @@
+"""HTTP(S) servers on free 127.0.0.1 ports that answer what a test tells them to.
+
+They play a Prometheus (or an exporter) that is slow, broken, picky about auth, on TLS, or
+counting how many queries reach it at once.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["Loopback", "Respond", "Seen", "Server", "servers"]
+
+@dataclass
+class Seen:
+    """What a loopback server saw: each request's path, query and headers; peak concurrency."""
+
+    requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
+    in_flight: int = 0
+    peak: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+Respond = Callable[[str, dict[str, list[str]], dict[str, str]], tuple[int, str, bytes]]
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many workers connect at once
+
+
+@dataclass
+class Loopback:
+    url: str
+    seen: Seen
+    release: threading.Event  # set at teardown: sleeping handlers stop sleeping
+
+
+@contextmanager
+def servers() -> Iterator[Callable[..., Loopback]]:
+    """Start HTTP(S) servers on free 127.0.0.1 ports answering with `respond(path, query,
+    headers) -> (status, content type, body)`; all are stopped on leaving."""
+    started: list[tuple[ThreadingHTTPServer, threading.Thread, threading.Event]] = []
+
+    def start(respond: Respond, tls: ssl.SSLContext | None = None) -> Loopback:
+        seen, release = Seen(), threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                query = parse_qs(parts.query)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with seen.lock:
+                    seen.requests.append((parts.path, query, headers))
+                    seen.in_flight += 1
+                    seen.peak = max(seen.peak, seen.in_flight)
+                try:
+                    status, kind, body = respond(parts.path, query, headers)
+                finally:
+                    with seen.lock:
+                        seen.in_flight -= 1
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", kind)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client gave up (timeout): nothing to answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = Server(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        started.append((server, thread, release))
+        scheme = "https" if tls else "http"
+        return Loopback(f"{scheme}://127.0.0.1:{server.server_address[1]}", seen, release)
+
+    try:
+        yield start
+    finally:
+        for server, thread, release in started:
+            release.set()
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
