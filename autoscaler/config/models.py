@@ -1,0 +1,359 @@
+"""The config file's models: every key, its type and constraints, and the cross-field rules.
+
+Unknown keys are errors everywhere. New keys go here, with their single-key constraints on
+the field itself (the JSON Schema is generated from them) and only rules that involve several
+keys in `cross_field_rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from autoscaler.behavior import Behavior
+from autoscaler.decide import TargetRules
+from autoscaler.model import GuardBlock
+from autoscaler.presets import Preset, PresetOptions, preset_guards, preset_policies
+from autoscaler.registry import policy_types
+from autoscaler.units import Duration
+from policies import Policy
+from policies.base import PlantSignal
+
+ENV_PREFIX = "AUTOSCALER_"
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
+
+# Kubernetes keeps replicas in an int32; a larger count could not be written anywhere, and
+# 10**400 would not even fit the float of a metric.
+MAX_REPLICAS = 2**31 - 1
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; cross-field rules live in `cross_field_errors`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
+        """The rules that involve several keys of this block."""
+        return []
+
+    def cross_field_errors(self) -> list[tuple[str, str]]:
+        """(key, message) per broken rule; a rule whose keys are themselves invalid is skipped
+        (their own errors are reported already)."""
+        found: list[tuple[str, str]] = []
+        for rule in self.cross_field_rules():
+            try:
+                found.extend(rule())
+            except (AttributeError, TypeError, KeyError, ValueError):
+                continue
+        return found
+
+
+class BasicAuth(Strict):
+    username: str = Field(..., min_length=1)
+    password_file: Path = Field(..., description="file holding the password (not the password)")
+
+
+class PrometheusConfig(Strict):
+    url: str = Field("http://127.0.0.1:9090", description="base URL of the Prometheus HTTP API")
+    timeout: Duration = Field(5.0, description="per query; retries stay within the tick")
+    bearer_token_file: Path | None = None
+    basic_auth: BasicAuth | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    scrape_interval: Duration = Field(
+        15.0, description="Prometheus' scrape interval: a newest sample older than two is stale"
+    )
+    max_concurrent_queries: int = Field(8, ge=1, le=256, description="queries in flight at once")
+    group_by_label: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="send the targets' queries that differ only in this label's value "
+        '(`label="value"`) as one query per tick, split by the label; default: one query each',
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")) or len(url) < 10:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url.rstrip("/")
+
+    def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
+        return [self.one_auth_method, self.positive_timeout]
+
+    def one_auth_method(self) -> list[tuple[str, str]]:
+        if self.bearer_token_file is not None and self.basic_auth is not None:
+            return [("bearer_token_file", "use bearer_token_file or basic_auth, not both")]
+        if "@" in self.url.partition("://")[2].split("/")[0] and (
+                self.bearer_token_file is not None or self.basic_auth is not None):
+            # requests would send the URL's user:password and silently drop the other one
+            return [("url", "credentials in the URL cannot be combined with "
+                            "bearer_token_file or basic_auth")]
+        return []
+
+    def positive_timeout(self) -> list[tuple[str, str]]:
+        return [("timeout", "timeout must be above 0")] if self.timeout <= 0 else []
+
+
+class LeaderElectionConfig(Strict):
+    mode: Literal["none", "swarm", "kubernetes"] = "none"
+    lease_name: str = "stalwart-autoscaler"
+    lease_namespace: str | None = Field(None, description="default: the pod's own namespace")
+    lease_duration: Duration = 15.0
+    renew_deadline: Duration = 10.0
+    retry_period: Duration = 2.0
+
+    def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
+        return [self.lease_timing]
+
+    def lease_timing(self) -> list[tuple[str, str]]:
+        """retry_period < renew_deadline < lease_duration, as client-go requires."""
+        errors = []
+        if self.renew_deadline >= self.lease_duration:
+            errors.append(("renew_deadline", "renew_deadline must be below lease_duration"))
+        if self.retry_period >= self.renew_deadline:
+            errors.append(("retry_period", "retry_period must be below renew_deadline"))
+        return errors
+
+
+class Cooldown(Strict):
+    up: Duration = Field(60.0, description="after a scale, before the next scale-up")
+    down: Duration = Field(300.0, description="after a scale, before the next scale-down")
+
+
+class GuardConfig(Strict):
+    """A PromQL condition that vetoes a scale-down (or a scale-up) while it holds."""
+
+    name: str | None = None
+    query: str = Field(..., min_length=1)
+    block: GuardBlock = GuardBlock.SCALE_DOWN
+    above: float | None = None
+    below: float | None = None
+    simulate_as: PlantSignal | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or f"guard:{self.query[:40]}"
+
+    def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
+        return [self.has_bound]
+
+    def has_bound(self) -> list[tuple[str, str]]:
+        if self.above is None and self.below is None:
+            return [("above", "a guard needs `above`, `below` or both")]
+        return []
+
+
+def _policy_union() -> Any:
+    types = tuple(policy_types().values())
+    if len(types) == 1:
+        return types[0]
+    return Annotated[Union[types], Field(discriminator="type")]  # noqa: UP007
+
+
+PolicySpec = _policy_union()
+
+
+class TargetConfig(Strict):
+    name: str = Field(..., pattern=NAME_PATTERN)
+    backend: Literal["swarm", "kubernetes"]
+    service: str | None = Field(None, description="swarm: the service name")
+    namespace: str | None = Field(None, description="kubernetes: the workload's namespace")
+    deployment: str | None = None
+    statefulset: str | None = None
+    min_replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
+    max_replicas: int = Field(..., ge=1, le=MAX_REPLICAS)
+    dry_run: bool = False
+    cooldown: Cooldown = Field(default_factory=Cooldown)
+    behavior: Behavior = Field(default_factory=Behavior)
+    on_metric_error: Literal["hold", "fallback"] = "hold"
+    fallback_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
+    preset: Preset | None = None
+    prefix: str = Field("", pattern=r"^[a-zA-Z_:]?[a-zA-Z0-9_:]*$")
+    preset_options: PresetOptions = Field(default_factory=PresetOptions)
+    guards: list[GuardConfig] = Field(default_factory=list)
+    policies: list[PolicySpec] = Field(default_factory=list)  # type: ignore[valid-type]
+
+    @property
+    def workload(self) -> str:
+        return self.service or self.deployment or self.statefulset or self.name
+
+    def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
+        return [self.replica_bounds, self.backend_fields, self.fallback_in_bounds,
+                self.has_policies, self.preset_expands, self.unique_policy_names]
+
+    def replica_bounds(self) -> list[tuple[str, str]]:
+        if self.min_replicas > self.max_replicas:
+            return [(
+                "min_replicas",
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas "
+                f"({self.max_replicas})",
+            )]
+        return []
+
+    def backend_fields(self) -> list[tuple[str, str]]:
+        return backend_field_errors(self)
+
+    def fallback_in_bounds(self) -> list[tuple[str, str]]:
+        if self.on_metric_error != "fallback":
+            return []
+        if self.fallback_replicas is None:
+            return [("fallback_replicas", "on_metric_error: fallback needs fallback_replicas")]
+        if not self.min_replicas <= self.fallback_replicas <= self.max_replicas:
+            return [(
+                "fallback_replicas",
+                f"fallback_replicas ({self.fallback_replicas}) must be within "
+                f"[{self.min_replicas}, {self.max_replicas}]",
+            )]
+        return []
+
+    def preset_expands(self) -> list[tuple[str, str]]:
+        """The preset's policies and guards, built from `preset_options`, must validate."""
+        if self.preset is None:
+            return []
+        try:
+            self.effective_policies()
+            self.effective_guards()
+        except ValidationError as exc:
+            return [("preset_options", f"the preset {self.preset} cannot be built: "
+                     + "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                 for e in exc.errors()))]
+        return []
+
+    def has_policies(self) -> list[tuple[str, str]]:
+        if not self.policies and self.preset is None:
+            return [("policies", "a target needs `policies`, a `preset`, or both")]
+        return []
+
+    def unique_policy_names(self) -> list[tuple[str, str]]:
+        labels = [p.label for p in self.effective_policies()]
+        return [("policies", f"two policies are named {dup!r}: give each a `name`")
+                for dup in sorted({n for n in labels if labels.count(n) > 1})]
+
+    def effective_policies(self) -> list[Policy]:
+        """The preset's policies followed by the explicit ones."""
+        found: list[Policy] = []
+        if self.preset is not None:
+            types = policy_types()
+            for spec in preset_policies(
+                self.preset, prefix=self.prefix, backend=self.backend, workload=self.workload,
+                namespace=self.namespace, options=self.preset_options,
+            ):
+                found.append(types[spec["type"]].model_validate(spec))
+        found.extend(self.policies)
+        return found
+
+    def effective_guards(self) -> list[GuardConfig]:
+        found = []
+        if self.preset is not None:
+            for spec in preset_guards(self.preset, prefix=self.prefix, options=self.preset_options):
+                found.append(GuardConfig.model_validate(spec))
+        found.extend(self.guards)
+        return found
+
+    def rules(self) -> TargetRules:
+        return TargetRules(
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            behavior=self.behavior,
+            cooldown_up=self.cooldown.up,
+            cooldown_down=self.cooldown.down,
+            on_metric_error=self.on_metric_error,
+            fallback_replicas=self.fallback_replicas,
+        )
+
+
+def backend_field_errors(target: TargetConfig) -> list[tuple[str, str]]:
+    """Each backend names its workload its own way; the other backend's keys are mistakes."""
+    errors = []
+    if target.backend == "swarm":
+        if not target.service:
+            errors.append(("service", "a swarm target needs `service`"))
+        for key in ("namespace", "deployment", "statefulset"):
+            if getattr(target, key):
+                errors.append((key, f"`{key}` is for kubernetes targets; swarm uses `service`"))
+    else:
+        if not target.namespace:
+            errors.append(("namespace", "a kubernetes target needs `namespace`"))
+        if bool(target.deployment) == bool(target.statefulset):
+            errors.append(("deployment", "a kubernetes target needs exactly one of "
+                                         "`deployment` or `statefulset`"))
+        if target.service:
+            errors.append(("service", "`service` is for swarm targets"))
+    return errors
+
+
+class SimulationConfig(Strict):
+    capacity_per_instance: float = Field(10000.0, gt=0, description="emails/hour per instance")
+    startup_delay: Duration = Field(60.0, description="before a new instance serves")
+    scrape_interval: Duration = Field(15.0, description="how often the plant is sampled")
+    initial_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS,
+                                         description="default: min_replicas")
+
+    def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
+        return [self.positive_scrape]
+
+    def positive_scrape(self) -> list[tuple[str, str]]:
+        if self.scrape_interval <= 0:
+            return [("scrape_interval", "scrape_interval must be above 0")]
+        return []
+
+
+class Settings(BaseSettings):
+    """The whole config file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+        populate_by_name=True,
+    )
+
+    evaluation_interval: Duration = Field(15.0, description="time between ticks")
+    dry_run: bool = Field(False, description="compute and record every decision, write nothing")
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    listen: str = Field("127.0.0.1:9464", description="host:port of /metrics /healthz /readyz")
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
+    targets: list[TargetConfig] = Field(..., min_length=1)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, *_: Any,
+                                   **__: Any) -> tuple[Any, ...]:
+        # The loader merges file and environment itself so it can say where a value came from.
+        return (init_settings,)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{listen!r} is not host:port (e.g. 127.0.0.1:9464)")
+        return listen
+
+    def cross_field_errors(self) -> list[tuple[str, str]]:
+        errors = []
+        if getattr(self, "evaluation_interval", 1.0) <= 0:
+            errors.append(("evaluation_interval", "evaluation_interval must be above 0"))
+        names = [t.name for t in getattr(self, "targets", []) if hasattr(t, "name")]
+        errors.extend(("targets", f"two targets are named {dup!r}")
+                      for dup in sorted({n for n in names if names.count(n) > 1}))
+        return errors
+
+    def target(self, name: str | None) -> TargetConfig:
+        if name is None:
+            return self.targets[0]
+        for t in self.targets:
+            if t.name == name:
+                return t
+        known = ", ".join(t.name for t in self.targets)
+        raise KeyError(f"no target named {name!r}; known: {known}")
