@@ -25,7 +25,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from autoscaler.actuators.base import Actuator, ActuatorError, ConflictError
 from autoscaler.config import (
@@ -39,7 +39,16 @@ from autoscaler.config import (
 from autoscaler.decide import detect_manual_change
 from autoscaler.evaluate import evaluate, note_unreported
 from autoscaler.leader import Leadership, NoElection, may_write
-from autoscaler.model import Decision, Outcome, Signal, SignalState, TargetStatus
+from autoscaler.model import (
+    Decision,
+    Outcome,
+    Signal,
+    SignalRequest,
+    SignalState,
+    TargetState,
+    TargetStatus,
+)
+from autoscaler.sources.base import SignalSource
 from autoscaler.state import merge_states, remembered_for
 from autoscaler.telemetry import Health, Telemetry
 from policies import Policy
@@ -47,15 +56,6 @@ from policies import Policy
 log = logging.getLogger("autoscaler.loop")
 decision_log = logging.getLogger("autoscaler.decision")
 CONFLICT_RETRIES = 2
-
-
-class SignalSource(Protocol):
-    def read(self, requests: Sequence[Any], now: float, deadline: float) -> dict[str, Signal]:
-        ...
-
-    def check_reachable(self, deadline: float) -> str | None: ...
-
-    def close(self) -> None: ...
 
 
 ActuatorFactory = Callable[[TargetConfig], Actuator]
@@ -71,11 +71,11 @@ class TargetRuntime:
     guards: list[GuardConfig]
     dry_run: bool
     actuator: Actuator | None = None
-    state: Any = None  # TargetState | None: merged with the target's own at every tick
+    state: TargetState | None = None  # merged with the target's own at every tick
     uid: str = ""  # of the object `state` is about: a recreated one starts afresh
     refused: str | None = None  # a standing reason never to write (HPA conflict)
     hpa_checked: bool = False
-    in_flight: Any = None  # Future of a run that outlived its tick (a hung backend)
+    in_flight: Future[TargetOutcome] | None = None  # a run that outlived its tick (hung backend)
     # policy label -> when its signal was last not ok (no scale-down on it while settling)
     last_unreported: dict[str, float] = field(default_factory=dict)
 
@@ -450,10 +450,9 @@ class Engine:
 
     def _check_hpa(self, rt: TargetRuntime, actuator: Actuator) -> None:
         """Refuse a Kubernetes workload that a HorizontalPodAutoscaler also scales."""
-        check = getattr(actuator, "hpa_conflict", None)
-        if rt.hpa_checked or check is None:
+        if rt.hpa_checked:
             return
-        conflict = check()
+        conflict = actuator.hpa_conflict()
         rt.hpa_checked = True
         if conflict:
             rt.refused = conflict
@@ -466,18 +465,13 @@ class Engine:
         requests = [r for rt in runtimes for r in self._requests(rt)]
         batch = SignalBatch(keys)
         source = self.source
-        # A source that can hand over signals as they arrive lets each target go on as soon
-        # as its own are in, while Prometheus still answers the others' queries.
-        streams = bool(getattr(source, "streams_signals", False))
 
         def read() -> None:
             started = time.monotonic()
             try:
-                if streams:
-                    signals = source.read(requests, now, deadline,
-                                          on_signals=batch.add)  # type: ignore[call-arg]
-                else:
-                    signals = source.read(requests, now, deadline)
+                # Signals handed over as they arrive: each target goes on as soon as its own
+                # are in, while Prometheus still answers the others' queries.
+                signals = source.read(requests, now, deadline, on_signals=batch.add)
             except Exception as exc:  # a source must not raise; if one does, no target hangs
                 log.exception("reading the signals failed")
                 bad = Signal.bad(SignalState.ERROR, f"reading signals failed: {exc}")
@@ -596,9 +590,7 @@ class Engine:
                        last_scale_direction=before.last_scale_direction,
                        last_written=before.last_written)
 
-    def _requests(self, rt: TargetRuntime) -> list[Any]:
-        from autoscaler.sources.prometheus import SignalRequest
-
+    def _requests(self, rt: TargetRuntime) -> list[SignalRequest]:
         return [
             *(SignalRequest(signal_key(rt.name, "policy", p.label), p.query, p.window_seconds())
               for p in rt.policies),
@@ -613,12 +605,10 @@ class Engine:
 
     def _event(self, actuator: Actuator, reason: str, message: str,
                type_: str = "Normal") -> None:
-        record = getattr(actuator, "record_event", None)
-        if record is not None:
-            try:
-                record(reason, message, type_)
-            except Exception:
-                log.warning("could not record event %s", reason, exc_info=True)
+        try:
+            actuator.record_event(reason, message, type_)
+        except Exception:
+            log.warning("could not record event %s", reason, exc_info=True)
 
     def _failed(self, rt: TargetRuntime, outcome: TargetOutcome, error: str) -> TargetOutcome:
         outcome.error = error

@@ -51,6 +51,28 @@ class Signal:
         return Signal(state, (), detail)
 
 
+class SignalKind(StrEnum):
+    """Which read a request asks for.
+
+    ``live``: the policy's window up to now, read every tick. ``history``: a long range
+    (days) for a policy that learns from the past (seasonal); a source may fetch it in chunks
+    and keep it between ticks.
+    """
+
+    LIVE = "live"
+    HISTORY = "history"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRequest:
+    """One signal to read: `window` seconds of history, or 0 for only the latest value."""
+
+    key: str
+    query: str
+    window: float
+    kind: SignalKind = SignalKind.LIVE
+
+
 @dataclass(frozen=True, slots=True)
 class Recommendation:
     """A policy's answer: a replica count, or None for "no opinion", and why."""

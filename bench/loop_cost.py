@@ -32,6 +32,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from autoscaler.actuators.base import Actuator
 from autoscaler.sources.prometheus import POST_ABOVE
 from bench._stack import (
     HISTORY,
@@ -55,7 +56,7 @@ GOAL_SECONDS, GOAL_RATIO = 2.0, 1.5
 # --------------------------------------------------------------------------- child: one N
 
 
-class FixedActuator:
+class FixedActuator(Actuator):
     """A backend that answers at once: 2 replicas, nothing paused. Not what is measured."""
 
     description = "fixed in-process status"

@@ -1,4 +1,8 @@
-"""What the loop needs of a backend: read the target, write replicas + state in one update."""
+"""What the loop needs of a backend: read the target, write replicas + state in one update.
+
+`Actuator` lists every method the engine calls; the optional ones (events, the HPA check)
+have no-op defaults that an actuator inherits by subclassing the Protocol explicitly.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ class NotAllowed(ActuatorError):
 
 
 class Actuator(Protocol):
-    """One target on one backend."""
+    """One target on one backend. Subclass it explicitly to inherit the optional defaults."""
 
     @property
     def description(self) -> str:
@@ -41,3 +45,13 @@ class Actuator(Protocol):
         spec count other than `expected_current`), NotAllowed, TargetMissing or
         ActuatorError."""
         ...
+
+    def record_event(self, reason: str, message: str, type_: str = "Normal") -> None:
+        """Record a scale (or a failed one) where operators look (a Kubernetes Event); a
+        backend without events ignores it. Must not raise for a missing permission."""
+        return None
+
+    def hpa_conflict(self) -> str | None:
+        """Why this target must never be written because another autoscaler (a
+        HorizontalPodAutoscaler) scales it, or None. Backends without one: None."""
+        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from autoscaler.actuators.base import Actuator
 from autoscaler.config import TargetConfig
@@ -74,8 +74,10 @@ def make_actuator(target: TargetConfig, clients: BackendClients) -> Actuator:
                               timeout=clients.timeout)
 
 
-class DryRunActuator:
-    """Reads through to the real backend; `scale` writes nothing, ever."""
+class DryRunActuator(Actuator):
+    """Reads through to the real backend; writes nothing, ever: `scale` and `record_event`
+    (an event is a write too) have no path to the backend. The enforcement under the write
+    gate: a dry run cannot write even if the gate were wrong."""
 
     def __init__(self, inner: Actuator) -> None:
         self.inner = inner
@@ -91,7 +93,17 @@ class DryRunActuator:
     def scale(self, replicas: int, state: TargetState, *, expected_current: int) -> None:
         self.would_have.append((replicas, state))
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("record_event",):  # events are writes too
-            return lambda *a, **k: None
-        return getattr(self.inner, name)
+    def record_event(self, reason: str, message: str, type_: str = "Normal") -> None:
+        return None
+
+    def hpa_conflict(self) -> str | None:
+        return self.inner.hpa_conflict()  # a read: a dry run shows the conflict too
+
+
+if TYPE_CHECKING:  # the static check that each actuator satisfies the Protocol (mypy)
+    from autoscaler.actuators.kubernetes import KubernetesActuator
+    from autoscaler.actuators.swarm import SwarmActuator
+
+    def _conforms(swarm: SwarmActuator, kube: KubernetesActuator,
+                  dry: DryRunActuator) -> tuple[Actuator, Actuator, Actuator]:
+        return swarm, kube, dry

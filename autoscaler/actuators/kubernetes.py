@@ -29,7 +29,13 @@ import kubernetes.config.incluster_config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from autoscaler.actuators.base import ActuatorError, ConflictError, NotAllowed, TargetMissing
+from autoscaler.actuators.base import (
+    Actuator,
+    ActuatorError,
+    ConflictError,
+    NotAllowed,
+    TargetMissing,
+)
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import KUBERNETES_PREFIX, PAUSED, decode_state, encode_state
 
@@ -108,7 +114,7 @@ class _Read:
     paused: bool
 
 
-class KubernetesActuator:
+class KubernetesActuator(Actuator):
     """One Deployment or StatefulSet. Not thread-safe: one loop tick uses it at a time."""
 
     def __init__(

@@ -24,7 +24,13 @@ import docker
 import docker.errors
 import requests
 
-from autoscaler.actuators.base import ActuatorError, ConflictError, NotAllowed, TargetMissing
+from autoscaler.actuators.base import (
+    Actuator,
+    ActuatorError,
+    ConflictError,
+    NotAllowed,
+    TargetMissing,
+)
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import PAUSED, SWARM_PREFIX, decode_state, encode_state
 
@@ -158,7 +164,7 @@ class ServiceDirectory:
         self._services, self._ready = by_key, ready
 
 
-class SwarmActuator:
+class SwarmActuator(Actuator):
     """One replicated Swarm service. Not thread-safe: one loop tick uses it at a time."""
 
     def __init__(self, client: docker.DockerClient, service: str,

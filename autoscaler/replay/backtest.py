@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from autoscaler.config import Settings, TargetConfig
 from autoscaler.evaluate import evaluate, note_unreported
-from autoscaler.model import Sample, Signal, SignalState, TargetState, TargetStatus
+from autoscaler.model import Sample, Signal, SignalRequest, SignalState, TargetState, TargetStatus
 from autoscaler.replay.plant import window_signal
 from autoscaler.units import parse_duration
 
@@ -105,7 +105,6 @@ def fetch_history(
     timeout: float, progress: Callable[[], None] | None = None,
 ) -> dict[str, SeriesHistory]:
     """Every query's samples over [start, end], fetched chunk by chunk through the source."""
-    from autoscaler.sources.prometheus import SignalRequest
 
     history = {key: SeriesHistory() for key in queries}
     for c0, c1 in chunks(start, end, step):

@@ -40,7 +40,8 @@ from tenacity import (
 from urllib3.util.retry import Retry
 
 from autoscaler.config import PrometheusConfig
-from autoscaler.model import Sample, Signal, SignalState
+from autoscaler.model import Sample, Signal, SignalRequest, SignalState
+from autoscaler.sources.base import SignalSource
 from autoscaler.sources.grouping import (
     GroupSpec,
     chunk_values,
@@ -62,15 +63,6 @@ POST_ABOVE = 1500  # characters of PromQL: a longer query is sent as a form POST
 # Prometheus writes sample values as Go floats in strings: digits, an exponent, NaN or ±Inf.
 # float() alone would also take "1_000", " 1" or "infinity".
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN")
-
-
-@dataclass(frozen=True)
-class SignalRequest:
-    """One signal to read: `window` seconds of history, or 0 for only the latest value."""
-
-    key: str
-    query: str
-    window: float
 
 
 # --------------------------------------------------------------------------- classification
@@ -337,7 +329,7 @@ def _read_secret(path: Path, key: str) -> str:
     return text
 
 
-class PrometheusSource:
+class PrometheusSource(SignalSource):
     """Prometheus queries for one daemon: a session, a bounded pool of workers, retries.
 
     One `read` per tick carries every target's requests: identical queries are sent once and,
@@ -376,8 +368,6 @@ class PrometheusSource:
         self._ungroupable: set[Pair] = set()
 
     # ----------------------------------------------------------------- public API
-
-    streams_signals = True  # read() takes on_signals: the loop lets each target go on early
 
     def read(
         self, requests_: Sequence[SignalRequest], now: float, deadline: float,

@@ -8,19 +8,21 @@ test_faults_kubernetes.py (the "deleted and recreated" rows of docs/reliability.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
+from autoscaler.actuators.base import Actuator
 from autoscaler.config import load_config_data
 from autoscaler.loop import Engine
-from autoscaler.model import Sample, Signal, TargetState, TargetStatus
+from autoscaler.model import Sample, Signal, SignalRequest, TargetState, TargetStatus
+from autoscaler.sources.base import OnSignals, SignalSource
 
 
-class Source:
+class Source(SignalSource):
     """Every query answers 30000: the capacity policy below wants 3."""
 
-    def read(self, requests: Sequence[Any], now: float, deadline: float) -> dict[str, Signal]:
+    def read(self, requests: Sequence[SignalRequest], now: float, deadline: float,
+             on_signals: OnSignals | None = None) -> dict[str, Signal]:
         return {r.key: Signal.ok((Sample(now, 30000.0),)) for r in requests}
 
     def check_reachable(self, deadline: float) -> str | None:
@@ -30,7 +32,7 @@ class Source:
         return None
 
 
-class Workload:
+class Workload(Actuator):
     """One object in memory: its uid, spec replicas and the state written with them."""
 
     def __init__(self, uid: str, replicas: int) -> None:
@@ -50,7 +52,7 @@ class Workload:
         self.writes.append(replicas)
 
 
-class Backend:
+class Backend(Actuator):
     """What the actuator reads: the workload currently under the target's name."""
 
     def __init__(self, workload: Workload) -> None:

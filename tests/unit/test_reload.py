@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from autoscaler.actuators.base import Actuator
 from autoscaler.actuators.factory import DryRunActuator
 from autoscaler.config import PrometheusConfig, Settings, TargetConfig, load_config_data
 from autoscaler.loop import (
@@ -25,7 +26,8 @@ from autoscaler.loop import (
     reload_config,
     run_forever,
 )
-from autoscaler.model import ClipKind, Sample, Signal, TargetState, TargetStatus
+from autoscaler.model import ClipKind, Sample, Signal, SignalRequest, TargetState, TargetStatus
+from autoscaler.sources.base import OnSignals, SignalSource
 from autoscaler.telemetry import NAMESPACE, Telemetry
 
 DEADLINE = 30.0  # generous: only for threads to get scheduled
@@ -35,7 +37,7 @@ PROM = {"url": "http://127.0.0.1:9", "timeout": "1s"}
 # --------------------------------------------------------------------------- fakes
 
 
-class FakeSource:
+class FakeSource(SignalSource):
     """Answers every query from `values` (query -> value); counts closes."""
 
     def __init__(self, values: dict[str, float], config: PrometheusConfig | None = None) -> None:
@@ -45,7 +47,8 @@ class FakeSource:
         self.gate: threading.Event | None = None  # when set by a test, read() waits for it
         self.reading = threading.Event()
 
-    def read(self, requests: Sequence[Any], now: float, deadline: float) -> dict[str, Signal]:
+    def read(self, requests: Sequence[SignalRequest], now: float, deadline: float,
+             on_signals: OnSignals | None = None) -> dict[str, Signal]:
         self.reading.set()
         if self.gate is not None:
             self.gate.wait(DEADLINE)
@@ -58,7 +61,7 @@ class FakeSource:
         self.closed += 1
 
 
-class FakeActuator:
+class FakeActuator(Actuator):
     """A workload in memory: spec replicas and the state written with them."""
 
     def __init__(self, replicas: int) -> None:

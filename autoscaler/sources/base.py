@@ -1,0 +1,35 @@
+"""What the engine needs of a signal source: one batch read per tick, a reachability probe.
+
+A Protocol the engine calls through, so every method it uses is listed here; a source
+subclasses it explicitly to inherit the defaults of the optional ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from autoscaler.model import Signal, SignalRequest
+
+OnSignals = Callable[[dict[str, Signal]], None]
+
+
+class SignalSource(Protocol):
+    """Reads every target's signals for one tick."""
+
+    def read(self, requests: Sequence[SignalRequest], now: float, deadline: float,
+             on_signals: OnSignals | None = None) -> dict[str, Signal]:
+        """Every request's signal by key, returned by `deadline` (monotonic); never raises.
+
+        `on_signals`, when given, receives signals as they arrive (each target then goes on
+        as soon as its own are in); the return value still holds them all.
+        """
+        ...
+
+    def check_reachable(self, deadline: float) -> str | None:
+        """None when the source answers, else why not (shown in /readyz)."""
+        return None
+
+    def close(self) -> None:
+        """Release connections and workers."""
+        return None
