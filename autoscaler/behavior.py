@@ -9,15 +9,30 @@ and :meth:`Behavior.max_period_seconds`.
 
 Percent limits use IEEE double arithmetic on purpose, as Kubernetes does with float64:
 ``trunc(10 × (1 − 80/100))`` is 1, not 2, in both.
+
+Each direction may also carry a ``tolerance`` (Kubernetes 1.33, KEP-4951): it is not used by
+:func:`normalize` but by the target-value rule (``policies.target_value``), as in the HPA.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 __all__ = [
@@ -27,6 +42,7 @@ __all__ = [
     "NormalizeSteps",
     "normalize",
     "normalize_explained",
+    "parse_quantity",
     "scale_down_limit",
     "scale_up_limit",
     "stabilize",
@@ -63,6 +79,68 @@ _RULES_FIELDS = (
 )
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+# The HPA controller's --horizontal-pod-autoscaler-tolerance default, used by a direction
+# whose own tolerance is not set.
+DEFAULT_TOLERANCE = 0.1
+
+# A Kubernetes resource.Quantity: a decimal number, then a binary-SI, decimal-SI or
+# exponent suffix ("50m", "0.05", "1e-1", "1Ki").
+_QUANTITY = re.compile(
+    r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
+_QUANTITY_SUFFIX = {
+    "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "P": Decimal("1e15"), "E": Decimal("1e18"),
+    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50), "Ei": Decimal(2**60),
+}
+QUANTITY_PATTERN = _QUANTITY.pattern
+
+
+def parse_quantity(value: Any) -> float:
+    """A Kubernetes Quantity (``"50m"``, ``"0.05"``) or a plain number, as a float.
+
+    Written here rather than taken from the kubernetes client so this module stays pure
+    (importing that client costs ~40 MB and is an I/O library); raises ValueError.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a quantity must be a number or a string such as 50m or 0.05")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        match = _QUANTITY.match(value.strip())
+        if match is None:
+            raise ValueError(f"invalid quantity {value!r}: use a number or a string such as 50m")
+        digits, suffix = match.group(1), match.group(2) or ""
+        try:
+            scale = (Decimal(1).scaleb(int(suffix[1:])) if suffix[:1] in ("e", "E")
+                     else _QUANTITY_SUFFIX[suffix])
+            number = float(Decimal(digits) * scale)
+        except (InvalidOperation, OverflowError) as exc:
+            raise ValueError(f"invalid quantity {value!r}") from exc
+    else:
+        raise ValueError("a quantity must be a number or a string such as 50m or 0.05")
+    if not math.isfinite(number):
+        raise ValueError(f"invalid quantity {value!r}: must be finite")
+    return number
+
+
+Tolerance = Annotated[
+    float,
+    BeforeValidator(parse_quantity),
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": QUANTITY_PATTERN},
+            ],
+            "description": "a Kubernetes Quantity such as 50m (0.05), or a number",
+        }
+    ),
+]
 
 
 class HPAScalingPolicy(BaseModel):
@@ -103,6 +181,19 @@ class HPAScalingRules(BaseModel):
     # A tuple, not a list, so the frozen model is really immutable (and hashable).
     # Kubernetes rejects an explicitly empty list ("must specify at least one Policy").
     policies: tuple[HPAScalingPolicy, ...] = Field(min_length=1)
+    # KEP-4951: how far the target-value ratio may move this way before it acts; None =
+    # the controller-wide DEFAULT_TOLERANCE, as an HPA without the field.
+    tolerance: Tolerance | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_tolerance(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        """An unset tolerance is left out, as Kubernetes prints an HPA without one."""
+        data = handler(self)
+        if self.tolerance is None and isinstance(data, dict):
+            data.pop("tolerance", None)
+        return data
 
     def max_period_seconds(self) -> int:
         """The longest policy period: events older than that no longer limit this direction."""
@@ -171,6 +262,12 @@ class Behavior(BaseModel):
         Both directions' limits read events of both directions, hence one figure.
         """
         return max(self.scale_up.max_period_seconds(), self.scale_down.max_period_seconds())
+
+    def tolerances(self) -> tuple[float, float]:
+        """(up, down) tolerance of the target-value rule, the default where unset."""
+        up, down = self.scale_up.tolerance, self.scale_down.tolerance
+        return (DEFAULT_TOLERANCE if up is None else up,
+                DEFAULT_TOLERANCE if down is None else down)
 
 
 class NormalizeSteps(NamedTuple):

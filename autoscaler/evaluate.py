@@ -114,7 +114,9 @@ def evaluate(
 ) -> Decision:
     """Every policy and guard on its signal, then `decide`. `last_unreported` maps a
     policy's label to the last time its signal was not ok (see `note_unreported`)."""
-    ctx = PolicyContext(current=status.current, ready=status.ready)
+    up, down = rules.behavior.tolerances()
+    ctx = PolicyContext(current=status.current, ready=status.ready,
+                        tolerance_up=up, tolerance_down=down)
     gaps = last_unreported or {}
     results = [run_policy(p, policy_signals.get(p.label, NOT_READ), ctx,
                           bool(gaps) and is_settling(gaps.get(p.label), now, p.settle_seconds()))

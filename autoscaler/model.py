@@ -85,11 +85,15 @@ class Recommendation:
 class PolicyContext:
     """What a policy may know about the target besides its signal.
 
-    ``ready`` is None when the backend does not report readiness.
+    ``ready`` is None when the backend does not report readiness. ``tolerance_up`` and
+    ``tolerance_down`` are the target's per-direction tolerances (``behavior.scaleUp`` /
+    ``scaleDown.tolerance``, the HPA's 0.1 where unset), for a policy without its own.
     """
 
     current: int
     ready: int | None = None
+    tolerance_up: float = 0.1
+    tolerance_down: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)

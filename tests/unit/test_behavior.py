@@ -198,7 +198,7 @@ def _pod(**overrides: Any) -> dict[str, Any]:
     "given_",
     [
         pytest.param({"scaleSideways": {}}, id="unknown-top-key"),
-        pytest.param({"scaleUp": {"tolerance": "0.1"}}, id="unknown-rules-key"),
+        pytest.param({"scaleUp": {"tolerence": "0.1"}}, id="unknown-rules-key"),
         pytest.param(_pod(periodSecond=15), id="unknown-policy-key"),
         pytest.param({"scaleUp": {}, "scale_up": {}}, id="both-spellings-of-a-direction"),
         pytest.param(_pod(type="Replicas"), id="policy-type-unknown"),
