@@ -8,9 +8,11 @@
 #   --source PATH   a wheel (*.whl) or a checkout of the repository to install from
 #                   (default: the repository holding this script)
 #   --config FILE   the config to install when /etc/stalwart-autoscaler/config.yaml does not
-#                   exist yet (default: the bundled Stalwart example); an existing one is kept
+#                   exist yet (default: the bundled Stalwart example with dry_run: true, so
+#                   nothing is scaled until you edit it); an existing one is kept
 #   --no-start      install and enable, but do not start or restart the service
 #   --dry-run       print the commands instead of running them
+#   --print-config  print the config it would install when none exists, and exit
 # PIP_ARGS (environment) is passed to pip, e.g. PIP_ARGS="--no-index --find-links /srv/wheels"
 # for an offline manager.
 #
@@ -38,12 +40,15 @@ start=1
 source_path=$REPO
 config_file=""
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+print_config=0
+
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry_run=1 ;;
+        --print-config) print_config=1 ;;
         --no-start) start=0 ;;
         --source) [ $# -ge 2 ] || die "--source needs a path"; source_path=$2; shift ;;
         --config) [ $# -ge 2 ] || die "--config needs a file"; config_file=$2; shift ;;
@@ -52,6 +57,25 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+# The config to install: the operator's own as given, or the bundled example switched to
+# dry_run: true (its services are examples; a daemon started with it must not scale anything).
+bundled_example=$REPO/autoscaler/data/stalwart-example.yaml
+config_text() {
+    if [ -n "$config_file" ]; then
+        cat "$config_file"
+        return
+    fi
+    local text
+    text=$(sed -E 's/^dry_run: *false\b.*$/dry_run: true  # installed without --config: decide, never scale, until you set it to false/' "$bundled_example")
+    grep -qE '^dry_run: true\b' <<<"$text" || die "could not set dry_run: true in $bundled_example"
+    printf '%s\n' "$text"
+}
+if [ "$print_config" = 1 ]; then
+    [ -z "$config_file" ] || [ -f "$config_file" ] || die "no such config: $config_file"
+    config_text
+    exit 0
+fi
 
 # Run a command, or print it (shell-quoted) in --dry-run.
 run() {
@@ -77,10 +101,15 @@ case "$source_path" in
     *.whl) [ -f "$source_path" ] || die "no such wheel: $source_path" ;;
     *) [ -f "$source_path/pyproject.toml" ] || die "$source_path is neither a wheel nor the repository" ;;
 esac
-if [ -z "$config_file" ]; then
-    config_file=$REPO/autoscaler/data/stalwart-example.yaml
+if [ -n "$config_file" ]; then
+    [ -f "$config_file" ] || die "no such config: $config_file"
+    config_src=$config_file
+else
+    [ -f "$bundled_example" ] || die "missing $bundled_example"
+    config_src=$(mktemp "${TMPDIR:-/tmp}/stalwart-autoscaler-config.XXXXXX")
+    trap 'rm -f "$config_src"' EXIT
+    config_text >"$config_src"
 fi
-[ -f "$config_file" ] || die "no such config: $config_file"
 command -v systemctl >/dev/null || die "systemctl not found: this installs a systemd service"
 python=${PYTHON:-python3}
 command -v "$python" >/dev/null || die "$python not found (Python >= 3.11 with venv is needed)"
@@ -120,7 +149,10 @@ fi
 note "config in $ETC"
 run install -d -m 0750 -o root -g "$USER_NAME" "$ETC"
 if [ ! -e "$ETC/config.yaml" ]; then
-    run install -m 0640 -o root -g "$USER_NAME" "$config_file" "$ETC/config.yaml"
+    if [ -z "$config_file" ]; then
+        note "no --config: installing the bundled example with dry_run: true (see --print-config)"
+    fi
+    run install -m 0640 -o root -g "$USER_NAME" "$config_src" "$ETC/config.yaml"
 else
     echo "keeping the existing $ETC/config.yaml"
 fi

@@ -259,10 +259,39 @@ def test_install_sh_dry_run_prints_every_step_and_changes_nothing() -> None:
     if not before["user"]:  # a fresh machine: the user and the files are created
         assert any(line.startswith("+ useradd --system --user-group") for line in lines)
     if not before["/etc/stalwart-autoscaler"]:
+        # no --config: the bundled example, switched to dry_run: true (#11 item 12)
+        assert "== no --config: installing the bundled example with dry_run: true " \
+               "(see --print-config)" in lines
         assert any(re.match(r"^\+ install -m 0640 -o root -g stalwart-autoscaler "
-                            r"\S+/autoscaler/data/stalwart-example\.yaml "
+                            r"\S+/stalwart-autoscaler-config\.\w+ "
                             r"/etc/stalwart-autoscaler/config\.yaml$", line) for line in lines)
         assert any(line.endswith(" /etc/stalwart-autoscaler/autoscaler.env") for line in lines)
+
+
+def install_sh_config(tmp_path: Path, *args: str) -> tuple[str, Any]:
+    """What `install.sh --print-config ARGS` would install, as text and as loaded settings."""
+    done = subprocess.run([str(INSTALL), "--print-config", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "printed.yaml"
+    path.write_text(done.stdout)
+    return done.stdout, load_config(path, environ={})
+
+
+def test_install_sh_without_config_installs_the_example_in_dry_run(tmp_path: Path) -> None:
+    example = load_config(bundled_config_path(), environ={})
+    assert example.dry_run is False  # what it would have started with before
+    _, installed = install_sh_config(tmp_path)
+    assert installed.dry_run is True
+    assert installed.model_dump(exclude={"dry_run"}) == example.model_dump(exclude={"dry_run"})
+
+
+def test_install_sh_installs_a_given_config_as_it_is(tmp_path: Path) -> None:
+    own = tmp_path / "own.yaml"
+    own.write_text(bundled_config_path().read_text())
+    text, installed = install_sh_config(tmp_path, "--config", str(own))
+    assert text == own.read_text()
+    assert installed.dry_run is False
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
