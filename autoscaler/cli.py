@@ -197,9 +197,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
+class StartError(Exception):
+    """The daemon cannot start as configured (e.g. its leader election cannot reach Docker)."""
+
+
+def _engine(settings: Any, *, dry_run: bool, everything_dry: bool,
+            one_shot_timeout: float | None = None) -> Any:
     """An Engine on the real Prometheus and backends; with `everything_dry` no write is
-    possible at all (explain)."""
+    possible at all (explain). A one-shot command passes its own `one_shot_timeout`: the
+    tick's budget is then that, never the whole evaluation interval. Raises StartError."""
+    from autoscaler.actuators.base import ActuatorError
     from autoscaler.actuators.factory import BackendClients, DryRunActuator, make_actuator
     from autoscaler.leader import LeaseLeader, NoElection, NotACandidate, SwarmLeader
     from autoscaler.loop import Engine
@@ -207,8 +214,11 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
     from autoscaler.telemetry import Health, Telemetry
 
     # A backend call must end inside the tick (budget: max(interval, timeout + 1)).
-    budget = max(settings.evaluation_interval, settings.prometheus.timeout + 1.0)
+    budget = (one_shot_timeout if one_shot_timeout is not None
+              else max(settings.evaluation_interval, settings.prometheus.timeout + 1.0))
     clients = BackendClients(timeout=min(10.0, max(1.0, budget - 1.0)))
+    never_writes = everything_dry or dry_run or settings.dry_run or all(
+        t.dry_run for t in settings.targets)
 
     def factory(target: Any) -> Any:
         actuator = make_actuator(target, clients)
@@ -217,10 +227,15 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
         return actuator
 
     mode = settings.leader_election.mode
-    if mode == "swarm":
-        leadership: Any = SwarmLeader(clients.docker())
-    elif mode == "kubernetes" and (everything_dry or dry_run or settings.dry_run
-                                   or all(t.dry_run for t in settings.targets)):
+    if one_shot_timeout is not None and never_writes:
+        # One evaluation that cannot write: who would be leader changes nothing it shows.
+        leadership: Any = NotACandidate("one-shot dry run: no leader needed")
+    elif mode == "swarm":
+        try:
+            leadership = SwarmLeader(clients.docker())
+        except ActuatorError as exc:
+            raise StartError(f"leader_election.mode swarm: {exc}") from exc
+    elif mode == "kubernetes" and never_writes:
         leadership = NotACandidate("dry-run: not a candidate for the Lease")
     elif mode == "kubernetes":
         leadership = LeaseLeader.from_config(settings.leader_election).start()
@@ -231,7 +246,7 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool) -> Any:
     return Engine(settings, source=PrometheusSource(settings.prometheus),
                   actuator_factory=factory, telemetry=telemetry, health=health,
                   leadership=leadership, dry_run=dry_run or everything_dry,
-                  before_tick=clients.begin_tick)
+                  before_tick=clients.begin_tick, tick_budget=one_shot_timeout)
 
 
 def _tick_failed(outcomes: Any, engine: Any) -> bool:
@@ -256,10 +271,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _warn_security(settings, args.config, logging.getLogger("autoscaler").warning)
     try:
-        engine = _engine(settings, dry_run=args.dry_run, everything_dry=False)
+        engine = _engine(settings, dry_run=args.dry_run, everything_dry=False,
+                         one_shot_timeout=args.timeout if args.once else None)
     except NotImplementedError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    except StartError as exc:
+        _err(str(exc))
+        return EXIT_FAILURE
     engine.telemetry.info.labels(__version__).set(1)
     if args.once:
         try:
@@ -372,10 +391,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     _warn_security(settings, args.config, logging.getLogger("autoscaler").warning)
     try:
-        engine = _engine(settings, dry_run=True, everything_dry=True)
+        engine = _engine(settings, dry_run=True, everything_dry=True,
+                         one_shot_timeout=args.timeout)
     except NotImplementedError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    except StartError as exc:
+        _err(str(exc))
+        return EXIT_FAILURE
     try:
         outcomes = engine.tick()
     finally:
@@ -423,15 +446,47 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     print("\n".join(summary_lines(result)))
     if args.out:
-        Path(args.out).write_text(json.dumps({"summary": result.summary,
-                                              "events": result.events,
-                                              "timeline": result.timeline}) + "\n")
-        print(f"wrote {args.out}")
+        out = Path(args.out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"summary": result.summary, "events": result.events,
+                                       "timeline": result.timeline}) + "\n", encoding="utf-8")
+        except OSError as exc:
+            _err(f"cannot write {out}: {exc.strerror or exc}")
+            return EXIT_FAILURE
+        print(f"wrote {out}")
     if args.plot and args.plot != "none":
-        plot_backtest(result, Path(args.plot))
+        try:
+            plot_backtest(result, Path(args.plot))
+        except OSError as exc:
+            _err(f"cannot write {args.plot}: {exc.strerror or exc}")
+            return EXIT_FAILURE
         print(f"wrote {args.plot}")
     return EXIT_FAILURE if not result.timeline or all(
         all(st != "ok" for st in r["states"].values()) for r in result.timeline) else EXIT_OK
+
+
+ONE_SHOT_TIMEOUT = 10.0
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a duration (`10`, `10s`, `1m`) greater than zero."""
+    from autoscaler.units import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return seconds
+
+
+def _timeout_argument(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument(
+        "--timeout", type=_positive_seconds, default=ONE_SHOT_TIMEOUT, metavar="DURATION",
+        help=f"{prefix}the whole evaluation's deadline, e.g. 10s (default "
+             f"{ONE_SHOT_TIMEOUT:g}s): a one-shot never waits the evaluation interval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -447,11 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="read and decide everything, write nothing")
     p.add_argument("--once", action="store_true", help="one tick, then exit")
+    _timeout_argument(p, "with --once: ")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("explain", help="one evaluation now, a table per target; writes nothing")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true")
+    _timeout_argument(p, "")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("check-config", help="validate a config file and print it effective")

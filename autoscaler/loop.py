@@ -227,8 +227,11 @@ class Engine:
         clock: Callable[[], float] = time.time,
         source_factory: SourceFactory | None = None,
         before_tick: Callable[[], None] | None = None,
+        tick_budget: float | None = None,
     ) -> None:
         self.settings = settings
+        # A one-shot command's own deadline (explain, run --once); None: from the settings.
+        self._tick_budget = tick_budget
         self.source = source
         self.source_factory = source_factory or default_source_factory
         self.actuator_factory = actuator_factory
@@ -348,7 +351,10 @@ class Engine:
     # ----------------------------------------------------------------------- ticks
 
     def tick_budget(self) -> float:
-        """A tick may take the interval, or the query timeout plus a margin if longer."""
+        """A tick may take the interval, or the query timeout plus a margin if longer (a
+        one-shot command: its own deadline)."""
+        if self._tick_budget is not None:
+            return self._tick_budget
         return max(self.settings.evaluation_interval, self.settings.prometheus.timeout + 1.0)
 
     def tick_deadline(self) -> float:
@@ -434,7 +440,14 @@ class Engine:
 
     def _actuator(self, rt: TargetRuntime) -> Actuator:
         if rt.actuator is None:
-            rt.actuator = fit_dry_run(self.actuator_factory(rt.config), rt.dry_run)
+            try:
+                built = self.actuator_factory(rt.config)
+            except Exception:
+                # A backend client that cannot be built (Docker unreachable, no kubeconfig)
+                # is a failed backend call like any other: counted, retried next tick.
+                self.telemetry.actuation_errors.labels(rt.name, "connect").inc()
+                raise
+            rt.actuator = fit_dry_run(built, rt.dry_run)
         return rt.actuator
 
     def _timed(self, rt: TargetRuntime, verb: str, call: Callable[[], Any]) -> Any:
