@@ -17,9 +17,9 @@
 # (`docker run --read-only`, `read_only: true` in a stack, readOnlyRootFilesystem). Bytecode
 # is compiled at build time and PYTHONDONTWRITEBYTECODE=1 keeps Python from writing more.
 # A small tmpfs on /tmp is recommended for libraries that want a temporary file; the daemon
-# itself needs none. matplotlib is not installed (`scripts/build-image` leaves it out, so
-# MPLCONFIGDIR does not matter): only `simulate` and `backtest --plot` draw PNGs; in the
-# container run them with `--plot none`.
+# itself needs none. matplotlib (the optional `plot` extra) is not installed, so MPLCONFIGDIR
+# does not matter: only `simulate` and `backtest --plot` draw PNGs, and in the container
+# they say so (simulate prints its table and a note; `--plot none` skips the note).
 #
 # Few instructions on purpose: the classic builder commits a layer for every instruction, and
 # on the vfs storage driver every layer is a full copy of the filesystem. The image's

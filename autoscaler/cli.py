@@ -17,6 +17,7 @@ from typing import Any
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_TRACE = "newsletter-burst"
+PLOT_EXTRA = "pip install 'stalwart-autoscaler[plot]'"
 
 
 def bundled_config_path() -> Path:
@@ -56,6 +57,19 @@ def _warn_security(settings: Any, path: str | Path | None, emit: Any) -> None:
         import urllib3
 
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+def plotting_missing() -> str | None:
+    """Why no PNG can be drawn (matplotlib is the optional `plot` extra), or None.
+
+    The daemon's install (systemd, the image) leaves matplotlib out: about 170 MB that only
+    `simulate` and `backtest --plot` use.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"matplotlib is not installed (plots are the optional extra: {PLOT_EXTRA})"
+    return None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -183,7 +197,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             _err(f"cannot write {out}: {exc.strerror or exc}")
             return EXIT_FAILURE
         print(f"wrote {out}")
-    if args.plot != "none":
+    if args.plot != "none" and (missing := plotting_missing()) is not None:
+        if args.plot:  # asked for by name: a failure
+            _err(f"cannot write {args.plot}: {missing}")
+            return EXIT_FAILURE
+        print(f"no plot: {missing}; --plot none skips this note")
+    elif args.plot != "none":
         from autoscaler.plot import plot_simulation
 
         plot_path = Path(args.plot or f"simulate-{trace.name}-{target.name}.png")
@@ -438,6 +457,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except BacktestError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    if args.plot and args.plot != "none" and (missing := plotting_missing()) is not None:
+        _err(f"cannot write {args.plot}: {missing}")  # said before a long fetch, not after
+        return EXIT_FAILURE
     with PrometheusSource(settings.prometheus) as source:
         try:
             result = run_backtest(settings, target, start, end, args.initial_replicas, source)

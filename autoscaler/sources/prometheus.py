@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from prometheus_api_client import PrometheusConnect
 from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
@@ -348,15 +347,12 @@ class PrometheusSource(SignalSource):
         # query). Credentials come from the config only (never from ~/.netrc).
         session.proxies.update(requests.utils.get_environ_proxies(config.url))
         session.trust_env = False
-        # prometheus-api-client configures the session (the URL, an adapter without its own
-        # retries: tenacity alone retries, within the tick's deadline). Queries are then sent
-        # through that session directly: its custom_query() drops `resultType` and
-        # Prometheus' `error` text (the metric states need both), decodes the body itself
-        # (ours would be a second decode) and cannot send a long query as a form POST.
-        self._prom = PrometheusConnect(
-            url=config.url, session=session, retry=Retry(total=0), timeout=config.timeout
-        )
-        # Same adapter, with a pool big enough for every worker to keep its connection.
+        # Queries go through this session directly, not through prometheus-api-client: its
+        # custom_query(_range) return only `data.result` (dropping `resultType`, Prometheus'
+        # `error` text and `warnings`, which the metric states need), decode the body
+        # themselves and cannot send a long query as a form POST (README, Dependencies).
+        # No retries of urllib3's own (tenacity alone retries, within the tick's deadline),
+        # and a pool big enough for every worker to keep its connection.
         pool = max(10, config.max_concurrent_queries)
         session.mount(config.url, HTTPAdapter(max_retries=Retry(total=0), pool_maxsize=pool))
         self._session = session
@@ -658,7 +654,7 @@ class PrometheusSource(SignalSource):
         # Prometheus' own `timeout` parameter lets it give up on the query when we do.
         params = {"query": query, "timeout": f"{timeout:.3f}"}
         if window > 0:
-            # Whole seconds for the range, as prometheus-api-client's custom_query_range sends.
+            # Whole seconds for the range: the points stay on the same grid from tick to tick.
             params.update(start=str(round(now - window)), end=str(round(now)),
                           step=f"{self._step(window):.3f}")
             url = f"{self.config.url}/api/v1/query_range"

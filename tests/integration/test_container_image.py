@@ -128,6 +128,20 @@ def test_the_user_is_unprivileged_and_nothing_in_the_image_is_writable(
     assert "imports-ok" in lines
 
 
+def test_simulate_in_the_image_says_how_to_get_plots(image: AppImage, realenv: RealEnv) -> None:
+    """The image has no plot extra (no matplotlib, no numpy): simulate still runs and says
+    how to get plots, instead of a ModuleNotFoundError."""
+    script = ("/opt/venv/bin/python -c 'import importlib.util as u; "
+              "print([m for m in (\"matplotlib\", \"numpy\") if u.find_spec(m)])' && cd /tmp "
+              "&& /opt/venv/bin/autoscaler simulate --no-compare --trace slow-ramp")
+    done = run([docker_cli(), "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--entrypoint",
+                "/bin/sh", image.tag, "-c", script], cli_env(realenv), RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "[]", "matplotlib or numpy is in the image"
+    assert "pip install 'stalwart-autoscaler[plot]'" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
 def test_check_config_in_the_image_on_a_read_only_root(image: AppImage,
                                                        realenv: RealEnv) -> None:
     """The config layer (pydantic, PyYAML) works in the image: the stack's example config."""

@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 import docker
 import kubernetes.client
 import pytest
-from prometheus_api_client import PrometheusConnect
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.presets import (
@@ -41,6 +40,7 @@ from autoscaler.presets import (
     preset_guards,
     preset_policies,
 )
+from tests.support.e2e import prom_value
 from tests.support.kube import delete_namespace
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
@@ -84,18 +84,16 @@ def node_labels(text: str, metric: str) -> set[str]:
             for s in f.samples if s.name == metric}
 
 
-def query(prom: PrometheusConnect, promql: str) -> float | None:
-    """The value of a one-element instant result; None for no result (or NaN)."""
-    result = prom.custom_query(promql)
-    if not result:
-        return None
-    value = float(result[0]["value"][1])
-    return None if math.isnan(value) else value
+def query(prom: str, promql: str) -> float | None:
+    """The value of a one-element instant result at Prometheus `prom`; None for no result
+    (or NaN)."""
+    value = prom_value(prom, promql)
+    return None if value is None or math.isnan(value) else value
 
 
 @pytest.fixture(scope="module")
-def prom(prometheus_url: str) -> PrometheusConnect:
-    return PrometheusConnect(url=prometheus_url, disable_ssl=True, timeout=10)
+def prom(prometheus_url: str) -> str:
+    return prometheus_url
 
 
 @contextmanager
@@ -151,7 +149,7 @@ def preset_queries(prefix: str, service: str) -> dict[str, str]:
 
 
 def test_prometheus_scrapes_both_endpoints(
-    flow: tuple[Emulator, str, str, float], prom: PrometheusConnect
+    flow: tuple[Emulator, str, str, float], prom: str
 ) -> None:
     emulator, prefix, service, _ = flow
     for endpoint in ("stalwart", "cadvisor"):
@@ -264,7 +262,7 @@ def emulator_process(args: list[str], env: dict[str, str], log: Path) -> Iterato
 
 
 def test_follows_a_real_swarm_service(
-    realenv: RealEnv, swarm_service: Any, prom: PrometheusConnect, tmp_path: Path
+    realenv: RealEnv, swarm_service: Any, prom: str, tmp_path: Path
 ) -> None:
     run = unique("s")
     prefix = f"{run}_"
@@ -325,7 +323,7 @@ def kube_deployment(kube_api: kubernetes.client.ApiClient) -> Iterator[tuple[str
 
 def test_follows_a_real_kubernetes_deployment(
     realenv: RealEnv, kube_api: kubernetes.client.ApiClient,
-    kube_deployment: tuple[str, str], prom: PrometheusConnect,
+    kube_deployment: tuple[str, str], prom: str,
 ) -> None:
     ns, name = kube_deployment
     run = unique("k")
@@ -360,7 +358,7 @@ def test_follows_a_real_kubernetes_deployment(
 
 
 def test_preset_queries_read_plausible_values(
-    flow: tuple[Emulator, str, str, float], prom: PrometheusConnect
+    flow: tuple[Emulator, str, str, float], prom: str
 ) -> None:
     emulator, prefix, service, started = flow
     queries = preset_queries(prefix, service)
@@ -397,7 +395,7 @@ def test_preset_queries_read_plausible_values(
 
 
 def test_demand_step_raises_the_inflow_seen_through_prometheus(
-    flow: tuple[Emulator, str, str, float], prom: PrometheusConnect
+    flow: tuple[Emulator, str, str, float], prom: str
 ) -> None:
     emulator, prefix, service, started = flow
     inflow_query = preset_queries(prefix, service)["inflow"]

@@ -18,8 +18,8 @@ import docker
 import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
-from prometheus_api_client import PrometheusConnect
 
+from tests.support.e2e import prom_result
 from tests.support.kube import delete_namespace
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
@@ -84,10 +84,11 @@ def test_prometheus_scrapes_a_file_sd_target(
     realenv: RealEnv, prometheus_url: str, exporter: tuple[str, str]
 ) -> None:
     address, run = exporter
-    prom = PrometheusConnect(url=prometheus_url, disable_ssl=True, timeout=10)
+    def query(promql: str) -> list[dict[str, Any]]:
+        return prom_result(prometheus_url, promql)
 
     # Prometheus answers and scrapes itself.
-    up = wait_until("Prometheus' own `up`", lambda: prom.custom_query('up{job="prometheus"}'), 60)
+    up = wait_until("Prometheus' own `up`", lambda: query('up{job="prometheus"}'), 60)
     assert up[0]["value"][1] == "1"
 
     target_file = realenv.prometheus_file_sd_dir / f"smoke-{run}.json"
@@ -97,13 +98,13 @@ def test_prometheus_scrapes_a_file_sd_target(
     try:
         result = wait_until(
             "the file_sd target to be scraped",
-            lambda: prom.custom_query(f'testenv_smoke_value{{run="{run}",job="file_sd"}}'),
+            lambda: query(f'testenv_smoke_value{{run="{run}",job="file_sd"}}'),
             60,
         )
         assert result[0]["value"][1] == "42"
         assert result[0]["metric"]["instance"] == address
         assert result[0]["metric"]["smoke_run"] == run
-        target_up = prom.custom_query(f'up{{job="file_sd",instance="{address}"}}')
+        target_up = query(f'up{{job="file_sd",instance="{address}"}}')
         assert target_up[0]["value"][1] == "1"
     finally:
         target_file.unlink(missing_ok=True)

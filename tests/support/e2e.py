@@ -61,12 +61,23 @@ def registered(realenv: RealEnv, emulator: Emulator) -> Iterator[str]:
         path.unlink(missing_ok=True)
 
 
-def prom_value(url: str, query: str) -> float | None:
+def prom_result(url: str, query: str) -> list[dict[str, Any]]:
+    """`data.result` of an instant query (a list of series); [] when there is none yet, or
+    when Prometheus cannot be asked (the callers wait for a result)."""
     try:
-        body = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=5).json()
+        body = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()
         result = body["data"]["result"]
+    except (requests.RequestException, KeyError, TypeError, ValueError):
+        return []
+    return result if isinstance(result, list) else []
+
+
+def prom_value(url: str, query: str) -> float | None:
+    """The value of a one-series instant result; None without one."""
+    try:
+        result = prom_result(url, query)
         return float(result[0]["value"][1]) if result else None
-    except (requests.RequestException, KeyError, ValueError, IndexError):
+    except (KeyError, ValueError, IndexError):
         return None
 
 

@@ -367,6 +367,35 @@ def test_simulate_plot_none_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.csv"]
 
 
+@pytest.mark.parametrize(
+    ("argv", "code", "said_on"),
+    [
+        pytest.param(["simulate", "--trace", "small.csv", "--no-compare"], 0, "out",
+                     id="simulate-default-plot: a note, still a success"),
+        pytest.param(["simulate", "--trace", "small.csv", "--no-compare", "--plot", "p.png"], 1,
+                     "err", id="simulate-named-plot: a failure"),
+        pytest.param(["backtest", "--config", "unreachable.yaml", "--start=-1h", "--plot",
+                      "p.png"], 1, "err", id="backtest-named-plot: a failure before any fetch"),
+    ],
+)
+def test_without_matplotlib_plots_say_how_to_get_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    argv: list[str], code: int, said_on: str,
+) -> None:
+    """The daemon's install has no matplotlib (the `plot` extra): no ModuleNotFoundError."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    small_trace(tmp_path, rows=20)
+    write(tmp_path, "unreachable.yaml", "prometheus: {url: 'http://127.0.0.1:9', timeout: 1s}\n"
+          "targets: [{name: t, backend: swarm, service: s, min_replicas: 1, max_replicas: 2,\n"
+          "           policies: [{type: capacity, query: 'vector(1)'}]}]\n")
+    got, out, err = run(capsys, *argv)
+    assert got == code, err
+    said = out if said_on == "out" else err
+    assert "pip install 'stalwart-autoscaler[plot]'" in said
+    assert "Traceback" not in out + err
+    assert not list(tmp_path.glob("*.png"))
+
+
 NEGATIVE_LINE_4 = "t,demand\n0,100\n15,200\n30,-5\n45,100\n"
 
 
