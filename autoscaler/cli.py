@@ -517,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Autoscaling control loop for Stalwart Mail Server clusters "
                     "(Docker Swarm and Kubernetes).",
     )
+    from autoscaler import __version__
+
+    parser.add_argument("--version", action="version", version=f"autoscaler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the control loop")

@@ -38,6 +38,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from autoscaler import __version__
 from tests.support.kube import delete_namespace
 from tests.support.realenv import RealEnv
 from tests.support.wait import free_port, wait_until
@@ -149,7 +150,7 @@ def test_kustomizations_render(kubectl: str, directory: Path, kinds: set[str]) -
     ("spec.template.spec.securityContext.runAsNonRoot", True),
     ("spec.template.spec.securityContext.runAsUser", 10001),
     ("spec.template.spec.securityContext.seccompProfile.type", "RuntimeDefault"),
-    ("spec.template.spec.containers.0.image", "stalwart-autoscaler:0.1.0"),
+    ("spec.template.spec.containers.0.image", f"stalwart-autoscaler:{__version__}"),
     ("spec.template.spec.containers.0.args", ["run", "--config", CONFIG_PATH]),
     ("spec.template.spec.containers.0.env.0",
      {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),

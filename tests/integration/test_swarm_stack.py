@@ -30,6 +30,7 @@ import docker.errors
 import pytest
 import yaml
 
+from autoscaler import __version__
 from tests.support.e2e import (
     FAST_BEHAVIOR,
     inflow_capacity,
@@ -101,7 +102,7 @@ def test_stack_file_is_what_the_deployment_needs() -> None:
     """The production shape, read from the file itself (the deploy below proves it works)."""
     stack = yaml.safe_load(STACK_FILE.read_text())
     svc = stack["services"][SERVICE_KEY]
-    assert svc["image"] == "${AUTOSCALER_IMAGE:-stalwart-autoscaler:0.1.0}"
+    assert svc["image"] == f"${{AUTOSCALER_IMAGE:-stalwart-autoscaler:{__version__}}}"
     assert svc["user"].startswith(f"{APP_UID}:")
     assert svc["read_only"] is True
     assert svc["deploy"]["placement"]["constraints"] == ["node.role == manager"]

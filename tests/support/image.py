@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import time
-import tomllib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,6 +22,7 @@ import docker.errors
 import pytest
 import requests
 
+from autoscaler import __version__
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
 
@@ -61,8 +61,8 @@ def run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.Compl
 
 
 def pyproject_version() -> str:
-    with (REPO / "pyproject.toml").open("rb") as f:
-        return str(tomllib.load(f)["project"]["version"])
+    """The project's version (its one source, which pyproject.toml reads too)."""
+    return __version__
 
 
 # --------------------------------------------------------------------------- the image
