@@ -137,6 +137,6 @@ def test_the_image_is_checked_for_the_hosts_interpreter(tmp_path: Path) -> None:
     done = subprocess.run([str(REPO / "scripts" / "build-image"), "--wheels-only"],
                           capture_output=True, text=True, timeout=120, env=env, check=False)
     assert done.returncode == 1
-    have = "%d.%d" % sys.version_info[:2]
+    have = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert f"the host's Python is {have}, the image's is 2.7" in done.stderr
     assert "pip wheel" not in done.stderr, "it stopped before building"
