@@ -1,12 +1,12 @@
 """Who may write. Standby copies keep evaluating (explain, metrics, records) but never write.
 
-The kubernetes client is imported only by a LeaseLeader that talks to the API server, so the
-pure Lease logic below (lease_action, next_lease) is testable without it.
+The Lease elector talks to the API server through `autoscaler.kube` (the client layer the
+Kubernetes actuator shares), imported only when a LeaseLeader makes its first call, so the
+pure Lease logic below (lease_action, next_lease) is testable without the kubernetes client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from autoscaler.errors import ActuatorError, ConflictError, TargetMissing
 
 if TYPE_CHECKING:
     from autoscaler.config import LeaderElectionConfig
@@ -108,7 +110,7 @@ class SwarmLeader:
 # --------------------------------------------------------------------------- Kubernetes Lease
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-FIELD_MANAGER = "stalwart-autoscaler"  # as the actuator's: who changed the Lease
+LEASE_RESOURCE = "leases.coordination.k8s.io"
 
 
 class LeaseAction(StrEnum):
@@ -224,14 +226,6 @@ def default_namespace(path: Path = SERVICE_ACCOUNT_NAMESPACE) -> str:
         return "default"
 
 
-class _LeaseError(Exception):
-    """A Lease call failed; the message names the call and the cause, never a credential."""
-
-
-class _LeaseConflict(_LeaseError):
-    """409: someone else wrote the Lease (or created it) between our read and our write."""
-
-
 class LeaseLeader:
     """`leader_election.mode: kubernetes`: hold a coordination.k8s.io/v1 Lease, as client-go.
 
@@ -241,6 +235,8 @@ class LeaseLeader:
     `renew_deadline`: a copy frozen (SIGSTOP) or cut off from the API server stops claiming
     leadership by itself, `lease_duration - renew_deadline` before any other copy may take the
     Lease over. `close()` releases the Lease so a standby takes over at its next retry.
+    `is_leader()` only reads: the election thread logs each change of role after its round.
+    Calls go through `autoscaler.kube` (errors typed and scrubbed there, as the actuator's).
     """
 
     def __init__(self, *, name: str, namespace: str, identity: str, lease_duration: float,
@@ -258,7 +254,9 @@ class LeaseLeader:
         self._timeout = max(1.0, renew_deadline / 2)  # per request; a later answer is useless
         self._client = api_client
         self._owns_client = api_client is None
-        self._coordination: Any = None
+        self._coordination: Any = None  # CoordinationV1Api, built at the first call
+        self._kube: Any = None  # autoscaler.kube.KubeApi on the same client
+        self._ref: Any = None  # autoscaler.kube.Ref of the Lease
         self._clock = clock
         self._monotonic = monotonic
         self._lock = threading.Lock()  # the fields below
@@ -270,7 +268,7 @@ class LeaseLeader:
         self._reason = "starting"
         self._error = ""
         self._seen: tuple[str, float] | None = None  # (resourceVersion, first seen, monotonic)
-        self._was_leader: bool | None = None  # None: not asked yet, the first answer is logged
+        self._was_leader: bool | None = None  # as last logged; None: nothing logged yet
 
     @classmethod
     def from_config(cls, config: LeaderElectionConfig, api_client: Any = None, *,
@@ -289,18 +287,30 @@ class LeaseLeader:
     # --- the Leadership protocol ------------------------------------------------------------
 
     def is_leader(self) -> bool:
+        """True while the last renewal is younger than renew_deadline. No side effects: it is
+        asked before every write and by /readyz, from any thread."""
         with self._lock:
-            leader = (self._held and self._renewed_at is not None
-                      and self._monotonic() - self._renewed_at < self.renew_deadline)
-            if leader != self._was_leader:
-                if leader:
-                    log.info("leader: holding lease %s as %s", self.lease, self.identity)
-                else:  # losing leadership is worth a warning; starting as standby is not
-                    (log.warning if self._was_leader else log.info)(
-                        "standby: %s (lease %s, %s)", self._standby_reason(), self.lease,
-                        self.identity)
-                self._was_leader = leader
-            return leader
+            return self._leading()
+
+    def _leading(self) -> bool:
+        """is_leader's answer; the caller holds `_lock`."""
+        return (self._held and self._renewed_at is not None
+                and self._monotonic() - self._renewed_at < self.renew_deadline)
+
+    def _log_role_change(self) -> None:
+        """After each round: say when this copy became the leader or stopped being it (a
+        renewal that came too late is noticed here, at most one retry_period after)."""
+        with self._lock:
+            leader = self._leading()
+            was, self._was_leader = self._was_leader, leader
+            reason = self._standby_reason()
+        if leader == was:
+            return
+        if leader:
+            log.info("leader: holding lease %s as %s", self.lease, self.identity)
+        else:  # losing leadership is worth a warning; starting as standby is not
+            (log.warning if was else log.info)("standby: %s (lease %s, %s)", reason,
+                                               self.lease, self.identity)
 
     @property
     def role(self) -> str:
@@ -336,7 +346,7 @@ class LeaseLeader:
             if self._owns_client and self._client is not None:
                 self._client.close()
                 self._client = None
-                self._coordination = None
+                self._coordination = self._kube = None
 
     # --- rounds -----------------------------------------------------------------------------
 
@@ -349,6 +359,7 @@ class LeaseLeader:
             with self._io:
                 if not self._stop.is_set():
                     self.try_acquire_or_renew()
+            self._log_role_change()
         except Exception:  # the thread must outlive any surprise; standby is the safe side
             log.exception("lease %s: election round failed", self.lease)
 
@@ -356,7 +367,7 @@ class LeaseLeader:
         """One round: read the Lease, decide, write it if ours to take. True when held."""
         try:
             raw = self._call("get", "read_namespaced_lease", self.name, self.namespace)
-        except _LeaseError as exc:
+        except ActuatorError as exc:
             self._failed(str(exc))
             return False
         lease = None if raw is None else parse_lease(raw, self.lease_duration)
@@ -374,14 +385,14 @@ class LeaseLeader:
                 self._call("create", "create_namespaced_lease", self.namespace,
                            {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                             "metadata": {"name": self.name, "namespace": self.namespace},
-                            "spec": lease_spec(record)}, field_manager=FIELD_MANAGER)
+                            "spec": lease_spec(record)})
             else:
                 self._call("update", "replace_namespaced_lease", self.name, self.namespace,
-                           _replacement(raw, record), field_manager=FIELD_MANAGER)
-        except _LeaseConflict:
+                           _replacement(raw, record))
+        except ConflictError:
             self._standby("another copy won the race for the lease")
             return False
-        except _LeaseError as exc:
+        except ActuatorError as exc:
             self._failed(str(exc))
             return False
         with self._lock:
@@ -423,61 +434,48 @@ class LeaseLeader:
                 log.info("lease %s is held by %s; nothing to release", self.lease, lease.holder)
                 return
             self._call("update", "replace_namespaced_lease", self.name, self.namespace,
-                       _replacement(raw, released_lease(lease, self._clock())),
-                       field_manager=FIELD_MANAGER)
+                       _replacement(raw, released_lease(lease, self._clock())))
             log.info("released lease %s", self.lease)
-        except _LeaseError as exc:  # it expires by itself after lease_duration
+        except ActuatorError as exc:  # it expires by itself after lease_duration
             log.warning("lease %s not released (%s); it expires in %gs", self.lease, exc,
                         self.lease_duration)
 
     # --- the API ----------------------------------------------------------------------------
 
     def _api(self) -> Any:
+        """The Lease API on the shared client layer, built at the first call."""
+        from autoscaler.kube import KubeApi, Ref
+
         if self._coordination is None:
             import kubernetes.client
 
-            from autoscaler.actuators.base import ActuatorError
-            from autoscaler.actuators.kubernetes import kubernetes_api_client
+            from autoscaler.kube import kubernetes_api_client
 
             if self._client is None:
-                try:
-                    self._client = kubernetes_api_client()
-                except ActuatorError as exc:
-                    raise _LeaseError(str(exc)) from exc
+                self._client = kubernetes_api_client()  # ActuatorError: the round fails
             self._coordination = kubernetes.client.CoordinationV1Api(self._client)
+        if self._kube is None:
+            self._kube = KubeApi(self._client, self._timeout)
+            self._ref = Ref(LEASE_RESOURCE, self.namespace, self.name, "Lease")
         return self._coordination
 
-    def _call(self, verb: str, method: str, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
-        """One API call's JSON body; None for a `get` of a missing Lease (404)."""
-        import urllib3.exceptions
-        from kubernetes.client.exceptions import ApiException
+    def _call(self, verb: str, method: str, *args: Any) -> dict[str, Any] | None:
+        """One API call's JSON body; None for a `get` of a missing Lease (404). Failures are
+        the client layer's: ConflictError (409), ActuatorError with a scrubbed message."""
+        from autoscaler.kube import FIELD_MANAGER
 
-        what = f"{verb} lease {self.lease}"
+        coordination = self._api()
+        kwargs = {} if verb == "get" else {"field_manager": FIELD_MANAGER}
         try:
-            response = getattr(self._api(), method)(
-                *args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
-            body: Any = json.loads(response.data)
-        except ApiException as exc:
-            if exc.status == 404 and verb == "get":
+            body = self._kube.call(verb, self._ref, getattr(coordination, method), *args,
+                                   **kwargs)
+        except TargetMissing:
+            if verb == "get":
                 return None
-            if exc.status == 409:
-                raise _LeaseConflict(f"{what}: conflict") from exc
-            raise _LeaseError(self._scrub(
-                f"{what}: HTTP {exc.status} {_status_message(exc)}")) from exc
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise _LeaseError(self._scrub(f"{what}: {' '.join(str(exc).split())}")) from exc
+            raise
         if not isinstance(body, dict):
-            raise _LeaseError(f"{what}: unexpected answer")
+            raise ActuatorError(f"{self._ref.what(verb)}: unexpected answer")
         return body
-
-    def _scrub(self, message: str) -> str:
-        """Never let a token reach a log line or /readyz, whatever an error echoed."""
-        configuration = getattr(self._client, "configuration", None)
-        for value in (getattr(configuration, "api_key", None) or {}).values():
-            token = str(value).removeprefix("Bearer ").strip()
-            if len(token) >= 8:
-                message = message.replace(token, "<redacted>")
-        return message
 
 
 def _replacement(raw: dict[str, Any], record: LeaseRecord) -> dict[str, Any]:
@@ -488,16 +486,3 @@ def _replacement(raw: dict[str, Any], record: LeaseRecord) -> dict[str, Any]:
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {k: metadata[k] for k in keep if k in metadata},
             "spec": lease_spec(record)}
-
-
-def _status_message(exc: Any) -> str:
-    """The API server's own message from a Status body, else the HTTP reason; one line."""
-    text = str(exc.reason or "")
-    try:
-        parsed = json.loads(exc.body or "")
-        if isinstance(parsed, dict) and parsed.get("message"):
-            text = str(parsed["message"])
-    except (TypeError, ValueError):
-        pass
-    text = " ".join(text.split())
-    return text[:300]

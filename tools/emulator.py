@@ -218,7 +218,7 @@ class KubernetesReplicas:
         from kubernetes.client.exceptions import ApiException
 
         if api_client is None:
-            from autoscaler.actuators.kubernetes import kubernetes_api_client
+            from autoscaler.kube import kubernetes_api_client
 
             api_client = kubernetes_api_client(kubeconfig)
             self._owned = True

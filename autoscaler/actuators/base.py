@@ -8,23 +8,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from autoscaler.errors import ActuatorError, ConflictError, NotAllowed, TargetMissing
 from autoscaler.model import TargetState, TargetStatus
 
-
-class ActuatorError(RuntimeError):
-    """A read or write that failed; the message names the verb, the object and the cause."""
-
-
-class TargetMissing(ActuatorError):
-    """The service or workload does not exist (an error for that target only)."""
-
-
-class ConflictError(ActuatorError):
-    """The object changed between our read and our write; re-read and decide again."""
-
-
-class NotAllowed(ActuatorError):
-    """This process may not write (not a manager, forbidden by RBAC, refused config)."""
+# The errors an actuator raises live in autoscaler.errors (the Lease shares them).
+__all__ = ["Actuator", "ActuatorError", "ConflictError", "NotAllowed", "TargetMissing"]
 
 
 class Actuator(Protocol):

@@ -43,7 +43,7 @@ class BackendClients:
 
     def kubernetes(self) -> Any:
         if self._kube is None:
-            from autoscaler.actuators.kubernetes import kubernetes_api_client
+            from autoscaler.kube import kubernetes_api_client
 
             self._kube = kubernetes_api_client()
         return self._kube

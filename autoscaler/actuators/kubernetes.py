@@ -5,85 +5,34 @@ carries the `metadata.resourceVersion` read by `status()`: the API server refuse
 when anything changed in between, so a decision is never applied to an object it was not made
 for. The /scale subresource cannot carry annotations, hence the patch of the whole object.
 
-Responses are read as raw JSON (`_preload_content=False`) rather than through the client's
-generated models: only a handful of fields matter, and raw dicts cannot fail to deserialize on
-an API server older or newer than the client. The kubernetes client has no type stubs: its
-values are `Any` only inside this module's helpers.
+Every call goes through `autoscaler.kube` (the client layer the Lease elector shares): it
+reads the raw JSON, types the failures (403 NotAllowed, 404 TargetMissing, 409 ConflictError)
+and scrubs credentials from their messages.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import kubernetes.client
-import kubernetes.config
-import kubernetes.config.incluster_config
-import urllib3.exceptions
-from kubernetes.client.exceptions import ApiException
 
-from autoscaler.actuators.base import (
-    Actuator,
-    ActuatorError,
-    ConflictError,
-    NotAllowed,
-    TargetMissing,
-)
+from autoscaler.actuators.base import Actuator
+from autoscaler.errors import ActuatorError, ConflictError, NotAllowed
+from autoscaler.kube import COMPONENT, FIELD_MANAGER, KubeApi, Ref
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import KUBERNETES_PREFIX, PAUSED, decode_state, encode_state
 
-__all__ = ["COMPONENT", "FIELD_MANAGER", "KubernetesActuator", "kubernetes_api_client"]
+__all__ = ["KubernetesActuator"]
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "stalwart-autoscaler"
-"""Event source component and field manager: who changed the object, in its managedFields."""
-FIELD_MANAGER = COMPONENT
-
 _MERGE_PATCH = "application/merge-patch+json"
-_DETAIL_LIMIT = 300  # characters of the API server's own words kept in a message
 _EVENT_MESSAGE_LIMIT = 1024  # events.k8s.io's limit; core/v1 has none, but keep them short
-
-
-def kubernetes_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
-    """A client configured as kubectl would be, touching no global configuration.
-
-    An explicit `kubeconfig` wins; in a pod (KUBERNETES_SERVICE_HOST set and the service-account
-    token mounted) the in-cluster account; else KUBECONFIG or ~/.kube/config. Each actuator can
-    thus talk to its own cluster, and tests can hold several clients at once.
-    """
-    config: Any = kubernetes.config  # its loaders are untyped
-    in_cluster = kubeconfig is None and _in_cluster()
-    # KUBECONFIG is read now: the client reads it once, when it is first imported.
-    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-    try:
-        if in_cluster:
-            configuration = kubernetes.client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
-            client = kubernetes.client.ApiClient(configuration)
-        else:
-            client = config.new_client_from_config(config_file=where)
-    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as exc:
-        source = "the in-cluster service account" if in_cluster else where
-        raise ActuatorError(f"load the Kubernetes configuration from {source}: {exc}") from exc
-    # One try per call: urllib3's default Retry(3) would turn one timeout into four and
-    # overrun the tick; the loop retries at the next tick.
-    no_retry = urllib3.util.Retry(total=0, redirect=0, raise_on_status=False)
-    client.configuration.retries = no_retry
-    client.rest_client.pool_manager.connection_pool_kw["retries"] = no_retry
-    return client
-
-
-def _in_cluster() -> bool:
-    token: str = kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.isfile(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +77,7 @@ class KubernetesActuator(Actuator):
     ) -> None:
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
-        self._client = api_client
+        self._api = KubeApi(api_client, timeout)
         self._apps: Any = kubernetes.client.AppsV1Api(api_client)
         self._core: Any = kubernetes.client.CoreV1Api(api_client)
         self._autoscaling: Any = kubernetes.client.AutoscalingV1Api(api_client)
@@ -136,7 +85,7 @@ class KubernetesActuator(Actuator):
         self.kind = kind
         self.namespace = namespace
         self.name = name
-        self._timeout = timeout
+        self._ref = Ref(self._kind.resource, namespace, name, self._kind.kind)
         self._read: _Read | None = None
         self._uid = ""  # of the last object read; outlives the write, for its event
 
@@ -144,90 +93,11 @@ class KubernetesActuator(Actuator):
     def description(self) -> str:
         return f"kubernetes {self.kind} {self.namespace}/{self.name}"
 
-    # --- calling the API --------------------------------------------------------------------
-
-    def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any,
-              **kwargs: Any) -> Any:
-        """Run one API call, return its JSON body; failures become errors naming the verb.
-
-        `verb` and `resource` are RBAC's words (`patch`, `deployments.apps`), so a 403 says
-        exactly which rule the Role lacks.
-        """
-        what = (f"{verb} {resource} {self.namespace}/{self.name}"
-                if resource == self._kind.resource
-                else f"{verb} {resource} in namespace {self.namespace}")
-        try:
-            response = fn(*args, _preload_content=False, _request_timeout=self._timeout,
-                          **kwargs)
-            data = response.data
-        except ApiException as exc:
-            raise self._api_error(exc, verb, resource, what) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            cause: BaseException = exc
-            if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
-                cause = exc.reason  # the wrapper's text repeats the URL and the pool
-            # NewConnectionError subclasses ConnectTimeoutError, yet it means "refused"
-            timed_out = isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError) \
-                and not isinstance(cause, urllib3.exceptions.NewConnectionError)
-            if timed_out:
-                message = (f"{what}: the API server at {self._host()} did not answer within "
-                           f"{self._timeout:g}s")
-            else:
-                message = (f"{what}: cannot reach the API server at {self._host()}: "
-                           f"{_one_line(cause)}")
-            raise ActuatorError(self._scrub(message)) from exc
-        try:
-            return json.loads(data)
-        except ValueError as exc:  # not JSON: a proxy's error page, a truncated answer
-            raise ActuatorError(f"{what}: unexpected answer ({_one_line(exc)})") from exc
-
-    def _api_error(self, exc: ApiException, verb: str, resource: str,
-                   what: str) -> ActuatorError:
-        status = exc.status or 0
-        detail = _api_message(exc)
-        error: ActuatorError
-        if status == 403:
-            error = NotAllowed(
-                f"forbidden: {verb} {resource} in namespace {self.namespace} — grant it in "
-                f"the Role ({detail})")
-        elif status == 401:
-            error = ActuatorError(
-                f"{what}: unauthorized: the API server rejected the credentials (expired or "
-                f"revoked token?) ({detail})")
-        elif status == 404 and resource != self._kind.resource:  # e.g. the namespace is gone
-            error = ActuatorError(f"{what}: not found ({detail})")
-        elif status == 404:
-            error = TargetMissing(
-                f"{what}: {self._kind.kind} {self.namespace}/{self.name} not found ({detail})")
-        elif status == 409:
-            error = ConflictError(
-                f"{what}: it changed since it was read; re-read and decide again ({detail})")
-        elif status == 0:  # the client's own failures (e.g. TLS) carry no HTTP status
-            error = ActuatorError(f"{what}: cannot reach the API server at {self._host()}: "
-                                  f"{_one_line(exc.reason)}")
-        else:
-            error = ActuatorError(f"{what}: HTTP {status} {exc.reason or ''}: {detail}"
-                                  + _retry_after(exc))
-        error.args = (self._scrub(str(error.args[0])),)
-        return error
-
-    def _host(self) -> str:
-        return str(getattr(self._client.configuration, "host", "?"))
-
-    def _scrub(self, message: str) -> str:
-        """Never let a credential reach a message, whatever an error happened to echo."""
-        keys = getattr(self._client.configuration, "api_key", None) or {}
-        for value in keys.values():
-            token = str(value).removeprefix("Bearer ").strip()
-            if len(token) >= 8:
-                message = message.replace(token, "<redacted>")
-        return message
-
     # --- reading ----------------------------------------------------------------------------
 
     def _get(self) -> tuple[_Read, int | None, dict[str, str]]:
-        raw = self._call("get", self._kind.resource, getattr(self._apps, self._kind.read),
-                         self.name, self.namespace)
+        raw = self._api.call("get", self._ref, getattr(self._apps, self._kind.read),
+                             self.name, self.namespace)
         try:
             metadata = raw["metadata"]
             annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
@@ -293,9 +163,9 @@ class KubernetesActuator(Actuator):
             "spec": {"replicas": replicas},
         }
         try:
-            self._call("patch", self._kind.resource, getattr(self._apps, self._kind.patch),
-                       self.name, self.namespace, body, field_manager=FIELD_MANAGER,
-                       _content_type=_MERGE_PATCH)
+            self._api.call("patch", self._ref, getattr(self._apps, self._kind.patch),
+                           self.name, self.namespace, body, field_manager=FIELD_MANAGER,
+                           _content_type=_MERGE_PATCH)
         finally:
             self._read = None  # a write, or a failed one, spends the version we read
 
@@ -326,8 +196,8 @@ class KubernetesActuator(Actuator):
             "count": 1,
         }
         try:
-            self._call("create", "events", self._core.create_namespaced_event, self.namespace,
-                       body)
+            self._api.call("create", Ref("events", self.namespace),
+                           self._core.create_namespaced_event, self.namespace, body)
         except Exception as exc:  # whatever it is, the tick it reports on goes on
             log.warning("%s: could not record event %s (%s): %s", self.description, reason,
                         message, exc)
@@ -345,9 +215,10 @@ class KubernetesActuator(Actuator):
         cont: str | None = None
         while True:
             try:
-                page = self._call("list", "horizontalpodautoscalers.autoscaling",
-                                  self._autoscaling.list_namespaced_horizontal_pod_autoscaler,
-                                  self.namespace, limit=500, _continue=cont)
+                page = self._api.call(
+                    "list", Ref("horizontalpodautoscalers.autoscaling", self.namespace),
+                    self._autoscaling.list_namespaced_horizontal_pod_autoscaler,
+                    self.namespace, limit=500, _continue=cont)
             except NotAllowed as exc:
                 return (f"cannot check that no HorizontalPodAutoscaler also scales "
                         f"{self._kind.kind} {self.namespace}/{self.name}: the RBAC needs list "
@@ -373,36 +244,3 @@ def _only_paused(annotations: dict[str, str]) -> dict[str, str]:
     """Just the pause annotation: reading it must not depend on the rest being readable."""
     key = KUBERNETES_PREFIX + PAUSED
     return {key: annotations[key]} if key in annotations else {}
-
-
-def _api_message(exc: ApiException) -> str:
-    """The API server's own message (a Status object's `message`), else the HTTP reason.
-
-    Cut short: a 422 echoes the whole patched object, which belongs in no log line.
-    """
-    body = exc.body
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    text = str(exc.reason or f"HTTP {exc.status}")
-    if isinstance(body, str) and body:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
-            text = body
-        if isinstance(parsed, dict) and parsed.get("message"):
-            text = str(parsed["message"])
-    text = _one_line(text)
-    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "…"
-
-
-def _retry_after(exc: ApiException) -> str:
-    """The server's Retry-After (429, 503), said in the message: the loop tries again at
-    its next tick, once, so an overloaded API server sees one request per interval."""
-    value = (getattr(exc, "headers", None) or {}).get("Retry-After")
-    return f" (Retry-After: {_one_line(value)[:20]}s)" if value else ""
-
-
-def _one_line(value: object) -> str:
-    text = str(value) or type(value).__name__
-    return " ".join(text.split())

@@ -478,7 +478,8 @@ def test_slow_backend_never_starves_the_healthy_target(slow_run: SlowRun) -> Non
 
 def test_kubernetes_read_without_answer_is_tried_once(tmp_path: Path) -> None:
     from autoscaler.actuators.base import ActuatorError
-    from autoscaler.actuators.kubernetes import KubernetesActuator, kubernetes_api_client
+    from autoscaler.actuators.kubernetes import KubernetesActuator
+    from autoscaler.kube import kubernetes_api_client
 
     with SilentServer() as server:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{server.port}")

@@ -23,9 +23,10 @@ import kubernetes.client
 import kubernetes.config.incluster_config
 import pytest
 
-from autoscaler.actuators import kubernetes as kube_actuator
+from autoscaler import kube
 from autoscaler.actuators.base import ActuatorError, ConflictError, NotAllowed, TargetMissing
-from autoscaler.actuators.kubernetes import KubernetesActuator, kubernetes_api_client
+from autoscaler.actuators.kubernetes import KubernetesActuator
+from autoscaler.kube import kubernetes_api_client
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import KUBERNETES_PREFIX, encode_state
 from tests.support.kube import fresh_namespace
@@ -311,7 +312,7 @@ def test_scale_writes_replicas_and_state_in_one_patch(
     assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
     assert after["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"]
     managers = {f["manager"] for f in after["metadata"]["managedFields"]}
-    assert kube_actuator.FIELD_MANAGER in managers
+    assert kube.FIELD_MANAGER in managers
 
     # Apart from what the patch is for, the object is byte-for-byte what it was.
     annotations = ("metadata", "annotations")

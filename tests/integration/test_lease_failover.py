@@ -20,7 +20,7 @@ import kubernetes.client
 import pytest
 import yaml
 
-from autoscaler.actuators.kubernetes import kubernetes_api_client
+from autoscaler.kube import kubernetes_api_client
 from autoscaler.leader import LeaseLeader
 from tests.support.daemon import DaemonProcess, daemon_env
 from tests.support.e2e import FAST_BEHAVIOR

@@ -4,6 +4,7 @@ fake Lease API with a hand-driven clock (the real API server: tests/integration)
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,7 +259,8 @@ def test_leadership_lapses_at_renew_deadline_without_a_renewal() -> None:
     assert leader.is_leader() and leader.role == "leader"  # within renew_deadline
     clocks.advance(0.2)
     assert not leader.is_leader()
-    assert leader.role.startswith("standby (renewal overdue: get lease n/l:")
+    assert leader.role.startswith(
+        "standby (renewal overdue: get leases.coordination.k8s.io n/l: cannot reach")
     fake.down = False
     assert leader.try_acquire_or_renew() and leader.is_leader()  # nobody took it: ours again
 
@@ -316,3 +318,25 @@ def test_close_releases_only_a_lease_it_holds() -> None:
     standby.close()
     assert len(fake.writes) == writes + 1  # the standby released nothing
     assert fake.lease["spec"]["holderIdentity"] == OTHER
+
+
+def test_is_leader_only_reads_and_the_round_logs_each_change_of_role(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before: is_leader() logged (and remembered) each change itself, on the caller's thread."""
+    fake, clocks = FakeLeases(), Clocks()
+    leader = leader_on(fake, clocks)
+    with caplog.at_level(logging.INFO, logger="autoscaler.leader"):
+        leader._round()  # as start() does
+        assert [r.getMessage() for r in caplog.records][-1] == "leader: holding lease n/l as me_1"
+        caplog.clear()
+        assert [leader.is_leader() for _ in range(3)] == [True] * 3
+        fake.down = True
+        clocks.advance(2.5)  # past renew_deadline: leadership lapsed, nobody has said so yet
+        assert [leader.is_leader() for _ in range(3)] == [False] * 3
+        assert leader.role.startswith("standby (renewal overdue")
+        assert caplog.records == [], "is_leader() and role are free of side effects"
+        leader._round()  # the election thread's round notices and says it, once
+        leader._round()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "standby:" in r.getMessage()]
+    assert len(said) == 1 and said[0][0] == logging.WARNING, said
+    assert "renewal overdue" in said[0][1]
