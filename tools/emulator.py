@@ -34,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any, Literal, Protocol
 
+from autoscaler.actuators.base import Actuator
+from autoscaler.errors import TargetMissing
 from autoscaler.replay.plant import (
     BASE_LATENCY,
     BASE_MEMORY,
@@ -47,6 +49,7 @@ from autoscaler.trace import Trace, demand_at, load_trace, resolve_trace
 from autoscaler.units import parse_duration
 
 __all__ = [
+    "BackendInstances",
     "Emulator",
     "FixedInstances",
     "InstanceSource",
@@ -158,99 +161,78 @@ class FixedInstances:
         pass
 
 
-class SwarmTasks:
-    """A Swarm service's tasks that are desired-running AND running (what serves mail).
+class BackendInstances:
+    """A real backend's instance count, read through its actuator's own `status()` (one
+    reading of a Swarm service or a Kubernetes workload, shared with the daemon): the
+    running tasks / ready replicas when the backend reports them, else the spec count (the
+    test API server runs no controllers, so its workloads never report readiness). A deleted
+    service or workload runs nothing; any other failure raises (the last count is kept)."""
+
+    def __init__(self, actuator: Actuator, workload: Workload,
+                 close: Callable[[], None] | None = None) -> None:
+        self._actuator = actuator
+        self._workload = workload
+        self._close = close
+
+    @property
+    def workload(self) -> Workload:
+        return self._workload
+
+    @property
+    def description(self) -> str:
+        return self._actuator.description
+
+    def count(self) -> int:
+        try:
+            status = self._actuator.status()
+        except TargetMissing:
+            return 0
+        return status.ready if status.ready is not None else status.current
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+class SwarmTasks(BackendInstances):
+    """A Swarm service's running tasks, through SwarmActuator.status().
 
     Connects the way the docker CLI does (DOCKER_HOST...) unless given a client; the docker
     SDK is imported only here, so a run without Swarm does not load it.
     """
 
     def __init__(self, service: str, client: Any = None, timeout: float = 10.0) -> None:
+        from autoscaler.actuators.swarm import SwarmActuator, swarm_client
+
+        owned = client is None
         if client is None:
-            from autoscaler.actuators.swarm import swarm_client
-
             client = swarm_client(timeout)
-            self._owned = True
-        else:
-            self._owned = False
-        import docker.errors
-
-        self._not_found: type[Exception] = docker.errors.NotFound
-        self._client: Any = client
+        super().__init__(SwarmActuator(client, service), Workload("swarm", service),
+                         client.close if owned else None)
         self.service = service
-
-    @property
-    def workload(self) -> Workload:
-        return Workload("swarm", self.service)
-
-    @property
-    def description(self) -> str:
-        return f"swarm service {self.service}"
-
-    def count(self) -> int:
-        try:
-            tasks = self._client.api.tasks(
-                filters={"service": self.service, "desired-state": "running"})
-        except self._not_found:
-            return 0  # a removed service runs nothing
-        return sum(1 for t in tasks if t.get("Status", {}).get("State") == "running")
-
-    def close(self) -> None:
-        if self._owned:
-            self._client.close()
 
 
 WorkloadKind = Literal["deployment", "statefulset"]
 
 
-class KubernetesReplicas:
-    """A Deployment's or StatefulSet's spec.replicas.
-
-    The test API server runs no controllers, so no pod ever becomes ready: the spec count is
-    the only count there is. Uses the in-cluster account in a pod, else KUBECONFIG.
-    """
+class KubernetesReplicas(BackendInstances):
+    """A Deployment's or StatefulSet's replicas, through KubernetesActuator.status(). Uses
+    the in-cluster account in a pod, else KUBECONFIG."""
 
     def __init__(self, namespace: str, kind: WorkloadKind, name: str, *,
                  kubeconfig: str | None = None, api_client: Any = None) -> None:
         if kind not in ("deployment", "statefulset"):
             raise ValueError(f"kind must be deployment or statefulset, not {kind!r}")
-        import kubernetes.client
-        from kubernetes.client.exceptions import ApiException
+        from autoscaler.actuators.kubernetes import KubernetesActuator
+        from autoscaler.kube import kubernetes_api_client
 
+        owned = api_client is None
         if api_client is None:
-            from autoscaler.kube import kubernetes_api_client
-
             api_client = kubernetes_api_client(kubeconfig)
-            self._owned = True
-        else:
-            self._owned = False
-        self._api_client: Any = api_client
-        self._apps: Any = kubernetes.client.AppsV1Api(api_client)
-        self._api_exception: type[Exception] = ApiException
+        super().__init__(KubernetesActuator(api_client, kind, namespace, name),
+                         Workload("kubernetes", name, namespace),
+                         api_client.close if owned else None)
         self.namespace, self.kind, self.name = namespace, kind, name
-
-    @property
-    def workload(self) -> Workload:
-        return Workload("kubernetes", self.name, self.namespace)
-
-    @property
-    def description(self) -> str:
-        return f"kubernetes {self.kind} {self.namespace}/{self.name}"
-
-    def count(self) -> int:
-        read = (self._apps.read_namespaced_deployment_scale if self.kind == "deployment"
-                else self._apps.read_namespaced_stateful_set_scale)
-        try:
-            scale = read(self.name, self.namespace, _request_timeout=10)
-        except self._api_exception as exc:
-            if getattr(exc, "status", None) == 404:
-                return 0  # a deleted workload runs nothing
-            raise
-        return int(scale.spec.replicas or 0) if scale.spec is not None else 0
-
-    def close(self) -> None:
-        if self._owned:
-            self._api_client.close()
 
 
 # --- one node's series ------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from autoscaler.config import Settings, TargetConfig
-from autoscaler.evaluate import evaluate, note_unreported
-from autoscaler.model import Sample, Signal, SignalRequest, SignalState, TargetState, TargetStatus
+from autoscaler.model import Sample, Signal, SignalRequest, SignalState
+from autoscaler.replay.evaluations import ReplayTarget
 from autoscaler.replay.plant import window_signal
 from autoscaler.units import parse_duration
 
@@ -132,27 +132,18 @@ def replay_history(
     """Evaluate the target at every interval over [start, end] on the recorded samples."""
     policies = target.effective_policies()
     guards = target.effective_guards()
-    rules = target.rules()
+    replay = ReplayTarget(target.name, policies, guards, target.rules())
     stale_after = 2 * settings.prometheus.scrape_interval
-    replicas, state = initial_replicas, TargetState()
+    replicas = initial_replicas
     timeline: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    clips: dict[str, int] = {}
-    unreported_at: dict[str, float] = {}  # policy -> last time its signal was not ok
     t = start
     while t <= end + 1e-9:
         psignals = {p.label: _signal(history, f"policy/{p.label}", t, p.window_seconds(),
                                      stale_after) for p in policies}
         gsignals = {g.label: _signal(history, f"guard/{g.label}", t, 0.0, stale_after)
                     for g in guards}
-        decision = evaluate(target=target.name, now=t,
-                            status=TargetStatus(current=replicas, ready=None, state=state),
-                            policies=policies, policy_signals=psignals, guards=guards,
-                            guard_signals=gsignals, rules=rules, last_unreported=unreported_at)
-        note_unreported(unreported_at, decision)
-        state = decision.state
-        for clip in decision.clips:
-            clips[str(clip.kind)] = clips.get(str(clip.kind), 0) + 1
+        decision = replay.evaluate(t, replicas, None, psignals, gsignals)
         if decision.desired != replicas:
             events.append({"t": t, "from": replicas, "to": decision.desired,
                            "winner": decision.winner})
@@ -173,7 +164,7 @@ def replay_history(
                                * settings.evaluation_interval / 3600.0, 3),
         "hours": round(hours, 3),
         "peak_replicas": max((r["replicas"] for r in timeline), default=replicas),
-        "clips": dict(sorted(clips.items())),
+        "clips": dict(sorted(replay.clips.items())),
         "gaps": gaps,
     }
     return BacktestResult(target.name, timeline, events, summary)

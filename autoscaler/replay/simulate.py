@@ -17,8 +17,8 @@ from typing import Any, Literal
 from autoscaler.behavior import Behavior
 from autoscaler.config import GuardConfig, Settings, TargetConfig
 from autoscaler.decide import TargetRules
-from autoscaler.evaluate import evaluate, note_unreported
-from autoscaler.model import Decision, Signal, SignalState, TargetState, TargetStatus
+from autoscaler.model import Decision, Signal, SignalState
+from autoscaler.replay.evaluations import ReplayTarget
 from autoscaler.replay.plant import Plant, PlantParams, ScrapeHistory
 from autoscaler.trace import Trace, demand_at
 from policies import Policy
@@ -149,11 +149,11 @@ def simulate(
     t0, t_end = trace.t[0], trace.t[-1]
     start = contender.static_replicas or initial_replicas
     plant = Plant.running(params, start, t0)
-    state = TargetState()
     policy_names = plant_signal_names(contender.policies, result.not_simulated)
     policies = [p for p in contender.policies if p.label in policy_names]
     guard_names = plant_signal_names(contender.guards, result.not_simulated)
     guards = [g for g in contender.guards if g.label in guard_names]
+    target = ReplayTarget(contender.name, policies, guards, contender.rules)
     history = ScrapeHistory(params, {*policy_names.values(), *guard_names.values()})
     # What each policy and guard reads at every evaluation: (label, plant signal, window).
     policy_reads = [(p.label, policy_names[p.label], max(p.window_seconds(), 0.0))
@@ -167,8 +167,6 @@ def simulate(
     overload = replica_seconds = 0.0
     peak_queue = worst_delay = 0.0
     last_cpu: float | None = None
-    clips: dict[str, int] = {}
-    gaps: dict[str, float] = {}  # policy -> last time its signal was not ok
     t = t0
     while t < t_end - 1e-9:
         while i_trace + 1 < n_trace and trace.t[i_trace + 1] <= t + 1e-9:
@@ -204,18 +202,11 @@ def simulate(
                     "capacity": capacity,
                 })
                 continue
-            status = TargetStatus(current=plant.replicas, ready=ready, state=state)
             psignals = {label: history.signal(name, t, window)
                         for label, name, window in policy_reads}
             gsignals = {label: history.signal(name, t, window)
                         for label, name, window in guard_reads}
-            decision = evaluate(target=contender.name, now=t, status=status, policies=policies,
-                                policy_signals=psignals, guards=guards, guard_signals=gsignals,
-                                rules=contender.rules, last_unreported=gaps)
-            note_unreported(gaps, decision)
-            state = decision.state
-            for clip in decision.clips:
-                clips[str(clip.kind)] = clips.get(str(clip.kind), 0) + 1
+            decision = target.evaluate(t, plant.replicas, ready, psignals, gsignals)
             if decision.desired != plant.replicas:
                 result.events.append({
                     "t": round(t - t0, 3), "from": plant.replicas, "to": decision.desired,
@@ -231,6 +222,7 @@ def simulate(
                 "cpu": None if last_cpu is None else round(last_cpu, 3),
                 "capacity": capacity,
             })
+    clips = target.clips
     result.clip_counts = clips
     result.summary = {
         "contender": contender.name,

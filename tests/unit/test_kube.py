@@ -91,5 +91,5 @@ def test_an_answer_that_is_not_json_is_an_error_naming_the_call() -> None:
     class _Response:
         data: bytes = b"<html>proxy error</html>"
 
-    with pytest.raises(ActuatorError, match="get deployments.apps mail/smtp: unexpected answer"):
+    with pytest.raises(ActuatorError, match=r"get deployments\.apps mail/smtp: unexpected answer"):
         KubeApi(_Client(), timeout=1.0).call("get", DEPLOYMENT, lambda **_: _Response())

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = ["autoscaler/model.py", "autoscaler/decide.py", "autoscaler/behavior.py",
-        "autoscaler/replay/plant.py",
+        "autoscaler/replay/plant.py", "autoscaler/replay/evaluations.py",
         "autoscaler/evaluate.py", *sorted(str(p.relative_to(ROOT))
                                           for p in (ROOT / "policies").glob("*.py"))]
 FORBIDDEN = {"docker", "kubernetes", "requests", "urllib3", "prometheus_api_client",
