@@ -140,3 +140,15 @@ def test_the_image_is_checked_for_the_hosts_interpreter(tmp_path: Path) -> None:
     have = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert f"the host's Python is {have}, the image's is 2.7" in done.stderr
     assert "pip wheel" not in done.stderr, "it stopped before building"
+
+
+def test_the_wheel_ships_the_daemon_not_the_test_tooling() -> None:
+    """The emulator (tools/) is test and demo tooling: setuptools' own discovery, with
+    pyproject's settings, must leave it out and keep the replay package in."""
+    from setuptools import find_packages
+
+    found = PYPROJECT["tool"]["setuptools"]["packages"]["find"]
+    packages = set(find_packages(str(REPO), include=found["include"],
+                                 exclude=found.get("exclude", ())))
+    assert {"autoscaler", "autoscaler.replay", "autoscaler.actuators", "policies"} <= packages
+    assert not {p for p in packages if p.split(".")[0] in ("tools", "tests", "bench")}
