@@ -8,6 +8,7 @@ from policies.base import Policy
 from policies.capacity import CapacityPolicy
 from policies.forecast import ForecastPolicy
 from policies.queue_trend import QueueTrendPolicy
+from policies.schedule import SchedulePolicy
 from policies.target_value import TargetValuePolicy
 from policies.threshold import ThresholdPolicy
 
@@ -17,6 +18,7 @@ BUILTIN_POLICIES: dict[str, type[Policy]] = {
     "capacity": CapacityPolicy,
     "target_value": TargetValuePolicy,
     "forecast": ForecastPolicy,
+    "schedule": SchedulePolicy,
 }
 
 __all__ = ["BUILTIN_POLICIES", "Policy"]
