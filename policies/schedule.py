@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autoscaler.model import PolicyContext, Recommendation, Signal
 from autoscaler.units import Duration
-from policies.base import Policy
+from policies.base import PlantSignal, Policy
 
 if TYPE_CHECKING:
     from apscheduler.triggers.cron import CronTrigger
@@ -147,7 +147,7 @@ class SchedulePolicy(Policy):
     type: Literal["schedule"] = "schedule"
     query: str = Field("vector(1)", min_length=1,
                        description="any query with a fresh sample: its timestamp is 'now'")
-    simulate_as: str | None = Field(
+    simulate_as: PlantSignal | None = Field(
         "arrival_rate", description="in `simulate` only the signal's timestamps count; the "
                                     "trace's t = 0 is 1970-01-01 00:00 UTC (a Thursday)")
     windows: list[ScheduleWindow] = Field(..., min_length=1)
