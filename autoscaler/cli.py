@@ -226,24 +226,22 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool,
     possible at all (explain). A one-shot command passes its own `one_shot_timeout`: the
     tick's budget is then that, never the whole evaluation interval. Raises StartError."""
     from autoscaler.actuators.base import ActuatorError
-    from autoscaler.actuators.factory import BackendClients, DryRunActuator, make_actuator
+    from autoscaler.actuators.factory import BackendClients, make_actuator
     from autoscaler.leader import LeaseLeader, NoElection, NotACandidate, SwarmLeader
     from autoscaler.loop import Engine
     from autoscaler.sources.prometheus import PrometheusSource
     from autoscaler.telemetry import Health, Telemetry
+    from autoscaler.write import is_dry_run
 
     # A backend call must end inside the tick (budget: max(interval, timeout + 1)).
     budget = (one_shot_timeout if one_shot_timeout is not None
               else max(settings.evaluation_interval, settings.prometheus.timeout + 1.0))
     clients = BackendClients(timeout=min(10.0, max(1.0, budget - 1.0)))
-    never_writes = everything_dry or dry_run or settings.dry_run or all(
-        t.dry_run for t in settings.targets)
+    dry_run = dry_run or everything_dry
+    never_writes = all(is_dry_run(dry_run, settings, t) for t in settings.targets)
 
     def factory(target: Any) -> Any:
-        actuator = make_actuator(target, clients)
-        if everything_dry or dry_run or settings.dry_run or target.dry_run:
-            return DryRunActuator(actuator)
-        return actuator
+        return make_actuator(target, clients)  # the engine wraps it for dry-run targets
 
     mode = settings.leader_election.mode
     if one_shot_timeout is not None and never_writes:
@@ -264,7 +262,7 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool,
     health = Health(settings.evaluation_interval)
     return Engine(settings, source=PrometheusSource(settings.prometheus),
                   actuator_factory=factory, telemetry=telemetry, health=health,
-                  leadership=leadership, dry_run=dry_run or everything_dry,
+                  leadership=leadership, dry_run=dry_run,
                   before_tick=clients.begin_tick, tick_budget=one_shot_timeout)
 
 
@@ -279,7 +277,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from autoscaler import __version__
-    from autoscaler.loop import run_forever, setup_logging
+    from autoscaler.logs import setup_logging
+    from autoscaler.scheduler import run_forever
     from autoscaler.telemetry import TelemetryServer
 
     settings = _load(args.config)
@@ -400,7 +399,7 @@ def _explain_text(outcome: Any, runtime: Any) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from autoscaler.loop import setup_logging
+    from autoscaler.logs import setup_logging
 
     settings = _load(args.config)
     if settings is None:

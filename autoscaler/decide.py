@@ -258,6 +258,27 @@ def next_state(
     )
 
 
+def next_states(
+    state: TargetState,
+    now: float,
+    recommended: int,
+    current: int,
+    desired: int,
+    behavior: Behavior,
+) -> tuple[TargetState, TargetState]:
+    """`next_state` both ways: (if the change is written, if it is not). One copy when the
+    two are the same (no change to write)."""
+    held = next_state(state, now, recommended, current, desired, behavior, False)
+    if desired == current:
+        return held, held
+    events = prune_history(
+        (*state.events, (now, desired - current)), now, behavior.max_period_seconds()
+    )
+    written = replace(held, events=events, last_scale_time=now,
+                      last_scale_direction=1 if desired > current else -1, last_written=desired)
+    return written, held
+
+
 def _sign(x: int) -> int:
     return (x > 0) - (x < 0)
 
@@ -272,7 +293,9 @@ def decide(
     guards: Sequence[GuardResult] = (),
     dry_run: bool = False,
 ) -> Decision:
-    """One decision for one target, with its full record."""
+    """One decision for one target, with its full record and the state to keep both ways
+    (`Decision.state` if the change is written, `Decision.held_state` if not); `dry_run`
+    only marks the record."""
     current = status.current
     state = detect_manual_change(status, now)
     combined = combine(policies, current, rules)
@@ -282,6 +305,7 @@ def decide(
 
     if status.paused:
         clips.append(Clip(ClipKind.PAUSED, recommended, current, "target is paused"))
+        held = next_state(state, now, recommended, current, current, rules.behavior, False)
         return Decision(
             target,
             now,
@@ -294,7 +318,8 @@ def decide(
             tuple(policies),
             tuple(guards),
             tuple(clips),
-            next_state(state, now, recommended, current, current, rules.behavior, False),
+            held,
+            held,
             dry_run,
         )
 
@@ -398,6 +423,6 @@ def decide(
         tuple(policies),
         tuple(guards),
         tuple(clips),
-        next_state(state, now, recommended, current, desired, rules.behavior, not dry_run),
+        *next_states(state, now, recommended, current, desired, rules.behavior),
         dry_run,
     )

@@ -65,18 +65,6 @@ class NotACandidate:
         return None
 
 
-def may_write(*, dry_run: bool, paused: bool, leader: bool) -> tuple[bool, str]:
-    """The write gate: dry-run never writes, a paused target is never written, only the
-    leader writes. Returns (allowed, reason when not)."""
-    if dry_run:
-        return False, "dry-run"
-    if paused:
-        return False, "paused"
-    if not leader:
-        return False, "standby (not the leader)"
-    return True, ""
-
-
 class SwarmLeader:
     """`leader_election.mode: swarm`: act only while this engine is the Raft leader.
 

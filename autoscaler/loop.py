@@ -1,15 +1,17 @@
-"""The live loop: one tick evaluates every target concurrently; APScheduler runs the ticks.
+"""The engine: one tick evaluates every target concurrently, each against the tick's deadline.
 
 Per target: read the status, merge the state kept on the target with what this process
-remembers, take its signals, `evaluate()`, write replicas + state in one update when the write
-gate allows (not dry-run, not paused, leader), and record the decision (JSON log line,
-metrics, Kubernetes event). A slow or failing target never delays the others: each runs in its
-own thread against a shared tick deadline, and an error is that target's alone. The signals
+remembers, take its signals, then the write protocol (`autoscaler.write`: decide, write
+replicas + state in one update when the write gate allows, conflict retry), and record the
+decision (JSON log line, metrics, Kubernetes event). A slow or failing target never delays
+the others: each runs in its own thread against a shared tick deadline, and an error is that
+target's alone. The signals
 of all targets are read in ONE batch per tick (`SignalSource.read`, in a thread of its own,
 started before the targets' status reads): the source can then send identical queries once
 and group queries that differ only by a target label.
 A reload (SIGHUP, `Engine.reload`) swaps the config between two ticks and keeps the state of
-every target it still names.
+every target it still names (which ones: `autoscaler.reload.plan_reload`). The schedule is
+`autoscaler.scheduler`, the log format `autoscaler.logs`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
-from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from autoscaler.actuators.base import Actuator, ActuatorError, ConflictError
+from autoscaler.actuators.base import Actuator, ActuatorError
 from autoscaler.config import (
     ConfigError,
     GuardConfig,
@@ -36,9 +37,9 @@ from autoscaler.config import (
     TargetConfig,
     load_config,
 )
-from autoscaler.decide import detect_manual_change
 from autoscaler.evaluate import evaluate, note_unreported
-from autoscaler.leader import Leadership, NoElection, may_write
+from autoscaler.leader import Leadership, NoElection
+from autoscaler.logs import decision_log
 from autoscaler.model import (
     Decision,
     Outcome,
@@ -48,14 +49,21 @@ from autoscaler.model import (
     TargetState,
     TargetStatus,
 )
+from autoscaler.reload import ReloadSummary, plan_reload
 from autoscaler.sources.base import SignalSource
 from autoscaler.state import merge_states, remembered_for
 from autoscaler.telemetry import Health, Telemetry
+from autoscaler.write import (
+    WriteOutcome,
+    WriteResult,
+    is_dry_run,
+    write_gate,
+    write_target,
+)
 from policies import Policy
 
 log = logging.getLogger("autoscaler.loop")
-decision_log = logging.getLogger("autoscaler.decision")
-CONFLICT_RETRIES = 2
+T = TypeVar("T")
 
 
 ActuatorFactory = Callable[[TargetConfig], Actuator]
@@ -150,15 +158,8 @@ class SignalBatch:
 
 def build_runtimes(settings: Settings, dry_run: bool) -> list[TargetRuntime]:
     return [TargetRuntime(t, t.effective_policies(), t.effective_guards(),
-                          dry_run or settings.dry_run or t.dry_run)
+                          is_dry_run(dry_run, settings, t))
             for t in settings.targets]
-
-
-def workload_key(target: TargetConfig) -> tuple[str, ...]:
-    """What a reload must leave unchanged for a target to keep its state: its name and the
-    workload it scales. Policies, bounds, behavior and cooldowns may change."""
-    return (target.name, target.backend, target.service or "", target.namespace or "",
-            target.deployment or "", target.statefulset or "")
 
 
 def fit_dry_run(actuator: Actuator, dry_run: bool) -> Actuator:
@@ -181,34 +182,6 @@ def default_source_factory(config: PrometheusConfig) -> SignalSource:
     from autoscaler.sources.prometheus import PrometheusSource
 
     return PrometheusSource(config)
-
-
-@dataclass(frozen=True)
-class ReloadSummary:
-    """What `Engine.reload` changed, for the log."""
-
-    kept: tuple[str, ...]
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-    replaced: tuple[str, ...]  # same name, another workload: its state starts afresh
-    interval: tuple[float, float]  # (before, after)
-    prometheus_changed: bool
-    needs_restart: tuple[str, ...]  # keys only a restart applies
-
-    def describe(self) -> str:
-        parts = [f"{len(self.kept)} target(s) kept with their state"]
-        for label, names in (("added", self.added), ("removed", self.removed),
-                             ("replaced (new workload, fresh state)", self.replaced)):
-            if names:
-                parts.append(f"{label}: {', '.join(names)}")
-        before, after = self.interval
-        if before != after:
-            parts.append(f"evaluation_interval {before:g}s -> {after:g}s")
-        if self.prometheus_changed:
-            parts.append("new Prometheus connection")
-        if self.needs_restart:
-            parts.append(f"unchanged until a restart: {', '.join(self.needs_restart)}")
-        return "; ".join(parts)
 
 
 class Engine:
@@ -275,9 +248,9 @@ class Engine:
         Raises, changing nothing, when the new source cannot be built or a stuck tick holds
         the engine past `wait` seconds (default: three tick budgets).
         """
-        old = self.settings
+        plan = plan_reload(self.settings, settings)
         new_source = (self.source_factory(settings.prometheus)
-                      if settings.prometheus != old.prometheus else None)
+                      if plan.summary.prometheus_changed else None)
         wait = 3 * self.tick_budget() if wait is None else wait
         if not self._lock.acquire(timeout=wait):
             if new_source is not None:
@@ -285,16 +258,13 @@ class Engine:
             raise TimeoutError(f"a tick has held the engine for over {wait:g}s; "
                                "the config was not applied")
         try:
-            current = {workload_key(rt.config): rt for rt in self.runtimes}
             runtimes: list[TargetRuntime] = []
-            kept: list[str] = []
-            added: list[str] = []
-            for fresh in build_runtimes(settings, self.dry_run_override):
-                rt = current.pop(workload_key(fresh.config), None)
-                if rt is None:
+            for fresh, kept in zip(build_runtimes(settings, self.dry_run_override), plan.keep,
+                                   strict=True):
+                if kept is None:
                     runtimes.append(fresh)
-                    added.append(fresh.name)
                     continue
+                rt = self.runtimes[kept]
                 gone_policies = {p.label for p in rt.policies} - {p.label for p in fresh.policies}
                 self._forget_policies(rt.name, gone_policies)
                 for label in gone_policies:
@@ -304,8 +274,8 @@ class Engine:
                 if rt.actuator is not None:
                     rt.actuator = fit_dry_run(rt.actuator, rt.dry_run)
                 runtimes.append(rt)
-                kept.append(rt.name)
-            for rt in current.values():
+            for index in plan.dropped:
+                rt = self.runtimes[index]
                 self.telemetry.forget_target(rt.name)
                 self._forget_policies(rt.name, {p.label for p in rt.policies})
             if len(runtimes) != len(self.runtimes):
@@ -322,17 +292,7 @@ class Engine:
                     log.warning("closing the previous Prometheus source failed", exc_info=True)
         finally:
             self._lock.release()
-        removed = {rt.name for rt in current.values()}
-        return ReloadSummary(
-            kept=tuple(kept),
-            added=tuple(n for n in added if n not in removed),
-            removed=tuple(sorted(removed - set(added))),
-            replaced=tuple(n for n in added if n in removed),
-            interval=(old.evaluation_interval, settings.evaluation_interval),
-            prometheus_changed=new_source is not None,
-            needs_restart=tuple(key for key in ("listen", "leader_election")
-                                if getattr(settings, key) != getattr(old, key)),
-        )
+        return plan.summary
 
     def _forget_policies(self, target: str, labels: set[str]) -> None:
         """Drop the per-policy series `forget_target` does not cover."""
@@ -450,7 +410,7 @@ class Engine:
             rt.actuator = fit_dry_run(built, rt.dry_run)
         return rt.actuator
 
-    def _timed(self, rt: TargetRuntime, verb: str, call: Callable[[], Any]) -> Any:
+    def _timed(self, rt: TargetRuntime, verb: str, call: Callable[[], T]) -> T:
         started = time.monotonic()
         try:
             return call()
@@ -510,79 +470,56 @@ class Engine:
         missing = Signal.bad(SignalState.ERROR, "signal was not read")
         return {key: signals.get(key, missing) for key in keys}
 
+    def _read_status(self, rt: TargetRuntime, actuator: Actuator) -> TargetStatus:
+        """Read the target; a recreated object (another uid) starts with no memory."""
+        status = self._timed(rt, "status", actuator.status)
+        rt.state, rt.uid = remembered_for(rt.state, rt.uid, status.uid), status.uid
+        return status
+
     def _tick_target(self, rt: TargetRuntime, now: float, deadline: float,
                      leader: bool, batch: SignalBatch) -> TargetOutcome:
         outcome = TargetOutcome(rt.name)
         try:
             actuator = self._actuator(rt)
-            status: TargetStatus = self._timed(rt, "status", actuator.status)
-            rt.state, rt.uid = remembered_for(rt.state, rt.uid, status.uid), status.uid
+            status = self._read_status(rt, actuator)
             self._check_hpa(rt, actuator)
         except (ActuatorError, ValueError, OSError) as exc:
             return self._failed(rt, outcome, f"reading {rt.config.backend} target: {exc}")
         signals = self._signals(rt, batch, deadline)
         outcome.signals = signals
-        for attempt in range(CONFLICT_RETRIES + 1):
-            decision, before = self._decide(rt, status, signals, now, leader)
-            outcome.decision = decision
-            allowed, why = may_write(dry_run=rt.dry_run, paused=status.paused,
-                                     leader=leader and rt.refused is None)
-            if rt.refused:
-                why = rt.refused
-            if decision.desired == status.current:
-                rt.state = decision.state
-                break
-            if not allowed:
-                outcome.skipped = why
-                rt.state = decision.state
-                break
-            if not self._still_leader():
-                # Asked again right before writing: a process frozen mid-tick (SIGSTOP,
-                # a long GC pause) may have lost its lease since the tick began.
-                outcome.skipped = "standby (lost leadership during the tick)"
-                rt.state = self._unwritten(decision, before)
-                break
-
-            def write(d: Decision = decision, s: TargetStatus = status) -> None:
-                actuator.scale(d.desired, d.state, expected_current=s.current)
-
-            try:
-                self._timed(rt, "scale", write)
-            except ConflictError as exc:
-                log.warning("target %s: %s; re-reading (attempt %d)", rt.name, exc, attempt + 1)
-                try:
-                    status = self._timed(rt, "status", actuator.status)
-                    rt.state, rt.uid = remembered_for(rt.state, rt.uid, status.uid), status.uid
-                except ActuatorError as exc2:
-                    rt.state = self._unwritten(decision, before)
-                    return self._failed(rt, outcome, f"re-reading after a conflict: {exc2}")
-                continue
-            except (ActuatorError, OSError) as exc:
-                rt.state = self._unwritten(decision, before)
-                self._event(actuator, "FailedRescale",
-                            f"failed to scale to {decision.desired}: {exc}", "Warning")
-                self._record(rt, outcome, decision)
-                return self._failed(rt, outcome, f"writing {decision.desired} replicas: {exc}")
+        gate = write_gate(refused=rt.refused, dry_run=rt.dry_run, paused=status.paused,
+                          leader=leader)
+        result = write_target(_TargetWrites(self, rt, actuator, signals, now), status, gate)
+        if result.state is not None:
+            rt.state = result.state
+        outcome.decision, outcome.skipped = result.decision, result.skipped
+        if result.outcome is WriteOutcome.REREAD_FAILED:
+            return self._failed(rt, outcome, str(result.error))
+        if result.outcome is WriteOutcome.WRITE_FAILED:
+            self._event(actuator, "FailedRescale",
+                        f"failed to scale to {result.decision.desired}: {result.cause}",
+                        "Warning")
+            self._record(rt, outcome, result.decision)
+            return self._failed(rt, outcome, str(result.error))
+        if result.outcome is WriteOutcome.WRITTEN:
             outcome.written = True
-            rt.state = decision.state
-            direction = "up" if decision.desired > status.current else "down"
-            self.telemetry.scale_writes.labels(rt.name, direction).inc()
-            winner = decision.winner or "bounds"
-            self._event(actuator, "SuccessfulRescale",
-                        f"New size: {decision.desired}; reason: {winner} "
-                        f"({self._winner_reason(decision)})")
-            break
-        else:
-            outcome.skipped = "gave up after repeated conflicts"
-        if outcome.decision is not None:
-            self._record(rt, outcome, outcome.decision)
+            self._written(rt, actuator, result)
+        self._record(rt, outcome, result.decision)
         return outcome
 
+    def _written(self, rt: TargetRuntime, actuator: Actuator, result: WriteResult) -> None:
+        decision = result.decision
+        direction = "up" if decision.desired > result.status.current else "down"
+        self.telemetry.scale_writes.labels(rt.name, direction).inc()
+        winner = decision.winner or "bounds"
+        self._event(actuator, "SuccessfulRescale",
+                    f"New size: {decision.desired}; reason: {winner} "
+                    f"({self._winner_reason(decision)})")
+
     def _decide(self, rt: TargetRuntime, status: TargetStatus, signals: dict[str, Signal],
-                now: float, leader: bool) -> tuple[Decision, Any]:
-        state = merge_states(status.state, rt.state)
-        status = replace(status, state=state)
-        writes = not (rt.dry_run or status.paused or not leader or rt.refused)
+                now: float) -> Decision:
+        """Evaluate on this read, with what this process remembers merged in."""
+        status = replace(status, state=merge_states(status.state, rt.state))
         decision = evaluate(
             target=rt.name, now=now, status=status, policies=rt.policies,
             policy_signals={p.label: signals[signal_key(rt.name, "policy", p.label)]
@@ -590,18 +527,10 @@ class Engine:
             guards=rt.guards,
             guard_signals={g.label: signals[signal_key(rt.name, "guard", g.label)]
                            for g in rt.guards},
-            rules=rt.config.rules(), dry_run=not writes, last_unreported=rt.last_unreported,
+            rules=rt.config.rules(), dry_run=rt.dry_run, last_unreported=rt.last_unreported,
         )
         note_unreported(rt.last_unreported, decision)
-        return replace(decision, dry_run=rt.dry_run), detect_manual_change(status, now)
-
-    @staticmethod
-    def _unwritten(decision: Decision, before: Any) -> Any:
-        """The state to keep when the write did not happen: the recommendation only."""
-        return replace(decision.state, events=before.events,
-                       last_scale_time=before.last_scale_time,
-                       last_scale_direction=before.last_scale_direction,
-                       last_written=before.last_written)
+        return decision
 
     def _requests(self, rt: TargetRuntime) -> list[SignalRequest]:
         return [
@@ -648,78 +577,31 @@ class Engine:
             self.leadership.close()
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; decision lines are already JSON and are passed through."""
+class _TargetWrites:
+    """The engine's side of the write protocol for one target in one tick."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == decision_log.name and message.startswith("{"):
-            return message
-        line: dict[str, Any] = {"time": round(record.created, 3), "level": record.levelname,
-                                "logger": record.name, "message": message}
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line)
+    def __init__(self, engine: Engine, rt: TargetRuntime, actuator: Actuator,
+                 signals: dict[str, Signal], now: float) -> None:
+        self.engine, self.rt, self.actuator = engine, rt, actuator
+        self.signals, self.now = signals, now
 
+    def decide(self, status: TargetStatus) -> Decision:
+        return self.engine._decide(self.rt, status, self.signals, self.now)
 
-def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # APScheduler's "Running job"/"executed successfully" lines would double every tick's
-    # log; a tick that overruns the interval still shows (a WARNING, and the tick metrics).
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    def still_leader(self) -> bool:
+        # Asked again right before writing: a process frozen mid-tick (SIGSTOP, a long GC
+        # pause) may have lost its lease since the tick began.
+        return self.engine._still_leader()
 
+    def write(self, decision: Decision, status: TargetStatus) -> None:
+        def scale() -> None:
+            self.actuator.scale(decision.desired, decision.state,
+                                expected_current=status.current)
 
-def run_forever(
-    engine: Engine,
-    interval: float,
-    stop: threading.Event,
-    *,
-    wake: threading.Event | None = None,
-    on_wake: Callable[[], float] | None = None,
-    on_tick: Callable[[list[TargetOutcome]], None] | None = None,
-) -> None:
-    """Tick every `interval` with APScheduler (max_instances=1, coalesce) until `stop`.
+        self.engine._timed(self.rt, "scale", scale)
 
-    `on_tick` runs in the scheduler's thread after every completed tick: the systemd watchdog
-    ping lives there, so a loop that stops completing ticks stops pinging. Whenever `wake` is
-    set, `on_wake` runs in the caller's thread (a SIGHUP reload: `Engine.reload` waits for the
-    tick in flight) and returns the interval from then on; a change reschedules the job.
-    On stop the scheduler finishes the tick in flight before returning.
-    """
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    def job() -> None:
-        outcomes = engine.tick()
-        if on_tick is not None:
-            try:
-                on_tick(outcomes)
-            except Exception:
-                log.exception("after-tick hook failed")
-
-    scheduler = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True,
-                                                  "misfire_grace_time": None})
-    scheduler.add_job(job, "interval", seconds=interval, id="tick",
-                      next_run_time=_now_for_scheduler())
-    scheduler.start()
-    try:
-        while not stop.is_set():
-            (wake or stop).wait()
-            if stop.is_set() or wake is None:
-                break
-            wake.clear()
-            if on_wake is None:
-                continue
-            new_interval = on_wake()
-            if new_interval != interval:
-                log.info("evaluation interval %gs -> %gs", interval, new_interval)
-                scheduler.reschedule_job("tick", trigger="interval", seconds=new_interval)
-                interval = new_interval
-    finally:
-        scheduler.shutdown(wait=True)
+    def reread(self) -> TargetStatus:
+        return self.engine._read_status(self.rt, self.actuator)
 
 
 def reload_config(engine: Engine, path: str | Path) -> bool:
@@ -744,7 +626,3 @@ def reload_config(engine: Engine, path: str | Path) -> bool:
     return False
 
 
-def _now_for_scheduler() -> Any:
-    from datetime import datetime
-
-    return datetime.now(UTC)

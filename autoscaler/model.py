@@ -223,7 +223,8 @@ class TargetStatus:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The decision record: what every policy said, the winner, each clip, the result."""
+    """The decision record: what every policy said, the winner, each clip, the result, and
+    the state to keep whether or not the change gets written."""
 
     target: str
     time: float
@@ -236,8 +237,14 @@ class Decision:
     policies: tuple[PolicyResult, ...]
     guards: tuple[GuardResult, ...]
     clips: tuple[Clip, ...]
-    state: TargetState
+    state: TargetState  # to keep when the change is written (or there is none to write)
+    held_state: TargetState  # to keep when it is not: the recommendation, no scale
     dry_run: bool = False
+
+    def state_after(self, written: bool) -> TargetState:
+        """The state to keep: `decide` gives both, so nothing is undone after a write
+        that did not happen."""
+        return self.state if written else self.held_state
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -141,7 +141,8 @@ def child(n: int, runs: int, url: str, grouped: bool) -> dict[str, Any]:
     """One N in this process: the daemon's ticks (per-target queries, or grouped with
     `group_by_label: service`) alternating with their floors."""
     from autoscaler.config import load_config_data
-    from autoscaler.loop import Engine, JsonFormatter
+    from autoscaler.logs import JsonFormatter
+    from autoscaler.loop import Engine
     from autoscaler.sources.prometheus import PrometheusSource
 
     # Decision lines are formatted and written as the daemon does (to /dev/null here).

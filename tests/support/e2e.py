@@ -16,7 +16,8 @@ from typing import Any
 import requests
 
 from autoscaler.config import Settings, load_config_data
-from autoscaler.loop import Engine, run_forever
+from autoscaler.loop import Engine
+from autoscaler.scheduler import run_forever
 from tests.support.realenv import RealEnv
 from tests.support.wait import free_port, wait_until
 from tools.emulator import Emulator

@@ -281,8 +281,22 @@ def test_decision_record_names_policies_winner_and_clips() -> None:
 def test_dry_run_decides_the_same_but_records_no_scale() -> None:
     live, dry = run(3, [pol("a", 5)]), run(3, [pol("a", 5)], dry_run=True)
     assert live.desired == dry.desired == 5
-    assert live.state.events and not dry.state.events
-    assert dry.dry_run and dry.state.last_written == 3
+    assert dry.dry_run and live.state == dry.state and live.held_state == dry.held_state
+
+
+@pytest.mark.parametrize(("current", "asked", "scale_kept_if_written"), [
+    (3, 5, True),  # a change: written -> the scale is remembered; not -> the recommendation only
+    (3, 3, False),  # nothing to write: one state
+])
+def test_decide_gives_the_state_to_keep_both_ways(current: int, asked: int,
+                                                  scale_kept_if_written: bool) -> None:
+    d = run(current, [pol("a", asked)])
+    assert d.state_after(True) is d.state and d.state_after(False) is d.held_state
+    assert bool(d.state.events) is scale_kept_if_written
+    assert not d.held_state.events and d.held_state.last_written == current
+    assert d.held_state.recommendations == d.state.recommendations  # always remembered
+    if not scale_kept_if_written:
+        assert d.state is d.held_state
 
 
 def test_a_written_scale_starts_the_cooldown_for_the_next_tick() -> None:

@@ -1,4 +1,4 @@
-"""The write gate and the Lease election's pure logic, as tables; LeaseLeader's deadline on a
+"""The Lease election's pure logic, as tables; LeaseLeader's deadline on a
 fake Lease API with a hand-driven clock (the real API server: tests/integration)."""
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from autoscaler.leader import (
     default_namespace,
     lease_action,
     lease_spec,
-    may_write,
     next_lease,
     parse_lease,
     released_lease,
@@ -32,23 +31,6 @@ from autoscaler.leader import (
 
 ME, OTHER = "me_1", "other_2"
 T0 = 1_700_000_000.0
-
-
-# --------------------------------------------------------------------------- may_write
-
-
-@pytest.mark.parametrize(("dry_run", "paused", "leader", "allowed", "reason"), [
-    (False, False, True, True, ""),
-    (False, False, False, False, "standby (not the leader)"),
-    (False, True, True, False, "paused"),
-    (False, True, False, False, "paused"),
-    (True, False, True, False, "dry-run"),
-    (True, True, False, False, "dry-run"),
-], ids=["leader", "standby", "paused-leader", "paused-standby", "dry-run-leader",
-        "dry-run-beats-all"])
-def test_may_write(dry_run: bool, paused: bool, leader: bool, allowed: bool,
-                   reason: str) -> None:
-    assert may_write(dry_run=dry_run, paused=paused, leader=leader) == (allowed, reason)
 
 
 def test_no_election_leads_and_a_non_candidate_never_does() -> None:

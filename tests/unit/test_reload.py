@@ -20,13 +20,10 @@ import yaml
 from autoscaler.actuators.base import Actuator
 from autoscaler.actuators.factory import DryRunActuator
 from autoscaler.config import PrometheusConfig, Settings, TargetConfig, load_config_data
-from autoscaler.loop import (
-    Engine,
-    TargetOutcome,
-    reload_config,
-    run_forever,
-)
+from autoscaler.loop import Engine, TargetOutcome, reload_config
 from autoscaler.model import ClipKind, Sample, Signal, SignalRequest, TargetState, TargetStatus
+from autoscaler.reload import plan_reload
+from autoscaler.scheduler import run_forever
 from autoscaler.sources.base import OnSignals, SignalSource
 from autoscaler.telemetry import NAMESPACE, Telemetry
 
@@ -491,3 +488,32 @@ def test_a_stuck_tick_gets_no_watchdog_ping() -> None:
         stop.set()
         thread.join(DEADLINE)
     assert not thread.is_alive()
+
+
+# --------------------------------------------------------------------------- plan_reload (pure)
+
+
+@pytest.mark.parametrize(("old", "new", "keep", "dropped", "lists"), [
+    pytest.param(["a"], ["a"], (0,), (), (("a",), (), (), ()), id="same"),
+    pytest.param(["a", "b"], ["b", "a"], (1, 0), (), (("b", "a"), (), (), ()),
+                 id="reordered-each-keeps-its-own"),
+    pytest.param(["a"], ["a", "b"], (0, None), (), (("a",), ("b",), (), ()), id="added"),
+    pytest.param(["a", "b"], ["b"], (1,), (0,), (("b",), (), ("a",), ()), id="removed"),
+    pytest.param(["a"], ["a@other"], (None,), (0,), ((), (), (), ("a",)),
+                 id="same-name-other-workload-replaced"),
+    pytest.param(["a"], ["z"], (None,), (0,), ((), ("z",), ("a",), ()), id="renamed"),
+    pytest.param(["c", "b", "a"], ["b"], (1,), (0, 2), (("b",), (), ("a", "c"), ()),
+                 id="removed-sorted-by-name"),
+])
+def test_plan_reload(old: list[str], new: list[str], keep: tuple[int | None, ...],
+                     dropped: tuple[int, ...],
+                     lists: tuple[tuple[str, ...], ...]) -> None:
+    """A target keeps its runtime when its name and workload are unchanged ("name@service")."""
+    def cfg(names: list[str]) -> Settings:
+        return settings(*(target(n.split("@")[0], service=n.split("@")[-1]) for n in names))
+
+    plan = plan_reload(cfg(old), cfg(new))
+    s = plan.summary
+    assert (plan.keep, plan.dropped) == (keep, dropped)
+    assert (s.kept, s.added, s.removed, s.replaced) == lists
+    assert not s.prometheus_changed and not s.needs_restart

@@ -18,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoscaler.loop import JsonFormatter, decision_log
+from autoscaler.logs import JsonFormatter, decision_log
 from autoscaler.model import (
     Clip,
     ClipKind,
@@ -47,7 +47,8 @@ def decision(target: str = "smtp", *, current: int = 2, ready: int | None = 2,
     return Decision(target=target, time=1_700_000_000.0, current=current, ready=ready,
                     recommended=desired, desired=desired, outcome=outcome,
                     winner=policies[0].name if policies else None, policies=policies,
-                    guards=(), clips=clips, state=TargetState(), dry_run=dry_run)
+                    guards=(), clips=clips, state=TargetState(), held_state=TargetState(),
+                    dry_run=dry_run)
 
 
 def sample(tel: Telemetry, name: str, **labels: str) -> float | None:
