@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench._stack import REPO
 from bench.reliability_doc import write_section
@@ -67,7 +68,7 @@ _EVENT = re.compile(r"^\s+\* ([\d.]+)%, (.+)$", re.M)
 _NOISE = ("Retried draw", "Draw for", "Aborted test")
 
 
-def run_one(fuzz: Fuzz, examples: int) -> dict[str, object]:
+def run_one(fuzz: Fuzz, examples: int) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCALER_")}
     env["AUTOSCALER_FUZZ_EXAMPLES"] = str(examples)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -95,7 +96,7 @@ def run_one(fuzz: Fuzz, examples: int) -> dict[str, object]:
                     + f"\n(whole output: {log})"}
 
 
-def render(results: list[dict[str, object]], examples: int, command: str, started: str,
+def render(results: list[dict[str, Any]], examples: int, command: str, started: str,
            ended: str) -> str:
     rows, outcomes = [], []
     for r in results:

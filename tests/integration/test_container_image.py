@@ -59,7 +59,8 @@ from tests.support.image import (
 from tests.support.realenv import RealEnv
 from tests.support.wait import free_port, wait_until
 
-pytestmark = pytest.mark.timeout(3600)
+# xdist_group: the application image, built once per session, is shared.
+pytestmark = [pytest.mark.timeout(3600), pytest.mark.xdist_group("app_image")]
 
 
 @pytest.fixture(scope="session")

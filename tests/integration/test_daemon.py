@@ -318,7 +318,7 @@ def test_kubernetes_dry_run_leaves_the_deployment_unchanged(
     core, apps = k.CoreV1Api(kube_api), k.AppsV1Api(kube_api)
     with namespace_with_deployment(kube_api, "daemon", annotations={"team": "mail"}) as ns:
         def whole() -> str:
-            raw = apps.read_namespaced_deployment("smtp", ns, _preload_content=False).data
+            raw = apps.read_namespaced_deployment("smtp", ns, _preload_content=False).data  # type: ignore[attr-defined]
             return json.dumps(json.loads(raw), sort_keys=True)
 
         before = whole()

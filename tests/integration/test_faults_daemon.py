@@ -20,7 +20,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,7 +163,7 @@ def test_a_broken_config_on_sighup_keeps_the_old_one_then_a_valid_one_applies(
                 return d.metric("autoscaler_config_reload_failures_total") or 0.0
 
             assert failures() == 0
-            broken = [
+            broken: list[tuple[str, Callable[[], object], str]] = [
                 ("not YAML", lambda: config.write_text(good.replace("targets:", "targets: [")),
                  f"{config}:"),
                 ("gone", config.unlink, f"{config}: (top level): cannot read"),

@@ -315,8 +315,8 @@ def service_account_token(kubectl: str, kubeconfig: Path, api: kubernetes.client
     request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                "spec": {"audiences": [], "expirationSeconds": 3600}}
     response = kubernetes.client.CoreV1Api(api).create_namespaced_service_account_token(
-        name, ns, request, _preload_content=False)
-    return str(json.loads(response.data)["status"]["token"])
+        name, ns, request, _preload_content=False)  # type: ignore[arg-type]
+    return str(json.loads(response.data)["status"]["token"])  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +332,7 @@ def installed(realenv: RealEnv, kube_api: kubernetes.client.ApiClient, kubectl: 
     admin = realenv.kubeconfig
     files: dict[str, Path] = {}
     for name in (ns, other_ns):
-        core.create_namespace({"apiVersion": "v1", "kind": "Namespace",
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace",  # type: ignore[arg-type]
                                "metadata": {"name": name}})
     try:
         rendered = {"base": overlay(kubectl, BASE, ns, work / "base"),
@@ -341,12 +341,12 @@ def installed(realenv: RealEnv, kube_api: kubernetes.client.ApiClient, kubectl: 
             files[name] = work / f"{name}.yaml"
             files[name].write_text(yaml.safe_dump_all(docs))
             run_kubectl(kubectl, "apply", "-f", str(files[name]), kubeconfig=admin)
-        apps.create_namespaced_stateful_set(ns, workload("StatefulSet", SMTP))
-        apps.create_namespaced_deployment(ns, workload("Deployment", IMAP))
-        apps.create_namespaced_deployment(ns, workload("Deployment", OTHER))
-        apps.create_namespaced_deployment(other_ns, workload("Deployment", IMAP))
+        apps.create_namespaced_stateful_set(ns, workload("StatefulSet", SMTP))  # type: ignore[arg-type]
+        apps.create_namespaced_deployment(ns, workload("Deployment", IMAP))  # type: ignore[arg-type]
+        apps.create_namespaced_deployment(ns, workload("Deployment", OTHER))  # type: ignore[arg-type]
+        apps.create_namespaced_deployment(other_ns, workload("Deployment", IMAP))  # type: ignore[arg-type]
         kubernetes.client.CoordinationV1Api(kube_api).create_namespaced_lease(
-            other_ns, lease_body(LEASE, "someone-else"))
+            other_ns, lease_body(LEASE, "someone-else"))  # type: ignore[arg-type]
         yield Installed(
             ns=ns, other_ns=other_ns, base=rendered["base"], staging=rendered["staging"],
             files=files,
@@ -480,7 +480,7 @@ def test_service_account_can_patch_and_read_back(as_sa: Apis, kube_api: Any) -> 
                      _content_type=MERGE)
     assert status == 200
     stored = kubernetes.client.AppsV1Api(kube_api).read_namespaced_deployment(IMAP, as_sa.ns)
-    assert body["metadata"]["annotations"].items() <= stored.metadata.annotations.items()
+    assert body["metadata"]["annotations"].items() <= stored.metadata.annotations.items()  # type: ignore[union-attr]
 
 
 def test_service_account_can_hold_its_lease(as_sa: Apis, kube_api: Any) -> None:
@@ -766,7 +766,7 @@ def read_raw(api: Any, kind: str, name: str, ns: str) -> Doc:
     apps = kubernetes.client.AppsV1Api(api)
     method = apps.read_namespaced_deployment if kind == "deployment" \
         else apps.read_namespaced_stateful_set
-    data: Doc = json.loads(method(name, ns, _preload_content=False).data)
+    data: Doc = json.loads(method(name, ns, _preload_content=False).data)  # type: ignore[union-attr]
     return data
 
 
@@ -790,7 +790,7 @@ def events_for(api: Any, ns: str, name: str, reason: str | None = None) -> list[
     selector = f"involvedObject.name={name}" + (f",reason={reason}" if reason else "")
     response = kubernetes.client.CoreV1Api(api).list_namespaced_event(
         ns, field_selector=selector, _preload_content=False)
-    items: list[Doc] = json.loads(response.data)["items"]
+    items: list[Doc] = json.loads(response.data)["items"]  # type: ignore[attr-defined]
     return items
 
 
@@ -842,7 +842,7 @@ def test_daemon_takes_and_releases_its_lease_with_only_the_role(
     records = decisions(done.stderr)
     assert {name: (r["desired"], r["written"]) for name, r in records.items()} == \
         {SMTP: (3, True), IMAP: (3, True)}
-    lease = json.loads(leases.read_namespaced_lease(LEASE, installed.ns,
+    lease = json.loads(leases.read_namespaced_lease(LEASE, installed.ns,  # type: ignore[attr-defined]
                                                     _preload_content=False).data)
     # written (created, renewed) by the daemon alone, and released on its clean exit
     assert {f["manager"] for f in lease["metadata"]["managedFields"]} == {"stalwart-autoscaler"}
@@ -1143,7 +1143,7 @@ def set_role(kube_api: Any, installed: Installed, rules: list[Doc]) -> None:
     rbac = kubernetes.client.RbacAuthorizationV1Api(kube_api)
     name = one(installed.base, "Role")["metadata"]["name"]
     role = rbac.read_namespaced_role(name, installed.ns)
-    role.rules = rules
+    role.rules = rules  # type: ignore[assignment]
     rbac.replace_namespaced_role(name, installed.ns, role)
 
 

@@ -170,13 +170,13 @@ def test_demand_step_scales_a_kubernetes_deployment(
             engine = _engine(settings, dry_run=False, everything_dry=False)
 
             def replicas() -> int:
-                return int(apps.read_namespaced_deployment("smtp", ns).spec.replicas)
+                return int(apps.read_namespaced_deployment("smtp", ns).spec.replicas or 0)
 
             with running(engine, settings.evaluation_interval):
                 emulator.set_demand(40000)
                 wait_until("deployment at 6 or more", lambda: replicas() >= 6, DEADLINE)
             dep = apps.read_namespaced_deployment("smtp", ns)
-            written = dep.metadata.annotations["autoscaler.stalwart.io/last-replicas"]
+            written = dep.metadata.annotations["autoscaler.stalwart.io/last-replicas"]  # type: ignore[index, union-attr]
             assert int(written) == dep.spec.replicas
             events = core.list_namespaced_event(ns).items
             assert any(e.reason == "SuccessfulRescale" for e in events)

@@ -286,7 +286,7 @@ def test_no_secret_in_any_output(realenv: RealEnv, deployment: str, tmp_path: Pa
     dead = f"http://{USER}:{URL_PASSWORD}@127.0.0.1:{free_port()}"
     broken_token = secret_file(tmp_path / "broken-token", f"{TOKEN}\nsecond-line")
     bad_kubeconfig = write_kubeconfig(tmp_path / "bad-kubeconfig", realenv, BAD_KUBE_TOKEN)
-    cases = [
+    cases: list[tuple[str, dict[str, Any], dict[str, str]]] = [
         ("unreachable", {"url": dead, "timeout": "3s"}, env),  # retried until the deadline
         ("broken token file", {"url": realenv.prometheus_url,
                                "bearer_token_file": str(broken_token)}, env),

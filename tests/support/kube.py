@@ -31,7 +31,7 @@ def namespace_with_deployment(api: Any, prefix: str, name: str = "smtp", replica
     import kubernetes.client as k
 
     with fresh_namespace(api, prefix) as ns:
-        k.AppsV1Api(api).create_namespaced_deployment(ns, {
+        k.AppsV1Api(api).create_namespaced_deployment(ns, {  # type: ignore[arg-type]
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "annotations": annotations or {}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},

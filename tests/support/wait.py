@@ -9,15 +9,21 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 __all__ = ["free_port", "wait_until"]
 
 T = TypeVar("T")
 
 
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.25,
-               ignoring: tuple[type[Exception], ...] = ()) -> T:
+@overload
+def wait_until(what: str, probe: Callable[..., bool], timeout: float, every: float = 0.25,
+               ignoring: tuple[type[Exception], ...] = ()) -> Literal[True]: ...
+@overload
+def wait_until(what: str, probe: Callable[..., T | bool | None], timeout: float,
+               every: float = 0.25, ignoring: tuple[type[Exception], ...] = ()) -> T: ...
+def wait_until(what: str, probe: Callable[..., Any], timeout: float, every: float = 0.25,
+               ignoring: tuple[type[Exception], ...] = ()) -> Any:
     """Poll `probe` until it returns something truthy and return that; fail after `timeout` s.
 
     `ignoring`: exceptions that mean "not yet" (a component still starting), kept as the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -48,7 +49,7 @@ def guard(block: GuardBlock, active: bool, name: str = "g") -> GuardResult:
     return GuardResult(name, block, OK, 1.0, active, "test")
 
 
-def rules(lo: int = 1, hi: int = 10, **kw: object) -> TargetRules:
+def rules(lo: int = 1, hi: int = 10, **kw: Any) -> TargetRules:
     return TargetRules(min_replicas=lo, max_replicas=hi, behavior=kw.pop("behavior", FREE),
                        **kw)  # type: ignore[arg-type]
 
@@ -205,7 +206,7 @@ def test_next_state(written: bool, desired: int, events: tuple[tuple[float, int]
 def run(current: int, policies: list[PolicyResult], *, now: float = 1000.0,
         state: TargetState | None = None, paused: bool = False,
         guards: list[GuardResult] | None = None, dry_run: bool = False,
-        **rule_kw: object):  # type: ignore[no-untyped-def]
+        **rule_kw: Any):  # type: ignore[no-untyped-def]
     status = TargetStatus(current=current, ready=current,
                           state=state or TargetState(last_written=current), paused=paused)
     return decide(target="t", now=now, status=status, policies=policies, rules=rules(**rule_kw),

@@ -222,7 +222,7 @@ def test_fuzz_check_config_exits_0_or_2_naming_the_file(content: tuple[str, str 
 
 # --------------------------------------------------------------------------- tables
 
-JUNK_TABLE = [
+JUNK_TABLE: list[tuple[str, str, str | bytes, int, str]] = [
     ("billion-laughs", ".yaml", alias_bomb(9, 9), 2, "aliases"),
     ("bomb-just-over", ".yaml", alias_bomb(10, 5), 2, "aliases"),
     ("recursive-alias", ".yaml", "a: &a [*a]\ntargets: *a\n", 2, "nested too deeply"),

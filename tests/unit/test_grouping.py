@@ -116,7 +116,7 @@ def test_chunks_keep_order_and_limits(count: int, max_values: int, room: int,
         assert all(len(group_query(template, "service", c)) <= max_chars for c in chunks)
 
 
-def vector(*series: dict[str, Any]) -> dict[str, Any]:
+def vector(*series: Any) -> dict[str, Any]:
     return {"status": "success", "data": {"resultType": "vector", "result": list(series)}}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from autoscaler.model import PolicyContext, Sample, Signal
 from autoscaler.registry import policy_types
@@ -168,7 +168,7 @@ def test_builtin_policies_are_registered(name: str) -> None:
     pytest.param(ForecastPolicy, {"lead": "-1s"}, id="forecast-negative-lead"),
     pytest.param(ForecastPolicy, {"hysteresis": -0.1}, id="forecast-negative-hysteresis"),
 ])
-def test_invalid_parameters_are_rejected(cls: type, params: dict[str, object]) -> None:
+def test_invalid_parameters_are_rejected(cls: type[BaseModel], params: dict[str, object]) -> None:
     base = {"query": "q", "target": 1} if cls is TargetValuePolicy else {"query": "q"}
     with pytest.raises(ValidationError):
         cls.model_validate({**base, **params})

@@ -209,7 +209,8 @@ def test_missing_data_never_scales_down_in_simulation_either() -> None:
 
     s = settings(CAPACITY, initial=4)
     broken = ThresholdPolicy.model_construct(name="broken", query="q",
-                                             simulate_as="no_such_signal", scale_up_above=5)
+                                             simulate_as="no_such_signal",  # type: ignore[arg-type]
+                                             scale_up_above=5)
     profile = profile_contender(s, s.targets[0])
     contender = replace(profile, policies=(*profile.policies, broken))
     run = simulate(contender, steady(5000, hours=0.5), PARAMS, 4)

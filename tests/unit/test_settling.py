@@ -83,7 +83,7 @@ def test_hold_while_settling(recommended: int, current: int, settling: list[Poli
 
 
 def low_rate_signal(now: float) -> Signal:
-    return Signal.ok([Sample(now, 10000.0)])  # 10,000/h: 2 instances at headroom 1.5
+    return Signal.ok((Sample(now, 10000.0),))  # 10,000/h: 2 instances at headroom 1.5
 
 
 @pytest.mark.parametrize(("gaps", "desired", "clips"), [
@@ -115,7 +115,7 @@ def test_note_unreported_remembers_only_policies_that_did_not_report() -> None:
         target="smtp", now=42.0, status=TargetStatus(current=3, ready=None),
         policies=[policy, other],
         policy_signals={"rate": Signal.bad(SignalState.ERROR, "timeout"),
-                        "cpu": Signal.ok([Sample(42.0, 50.0)])},
+                        "cpu": Signal.ok((Sample(42.0, 50.0),))},
         guards=[], guard_signals={}, rules=TargetRules(min_replicas=1, max_replicas=10))
     remembered: dict[str, float] = {"cpu": 1.0}
     note_unreported(remembered, decision)
