@@ -33,21 +33,10 @@ for _var in ("NO_PROXY", "no_proxy"):
     )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test here `realenv`; keep each module on one xdist worker.
-
-    The full run spreads modules over workers (`--dist loadgroup`): most of their time is
-    waiting for real components, and each names its services, namespaces and ports uniquely.
-    A module stays whole, so its module-scoped fixtures (a Prometheus, a namespace) start
-    once; modules sharing a global resource name one `xdist_group` (the fixed subnet of
-    swarm_cluster, the application image built once per session).
-    """
     for item in items:
         if _HERE in item.path.resolve().parents:
             item.add_marker(pytest.mark.realenv)
-            if item.get_closest_marker("xdist_group") is None:
-                item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 @pytest.fixture(scope="session")

@@ -59,8 +59,7 @@ from tests.support.image import (
 from tests.support.realenv import RealEnv
 from tests.support.wait import free_port, wait_until
 
-# xdist_group: the application image, built once per session, is shared.
-pytestmark = [pytest.mark.timeout(3600), pytest.mark.xdist_group("app_image")]
+pytestmark = pytest.mark.timeout(3600)
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,7 @@ from tests.support.swarm_cluster import (
 )
 from tests.support.wait import free_port, wait_until
 
-# xdist_group: one swarm_cluster at a time: a fixed subnet and /tmp/asfo-swarm.
-pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("swarm_cluster")]
+pytestmark = pytest.mark.timeout(600)
 
 INTERVAL = 1.0  # evaluation_interval of the daemons
 DEADLINE = 90.0  # for anything to happen: generous, many times the expected time

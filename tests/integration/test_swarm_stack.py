@@ -66,8 +66,7 @@ WANTED = 3
 SCALE_DEADLINE = 180.0  # scrape 1 s + rate window 10 s + ticks of 2 s + tasks on vfs
 CLI_TIMEOUT = 300.0
 
-# xdist_group: the application image, built once per session, is shared.
-pytestmark = [pytest.mark.timeout(3600), pytest.mark.xdist_group("app_image")]
+pytestmark = pytest.mark.timeout(3600)
 
 
 @pytest.fixture(scope="session")
