@@ -16,7 +16,6 @@ every target it still names (which ones: `autoscaler.reload.plan_reload`). The s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -266,7 +265,7 @@ class Engine:
                     continue
                 rt = self.runtimes[kept]
                 gone_policies = {p.label for p in rt.policies} - {p.label for p in fresh.policies}
-                self._forget_policies(rt.name, gone_policies)
+                self.telemetry.forget_policies(rt.name, gone_policies)
                 for label in gone_policies:
                     rt.last_unreported.pop(label, None)
                 rt.config, rt.policies, rt.guards = fresh.config, fresh.policies, fresh.guards
@@ -277,7 +276,6 @@ class Engine:
             for index in plan.dropped:
                 rt = self.runtimes[index]
                 self.telemetry.forget_target(rt.name)
-                self._forget_policies(rt.name, {p.label for p in rt.policies})
             if len(runtimes) != len(self.runtimes):
                 old_pool, self._pool = self._pool, self._new_pool(len(runtimes))
                 old_pool.shutdown(wait=False, cancel_futures=True)
@@ -293,20 +291,6 @@ class Engine:
         finally:
             self._lock.release()
         return plan.summary
-
-    def _forget_policies(self, target: str, labels: set[str]) -> None:
-        """Drop the per-policy series `forget_target` does not cover."""
-        t = self.telemetry
-        t.forget_children(target)
-        for label in labels:
-            for metric, values in (
-                (t.policy_value, [(target, label)]),
-                (t.policy_recommendation, [(target, label)]),
-                (t.signal_state, [(target, label, str(s)) for s in SignalState]),
-            ):
-                for labelvalues in values:
-                    with contextlib.suppress(KeyError):
-                        metric.remove(*labelvalues)
 
     # ----------------------------------------------------------------------- ticks
 
@@ -405,21 +389,19 @@ class Engine:
             except Exception:
                 # A backend client that cannot be built (Docker unreachable, no kubeconfig)
                 # is a failed backend call like any other: counted, retried next tick.
-                self.telemetry.actuation_errors.labels(rt.name, "connect").inc()
+                self.telemetry.count_actuation_error(rt.name, "connect")
                 raise
             rt.actuator = fit_dry_run(built, rt.dry_run)
         return rt.actuator
 
     def _timed(self, rt: TargetRuntime, verb: str, call: Callable[[], T]) -> T:
-        started = time.monotonic()
+        started, failed = time.monotonic(), True
         try:
-            return call()
-        except Exception:
-            self.telemetry.actuation_errors.labels(rt.name, verb).inc()
-            raise
+            result = call()
+            failed = False
+            return result
         finally:
-            self.telemetry.child(self.telemetry.actuation_seconds, rt.name, verb).observe(
-                time.monotonic() - started)
+            self.telemetry.observe_actuation(rt.name, verb, time.monotonic() - started, failed)
 
     def _check_hpa(self, rt: TargetRuntime, actuator: Actuator) -> None:
         """Refuse a Kubernetes workload that a HorizontalPodAutoscaler also scales."""
@@ -466,7 +448,7 @@ class Engine:
             late = Signal.bad(SignalState.ERROR, "signals not read before the tick's deadline")
             return dict.fromkeys(keys, late)
         signals, seconds = found
-        self.telemetry.child(self.telemetry.query_seconds, rt.name).observe(seconds)
+        self.telemetry.observe_query(rt.name, seconds)
         missing = Signal.bad(SignalState.ERROR, "signal was not read")
         return {key: signals.get(key, missing) for key in keys}
 
@@ -510,7 +492,7 @@ class Engine:
     def _written(self, rt: TargetRuntime, actuator: Actuator, result: WriteResult) -> None:
         decision = result.decision
         direction = "up" if decision.desired > result.status.current else "down"
-        self.telemetry.scale_writes.labels(rt.name, direction).inc()
+        self.telemetry.count_write(rt.name, direction)
         winner = decision.winner or "bounds"
         self._event(actuator, "SuccessfulRescale",
                     f"New size: {decision.desired}; reason: {winner} "

@@ -12,12 +12,15 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from autoscaler.model import Decision, SignalState
 
@@ -26,35 +29,109 @@ _STATES = tuple((state, str(state)) for state in SignalState)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class Telemetry:
-    """Every metric the daemon exports; see the README's metrics table."""
+@dataclass(frozen=True, slots=True)
+class LastDecision:
+    """A target's last decision, as its gauges show it until the next one."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+    decision: Decision
+    min_replicas: int
+    max_replicas: int
+    paused: bool
 
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(name, doc, labels, namespace=NAMESPACE, registry=r)
 
-        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-            return Counter(name, doc, labels, namespace=NAMESPACE, registry=r)
+class DecisionGauges(Collector):
+    """Every per-target gauge, computed at scrape time from each target's last decision: a
+    target or policy that is gone has no decision to show, so no series of it is left."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, LastDecision] = {}
+        self._lock = threading.Lock()
+
+    def set(self, last: LastDecision) -> None:
+        with self._lock:
+            self._last[last.decision.target] = last
+
+    def drop(self, target: str) -> None:
+        with self._lock:
+            self._last.pop(target, None)
+
+    def drop_policies(self, target: str, labels: Collection[str]) -> None:
+        """Policies removed by a reload: shown no more, even before the next decision."""
+        with self._lock:
+            last = self._last.get(target)
+            if last is not None:
+                kept = tuple(p for p in last.decision.policies if p.name not in labels)
+                self._last[target] = replace(last, decision=replace(last.decision,
+                                                                    policies=kept))
+
+    def describe(self) -> list[Metric]:
+        return self._families({})
+
+    def collect(self) -> list[Metric]:
+        with self._lock:
+            last = dict(self._last)
+        return self._families(last)
+
+    @staticmethod
+    def _families(last: dict[str, LastDecision]) -> list[Metric]:
+        def gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels)
 
         t = ("target",)
-        self.desired = gauge("target_desired_replicas", "Replicas the last decision asked for", t)
-        self.current = gauge("target_current_replicas", "Spec replicas read from the backend", t)
-        self.ready = gauge("target_ready_replicas", "Ready replicas (NaN when unknown)", t)
-        self.bounds_min = gauge("target_min_replicas", "Configured min_replicas", t)
-        self.bounds_max = gauge("target_max_replicas", "Configured max_replicas", t)
-        self.paused = gauge("target_paused", "1 while the target is paused", t)
-        self.dry_run = gauge("target_dry_run", "1 when the target is in dry-run", t)
-        self.policy_value = gauge("policy_value", "Latest value of a policy's signal",
-                                  ("target", "policy"))
-        self.policy_recommendation = gauge(
-            "policy_recommendation", "A policy's replica proposal (NaN: no opinion)",
-            ("target", "policy"))
-        self.signal_state = gauge(
-            "signal_state", "1 for the current state of a policy's signal",
-            ("target", "policy", "state"))
+        desired = gauge("target_desired_replicas", "Replicas the last decision asked for", t)
+        current = gauge("target_current_replicas", "Spec replicas read from the backend", t)
+        ready = gauge("target_ready_replicas", "Ready replicas (NaN when unknown)", t)
+        low = gauge("target_min_replicas", "Configured min_replicas", t)
+        high = gauge("target_max_replicas", "Configured max_replicas", t)
+        paused = gauge("target_paused", "1 while the target is paused", t)
+        dry_run = gauge("target_dry_run", "1 when the target is in dry-run", t)
+        value = gauge("policy_value", "Latest value of a policy's signal", ("target", "policy"))
+        recommendation = gauge("policy_recommendation",
+                               "A policy's replica proposal (NaN: no opinion)",
+                               ("target", "policy"))
+        signal_state = gauge("signal_state", "1 for the current state of a policy's signal",
+                             ("target", "policy", "state"))
+        for name, one in last.items():
+            d = one.decision
+            desired.add_metric((name,), d.desired)
+            current.add_metric((name,), d.current)
+            ready.add_metric((name,), math.nan if d.ready is None else d.ready)
+            low.add_metric((name,), one.min_replicas)
+            high.add_metric((name,), one.max_replicas)
+            paused.add_metric((name,), 1 if one.paused else 0)
+            dry_run.add_metric((name,), 1 if d.dry_run else 0)
+            for p in d.policies:
+                value.add_metric((name, p.name), math.nan if p.value is None else p.value)
+                recommendation.add_metric((name, p.name),
+                                          math.nan if p.replicas is None else p.replicas)
+                for state, label in _STATES:
+                    signal_state.add_metric((name, p.name, label), 1 if p.state is state else 0)
+        return [desired, current, ready, low, high, paused, dry_run, value, recommendation,
+                signal_state]
+
+
+M = TypeVar("M", Counter, Histogram)
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    metric: Counter | Histogram
+    labels: tuple[str, ...]
+    child: Counter | Histogram
+
+
+class TargetCounters:
+    """The per-target counters and histograms and their one owner: every labelled child is
+    made here and remembered by target, so `forget` drops all of a target's series."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, doc, labels, namespace=NAMESPACE, registry=registry)
+
+        def histogram(name: str, doc: str, labels: tuple[str, ...]) -> Histogram:
+            return Histogram(name, doc, labels, namespace=NAMESPACE, registry=registry,
+                             buckets=LATENCY_BUCKETS)
+
         self.decisions = counter("decisions", "Decisions by outcome", ("target", "outcome"))
         self.clips = counter("clips", "Rules that changed a proposal, by kind",
                              ("target", "kind"))
@@ -62,80 +139,100 @@ class Telemetry:
                                     ("target", "direction"))
         self.query_errors = counter("query_errors", "Signals that came back not ok, by state",
                                     ("target", "state"))
-        self.query_seconds = Histogram("query_duration_seconds",
-                                       "Time to read a target's signals", t,
-                                       namespace=NAMESPACE, registry=r,
-                                       buckets=LATENCY_BUCKETS)
+        self.query_seconds = histogram("query_duration_seconds",
+                                       "Time to read a target's signals", ("target",))
         self.actuation_errors = counter("actuation_errors", "Failed backend reads and writes",
                                         ("target", "verb"))
-        self.actuation_seconds = Histogram("actuation_duration_seconds",
-                                           "Backend read/write latency", ("target", "verb"),
-                                           namespace=NAMESPACE, registry=r,
-                                           buckets=LATENCY_BUCKETS)
+        self.actuation_seconds = histogram("actuation_duration_seconds",
+                                           "Backend read/write latency", ("target", "verb"))
+        # Children by target, then (metric, label values): `labels()` validates, locks and
+        # hashes at every call, several calls per target per tick; the children do not change.
+        self._children: dict[str, dict[tuple[int, tuple[str, ...]], _Child]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, metric: M, target: str, *labels: str) -> M:
+        """`metric.labels(target, *labels)`, remembered until the target is forgotten."""
+        key = (id(metric), labels)
+        found = self._children.get(target, {}).get(key)
+        if found is None:
+            with self._lock:
+                found = self._children.setdefault(target, {}).get(key)
+                if found is None:
+                    found = self._children[target][key] = _Child(
+                        metric, (target, *labels), metric.labels(target, *labels))
+        return cast(M, found.child)
+
+    def forget(self, target: str) -> None:
+        """Drop every series of `target` (removed by a reload)."""
+        with self._lock:
+            children = self._children.pop(target, {})
+        for made in children.values():
+            with contextlib.suppress(KeyError):
+                made.metric.remove(*made.labels)
+
+
+class Telemetry:
+    """Every metric the daemon exports; see the README's metrics table."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.gauges = DecisionGauges()
+        r.register(self.gauges)
+        self.targets = TargetCounters(r)
         self.tick_seconds = Histogram("tick_duration_seconds", "Wall time of one tick",
                                       namespace=NAMESPACE, registry=r, buckets=LATENCY_BUCKETS)
-        self.ticks = counter("ticks", "Ticks run")
-        self.last_tick = gauge("last_tick_timestamp_seconds", "When the last tick finished")
-        self.last_success = gauge("last_successful_tick_timestamp_seconds",
-                                  "When the last tick finished with every target evaluated")
-        self.leader = gauge("leader", "1 while this process may write")
-        self.reload_failures = counter("config_reload_failures",
-                                       "SIGHUP reloads rejected for an invalid config")
-        self.info = gauge("build_info", "Version of the running daemon", ("version",))
-        # Labelled children by (metric, label values): `labels()` validates, locks and hashes
-        # at every call, about 30 calls per target per tick; the child objects do not change.
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        # The signal state last exported per (target, policy): the one-hot gauges are set
-        # again only when it changes.
-        self._states: dict[tuple[str, str], SignalState] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered until the target's series are forgotten."""
-        key = (id(metric), labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
-
-    def forget_children(self, target: str) -> None:
-        """Forget the remembered children of `target` (its series are being removed)."""
-        for key in [k for k in list(self._children) if k[1][:1] == (target,)]:
-            self._children.pop(key, None)
-        for pair in [k for k in list(self._states) if k[0] == target]:
-            self._states.pop(pair, None)
-
-    def forget_target(self, target: str) -> None:
-        """Drop a removed target's series (config reload)."""
-        self.forget_children(target)
-        for metric in (self.desired, self.current, self.ready, self.bounds_min,
-                       self.bounds_max, self.paused, self.dry_run):
-            with contextlib.suppress(KeyError):
-                metric.remove(target)
+        self.ticks = Counter("ticks", "Ticks run", namespace=NAMESPACE, registry=r)
+        self.last_tick = Gauge("last_tick_timestamp_seconds", "When the last tick finished",
+                               namespace=NAMESPACE, registry=r)
+        self.last_success = Gauge("last_successful_tick_timestamp_seconds",
+                                  "When the last tick finished with every target evaluated",
+                                  namespace=NAMESPACE, registry=r)
+        self.leader = Gauge("leader", "1 while this process may write", namespace=NAMESPACE,
+                            registry=r)
+        self.reload_failures = Counter("config_reload_failures",
+                                       "SIGHUP reloads rejected for an invalid config",
+                                       namespace=NAMESPACE, registry=r)
+        self.info = Gauge("build_info", "Version of the running daemon", ("version",),
+                          namespace=NAMESPACE, registry=r)
 
     def record_decision(self, decision: Decision, min_replicas: int, max_replicas: int,
                         paused: bool) -> None:
-        name, child = decision.target, self.child
-        child(self.desired, name).set(decision.desired)
-        child(self.current, name).set(decision.current)
-        child(self.ready, name).set(math.nan if decision.ready is None else decision.ready)
-        child(self.bounds_min, name).set(min_replicas)
-        child(self.bounds_max, name).set(max_replicas)
-        child(self.paused, name).set(1 if paused else 0)
-        child(self.dry_run, name).set(1 if decision.dry_run else 0)
-        child(self.decisions, name, str(decision.outcome)).inc()
+        """A target's decision: its gauges now show it; its outcome, clips and signals that
+        were not ok are counted."""
+        self.gauges.set(LastDecision(decision, min_replicas, max_replicas, paused))
+        name, of, t = decision.target, self.targets.of, self.targets
+        of(t.decisions, name, str(decision.outcome)).inc()
         for clip in decision.clips:
-            child(self.clips, name, str(clip.kind)).inc()
+            of(t.clips, name, str(clip.kind)).inc()
         for p in decision.policies:
-            child(self.policy_value, name, p.name).set(math.nan if p.value is None else p.value)
-            child(self.policy_recommendation, name, p.name).set(
-                math.nan if p.replicas is None else p.replicas)
-            if self._states.get((name, p.name)) is not p.state:
-                for state, label in _STATES:
-                    child(self.signal_state, name, p.name, label).set(
-                        1 if p.state is state else 0)
-                self._states[(name, p.name)] = p.state
             if p.state is not SignalState.OK:
-                child(self.query_errors, name, str(p.state)).inc()
+                of(t.query_errors, name, str(p.state)).inc()
+
+    def observe_query(self, target: str, seconds: float) -> None:
+        self.targets.of(self.targets.query_seconds, target).observe(seconds)
+
+    def observe_actuation(self, target: str, verb: str, seconds: float, failed: bool) -> None:
+        t = self.targets
+        if failed:
+            t.of(t.actuation_errors, target, verb).inc()
+        t.of(t.actuation_seconds, target, verb).observe(seconds)
+
+    def count_actuation_error(self, target: str, verb: str) -> None:
+        """A failed backend call that was not timed (a client that could not be built)."""
+        self.targets.of(self.targets.actuation_errors, target, verb).inc()
+
+    def count_write(self, target: str, direction: str) -> None:
+        self.targets.of(self.targets.scale_writes, target, direction).inc()
+
+    def forget_policies(self, target: str, labels: Collection[str]) -> None:
+        """Policies a reload removed from a kept target: their series go now."""
+        self.gauges.drop_policies(target, labels)
+
+    def forget_target(self, target: str) -> None:
+        """Every series of a target a reload removed."""
+        self.gauges.drop(target)
+        self.targets.forget(target)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

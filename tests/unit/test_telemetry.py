@@ -104,16 +104,44 @@ def test_targets_have_their_own_series() -> None:
 
 
 def test_a_forgotten_target_is_exported_again_by_its_next_decision() -> None:
-    # record_decision remembers the labelled children; forgetting must drop them too.
     tel = Telemetry()
     cpu = policy("cpu", value=50.0, replicas=2)
     tel.record_decision(decision("imap", desired=7, policies=(cpu,)), 1, 10, paused=False)
     tel.forget_target("imap")
-    tel.forget_children("imap")
-    tel.policy_value.remove("imap", "cpu")
     tel.record_decision(decision("imap", desired=5, policies=(cpu,)), 1, 10, paused=False)
     assert sample(tel, "target_desired_replicas", target="imap") == 5
     assert sample(tel, "policy_value", target="imap", policy="cpu") == 50.0
+    assert sample(tel, "decisions_total", target="imap", outcome="scale_up") == 1  # afresh
+
+
+def test_a_forgotten_target_leaves_no_series_at_all() -> None:
+    """Gauges, counters and histograms: everything labelled with the target goes with it."""
+    tel = Telemetry()
+    for name in ("imap", "smtp"):
+        tel.record_decision(decision(name, policies=(policy("cpu", state=SignalState.STALE),),
+                                     clips=(Clip(ClipKind.BOUNDS, 3, 2, "max"),)),
+                            1, 10, paused=False)
+        tel.observe_query(name, 0.2)
+        tel.observe_actuation(name, "scale", 0.1, failed=True)
+        tel.count_write(name, "up")
+    tel.forget_target("imap")
+
+    def targets() -> set[str]:
+        return {s.labels.get("target", "") for f in tel.registry.collect() for s in f.samples}
+
+    assert targets() == {"smtp", ""}
+    assert sample(tel, "actuation_errors_total", target="smtp", verb="scale") == 1
+
+
+def test_a_removed_policy_leaves_at_once_the_rest_stays() -> None:
+    tel = Telemetry()
+    tel.record_decision(decision(policies=(policy("cpu"), policy("queue"))), 1, 10,
+                        paused=False)
+    tel.forget_policies("smtp", {"cpu"})
+    assert sample(tel, "policy_value", target="smtp", policy="cpu") is None
+    assert sample(tel, "signal_state", target="smtp", policy="cpu", state="ok") is None
+    assert sample(tel, "policy_value", target="smtp", policy="queue") is not None
+    assert sample(tel, "target_desired_replicas", target="smtp") == 3
 
 
 @pytest.mark.parametrize(
