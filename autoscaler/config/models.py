@@ -14,10 +14,13 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    GetCoreSchemaHandler,
     ValidationError,
     field_validator,
 )
+from pydantic_core import CoreSchema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autoscaler.behavior import Behavior
@@ -159,13 +162,26 @@ def _policy_union() -> Any:
     types = tuple(policy_types().values())
     if len(types) == 1:
         return types[0]
-    return Annotated[Union[types], Field(discriminator="type")]  # noqa: UP007
+    return Annotated[Union[types], Discriminator("type")]  # noqa: UP007
 
 
-PolicySpec = _policy_union()
+class _PolicyTypes:
+    """The policy types (built-ins and plugins) are looked up when the config schema is first
+    built, at the first load, not at import: a broken plugin is then a RegistryError the
+    CLI reports (check-config exits 2), never a traceback from an import."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any,
+                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+        return handler.generate_schema(_policy_union())
+
+
+PolicySpec = Annotated[Policy, _PolicyTypes]
 
 
 class TargetConfig(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+                              defer_build=True)  # the policy types: see _PolicyTypes
     name: str = Field(..., pattern=NAME_PATTERN)
     backend: Literal["swarm", "kubernetes"]
     service: str | None = Field(None, description="swarm: the service name")
@@ -183,7 +199,7 @@ class TargetConfig(Strict):
     prefix: str = Field("", pattern=r"^[a-zA-Z_:]?[a-zA-Z0-9_:]*$")
     preset_options: PresetOptions = Field(default_factory=PresetOptions)
     guards: list[GuardConfig] = Field(default_factory=list)
-    policies: list[PolicySpec] = Field(default_factory=list)  # type: ignore[valid-type]
+    policies: list[PolicySpec] = Field(default_factory=list)
 
     @property
     def workload(self) -> str:
@@ -315,7 +331,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
-        populate_by_name=True,
+        populate_by_name=True, defer_build=True,  # holds TargetConfig: see _PolicyTypes
     )
 
     evaluation_interval: Duration = Field(15.0, description="time between ticks")
