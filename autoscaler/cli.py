@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -273,13 +274,8 @@ def _tick_failed(outcomes: Any, engine: Any) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from autoscaler import __version__
     from autoscaler.logs import setup_logging
-    from autoscaler.scheduler import run_forever
-    from autoscaler.telemetry import TelemetryServer
 
     settings = _load(args.config)
     if settings is None:
@@ -304,17 +300,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             engine.close()
         return EXIT_FAILURE if _tick_failed(outcomes, engine) else EXIT_OK
-    try:
-        server = TelemetryServer(settings.listen, engine.telemetry, engine.health)
-    except OSError as exc:
-        _err(f"cannot listen on {settings.listen}: {exc.strerror or exc}")
-        engine.close()
-        return EXIT_FAILURE
-    server.start()
-    from autoscaler import sdnotify
-    from autoscaler.loop import reload_config
+    return _serve(engine, settings, args.config)
 
-    log = logging.getLogger("autoscaler")
+
+def _on_signals() -> tuple[threading.Event, threading.Event, threading.Event]:
+    """SIGTERM/SIGINT set `stop`, SIGHUP sets `hangup`; both set `wake` (the loop's sleep)."""
+    import signal
+
+    from autoscaler import sdnotify
+
     stop, wake, hangup = threading.Event(), threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -330,6 +324,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
+    return stop, wake, hangup
+
+
+def _serve(engine: Any, settings: Any, config_path: str) -> int:
+    """The daemon: metrics and health served, ticks until SIGTERM/SIGINT, SIGHUP reloads."""
+    import logging
+
+    from autoscaler.scheduler import run_forever
+    from autoscaler.telemetry import TelemetryServer
+
+    try:
+        server = TelemetryServer(settings.listen, engine.telemetry, engine.health)
+    except OSError as exc:
+        _err(f"cannot listen on {settings.listen}: {exc.strerror or exc}")
+        engine.close()
+        return EXIT_FAILURE
+    server.start()
+    from autoscaler import sdnotify
+    from autoscaler.loop import reload_config
+
+    log = logging.getLogger("autoscaler")
+    stop, wake, hangup = _on_signals()
 
     def check_watchdog() -> None:
         problem = sdnotify.watchdog_problem(sdnotify.watchdog_interval(), engine.tick_budget())
@@ -345,7 +361,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if hangup.is_set():
             hangup.clear()
             sdnotify.reloading()
-            ok = reload_config(engine, args.config)
+            ok = reload_config(engine, config_path)
             check_watchdog()
             sdnotify.ready(describe() if ok else f"{describe()}; last reload REJECTED")
         return float(engine.settings.evaluation_interval)

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
@@ -336,35 +336,52 @@ class Engine:
             if self._probe is None or self._probe.done():
                 self._probe = self._probe_pool.submit(self.source.check_reachable, deadline)
             prom_problem = self._probe
-            done, _ = wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()) + 2.0)
-            for fut, rt in futures.items():
-                if fut in done:
-                    try:
-                        outcomes.append(fut.result())
-                    except Exception as exc:
-                        log.exception("target %s: tick failed", rt.name)
-                        outcomes.append(TargetOutcome(rt.name, error=f"internal error: {exc}"))
-                else:
-                    log.warning("target %s: no decision within this tick's deadline", rt.name)
-                    outcomes.append(TargetOutcome(rt.name, error="timed out in this tick"))
+            outcomes += self._collect(futures, deadline)
             problems = {o.target: o.error for o in outcomes if o.error}
-            try:
-                prom = prom_problem.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
-            except TimeoutError:
-                prom = "no answer within the tick"
-            except Exception as exc:
-                prom = f"check failed: {type(exc).__name__}: {exc}"
+            prom = self._prometheus_problem(prom_problem, deadline)
             if prom:
                 problems["prometheus"] = prom
-            self.health.set_problems({k: v for k, v in problems.items() if v})
-            self.health.role = self.leadership.role
-            self.health.ticked()
-            self.telemetry.ticks.inc()
-            self.telemetry.tick_seconds.observe(time.monotonic() - started)
-            self.telemetry.last_tick.set(time.time())
-            if not any(o.error for o in outcomes):
-                self.telemetry.last_success.set(time.time())
+            self._record_tick(outcomes, problems, started)
             return outcomes
+
+    def _collect(self, futures: dict[Future[TargetOutcome], TargetRuntime],
+                 deadline: float) -> list[TargetOutcome]:
+        """Each target's outcome, or the error of one that failed or missed the deadline."""
+        outcomes = []
+        done, _ = wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()) + 2.0)
+        for fut, rt in futures.items():
+            if fut in done:
+                try:
+                    outcomes.append(fut.result())
+                except Exception as exc:
+                    log.exception("target %s: tick failed", rt.name)
+                    outcomes.append(TargetOutcome(rt.name, error=f"internal error: {exc}"))
+            else:
+                log.warning("target %s: no decision within this tick's deadline", rt.name)
+                outcomes.append(TargetOutcome(rt.name, error="timed out in this tick"))
+        return outcomes
+
+    @staticmethod
+    def _prometheus_problem(probe: Future[str | None], deadline: float) -> str | None:
+        """What the reachability probe found wrong with Prometheus, if anything."""
+        try:
+            return probe.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        except TimeoutError:
+            return "no answer within the tick"
+        except Exception as exc:
+            return f"check failed: {type(exc).__name__}: {exc}"
+
+    def _record_tick(self, outcomes: list[TargetOutcome], problems: Mapping[str, str | None],
+                     started: float) -> None:
+        """The tick's health (problems, role) and its metrics."""
+        self.health.set_problems({k: v for k, v in problems.items() if v})
+        self.health.role = self.leadership.role
+        self.health.ticked()
+        self.telemetry.ticks.inc()
+        self.telemetry.tick_seconds.observe(time.monotonic() - started)
+        self.telemetry.last_tick.set(time.time())
+        if not any(o.error for o in outcomes):
+            self.telemetry.last_success.set(time.time())
 
     def _leader(self) -> bool:
         try:

@@ -137,20 +137,24 @@ class RawFloor(Floor):
         return series_in(response.status, json.loads(response.read()))
 
 
-def child(n: int, runs: int, url: str, grouped: bool) -> dict[str, Any]:
-    """One N in this process: the daemon's ticks (per-target queries, or grouped with
-    `group_by_label: service`) alternating with their floors."""
-    from autoscaler.config import load_config_data
+def log_like_the_daemon() -> None:
+    """Decision lines formatted and written as the daemon does (to /dev/null here)."""
     from autoscaler.logs import JsonFormatter
-    from autoscaler.loop import Engine
-    from autoscaler.sources.prometheus import PrometheusSource
 
-    # Decision lines are formatted and written as the daemon does (to /dev/null here).
     handler = logging.FileHandler(os.devnull)
     handler.setFormatter(JsonFormatter())
     logging.getLogger().handlers[:] = [handler]
     logging.getLogger().setLevel(logging.INFO)
 
+
+def child(n: int, runs: int, url: str, grouped: bool) -> dict[str, Any]:
+    """One N in this process: the daemon's ticks (per-target queries, or grouped with
+    `group_by_label: service`) alternating with their floors."""
+    from autoscaler.config import load_config_data
+    from autoscaler.loop import Engine
+    from autoscaler.sources.prometheus import PrometheusSource
+
+    log_like_the_daemon()
     rss_before = vmrss_mb()
     prometheus: dict[str, Any] = {"url": url, "timeout": f"{QUERY_TIMEOUT:g}s",
                                   "scrape_interval": f"{SCRAPE_INTERVAL:g}s",

@@ -139,6 +139,37 @@ class RunResult:
     last_decision: Decision | None = None
 
 
+def _follow_schedule(wanted: int, plant: Plant, result: RunResult, t: float,
+                     t0: float) -> None:
+    """An oracle's evaluation: the count its schedule names, no rules in between."""
+    if wanted != plant.replicas:
+        result.events.append({"t": round(t - t0, 3), "from": plant.replicas,
+                              "to": wanted, "winner": "oracle", "reason": ""})
+        plant.set_replicas(wanted, t)
+
+
+Reads = list[tuple[str, str, float]]
+
+
+def _decide(target: ReplayTarget, plant: Plant, history: ScrapeHistory,
+            reads: tuple[Reads, Reads], result: RunResult, t: float, t0: float,
+            ready: int) -> None:
+    """One evaluation of the contender's rules on what was scraped, acted on at once."""
+    policy_reads, guard_reads = reads
+    psignals = {label: history.signal(name, t, window) for label, name, window in policy_reads}
+    gsignals = {label: history.signal(name, t, window) for label, name, window in guard_reads}
+    decision = target.evaluate(t, plant.replicas, ready, psignals, gsignals)
+    if decision.desired != plant.replicas:
+        result.events.append({
+            "t": round(t - t0, 3), "from": plant.replicas, "to": decision.desired,
+            "winner": decision.winner,
+            "reason": next((p.reason for p in decision.policies
+                            if p.name == decision.winner), ""),
+        })
+        plant.set_replicas(decision.desired, t)
+    result.last_decision = decision
+
+
 def simulate(
     contender: Contender, trace: Trace, params: PlantParams, initial_replicas: int,
     *, step: float | None = None,
@@ -156,9 +187,8 @@ def simulate(
     target = ReplayTarget(contender.name, policies, guards, contender.rules)
     history = ScrapeHistory(params, {*policy_names.values(), *guard_names.values()})
     # What each policy and guard reads at every evaluation: (label, plant signal, window).
-    policy_reads = [(p.label, policy_names[p.label], max(p.window_seconds(), 0.0))
-                    for p in policies]
-    guard_reads = [(g.label, guard_names[g.label], 0.0) for g in guards]
+    reads = ([(p.label, policy_names[p.label], max(p.window_seconds(), 0.0)) for p in policies],
+             [(g.label, guard_names[g.label], 0.0) for g in guards])
 
     next_scrape = t0
     next_eval = t0 + contender.interval
@@ -190,32 +220,9 @@ def simulate(
             next_eval += contender.interval
             ready = plant.serving(t)
             if contender.schedule is not None:
-                wanted = contender.schedule(t)
-                if wanted != plant.replicas:
-                    result.events.append({"t": round(t - t0, 3), "from": plant.replicas,
-                                          "to": wanted, "winner": "oracle", "reason": ""})
-                    plant.set_replicas(wanted, t)
-                result.timeline.append({
-                    "t": round(t - t0, 3), "demand": demand, "replicas": plant.replicas,
-                    "ready": ready, "queue": round(plant.queue, 3),
-                    "cpu": None if last_cpu is None else round(last_cpu, 3),
-                    "capacity": capacity,
-                })
-                continue
-            psignals = {label: history.signal(name, t, window)
-                        for label, name, window in policy_reads}
-            gsignals = {label: history.signal(name, t, window)
-                        for label, name, window in guard_reads}
-            decision = target.evaluate(t, plant.replicas, ready, psignals, gsignals)
-            if decision.desired != plant.replicas:
-                result.events.append({
-                    "t": round(t - t0, 3), "from": plant.replicas, "to": decision.desired,
-                    "winner": decision.winner,
-                    "reason": next((p.reason for p in decision.policies
-                                    if p.name == decision.winner), ""),
-                })
-                plant.set_replicas(decision.desired, t)
-            result.last_decision = decision
+                _follow_schedule(contender.schedule(t), plant, result, t, t0)
+            else:
+                _decide(target, plant, history, reads, result, t, t0, ready)
             result.timeline.append({
                 "t": round(t - t0, 3), "demand": demand, "replicas": plant.replicas,
                 "ready": ready, "queue": round(plant.queue, 3),

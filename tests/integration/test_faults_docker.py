@@ -178,7 +178,8 @@ def record_figures(title: str, figures: dict[str, float],
 # --------------------------------------------------------------------------- 1. dockerd
 
 
-def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(
+# One scenario, step by step, read top to bottom: clearer as one function.
+def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(  # noqa: PLR0915
         cluster: SwarmCluster, realenv: RealEnv, tmp_path: Path,
         record_property: Callable[[str, object], None]) -> None:
     """The daemon's engine (a follower manager) is frozen while the daemon's read waits on

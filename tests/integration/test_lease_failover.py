@@ -196,7 +196,8 @@ def wanted_but_not_written(records: list[dict[str, Any]]) -> list[dict[str, Any]
     return [r for r in records if r["desired"] != r["current"] and not r["written"]]
 
 
-def test_two_daemons_only_the_leader_writes_and_a_frozen_leader_is_replaced(
+# One scenario, step by step, read top to bottom: clearer as one function.
+def test_two_daemons_only_the_leader_writes_and_a_frozen_leader_is_replaced(  # noqa: PLR0915
         realenv: RealEnv, kube_api: kubernetes.client.ApiClient, ns: str,
         tmp_path: Path) -> None:
     create_deployment(kube_api, ns, "smtp", replicas=1)

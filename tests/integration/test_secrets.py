@@ -200,7 +200,8 @@ def proxied(realenv: RealEnv, authorization: str) -> Iterator[AuthProxy]:
 # --------------------------------------------------------------------------- the leak hunt
 
 
-def test_no_secret_in_any_output(realenv: RealEnv, deployment: str, tmp_path: Path) -> None:
+# One scenario, step by step, read top to bottom: clearer as one function.
+def test_no_secret_in_any_output(realenv: RealEnv, deployment: str, tmp_path: Path) -> None:  # noqa: PLR0915
     kube_token = realenv.kube_admin_token
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", realenv, kube_token)
     env = daemon_env(KUBECONFIG=str(kubeconfig), DOCKER_HOST=realenv.docker_host)

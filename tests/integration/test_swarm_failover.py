@@ -187,7 +187,8 @@ def test_three_reachable_managers_on_the_tests_own_subnet_and_one_raft_leader(
 # --------------------------------------------------------------------------- three daemons
 
 
-def test_only_the_raft_leaders_daemon_writes_and_a_new_leader_takes_over(
+# One scenario, step by step, read top to bottom: clearer as one function.
+def test_only_the_raft_leaders_daemon_writes_and_a_new_leader_takes_over(  # noqa: PLR0915
         cluster: SwarmCluster, realenv: RealEnv, tmp_path: Path,
         record_property: Callable[[str, object], None]) -> None:
     with ExitStack() as stack:
