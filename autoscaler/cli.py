@@ -83,12 +83,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     _warn_security(settings, args.file, lambda w: _err(f"warning: {w}"))
     dumped = redacted_dump(settings)
+    for target, shown in zip(settings.targets, dumped["targets"], strict=True):
+        shown["effective"] = target.expansion()
     if args.json:
         print(json.dumps(dumped, indent=2))
     else:
         print(f"# {args.file}: valid. Effective configuration "
-              "(defaults filled, environment applied):")
-        print(yaml.safe_dump(dumped, sort_keys=False), end="")
+              "(defaults filled, environment applied; under each target, `effective` is "
+              "what it runs on: the preset's policies and guards, then the explicit ones):")
+        print(yaml.safe_dump(dumped, sort_keys=False, width=10**6), end="")
     return EXIT_OK
 
 
@@ -231,6 +234,7 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool,
     from autoscaler.leader import LeaseLeader, NoElection, NotACandidate, SwarmLeader
     from autoscaler.loop import Engine
     from autoscaler.sources.prometheus import PrometheusSource
+    from autoscaler.sources.stalwart_api import RoutedSource
     from autoscaler.telemetry import Health, Telemetry
     from autoscaler.write import is_dry_run
 
@@ -261,7 +265,7 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool,
         leadership = NoElection()
     telemetry = Telemetry()
     health = Health(settings.evaluation_interval)
-    return Engine(settings, source=PrometheusSource(settings.prometheus),
+    return Engine(settings, source=RoutedSource(PrometheusSource(settings.prometheus)),
                   actuator_factory=factory, telemetry=telemetry, health=health,
                   leadership=leadership, dry_run=dry_run,
                   before_tick=clients.begin_tick, tick_budget=one_shot_timeout)
@@ -414,6 +418,39 @@ def _explain_text(outcome: Any, runtime: Any) -> str:
     return "\n".join(lines)
 
 
+def _cpu_basis_notes(settings: Any) -> dict[str, list[str]]:
+    """Per target, what its preset's default CPU reading is relative to, when it is not
+    the container's CPU limit (or request): never silently per core."""
+    import time as _time
+
+    from autoscaler.model import SignalRequest, SignalState
+    from autoscaler.presets import cpu_per_core_query
+    from autoscaler.sources.prometheus import PrometheusSource
+
+    asks = {t.name: (t.backend, cpu_per_core_query(t.preset_scope()))
+            for t in settings.targets if t.preset is not None and not t.preset_options.cpu_query}
+    if not asks:
+        return {}
+    with PrometheusSource(settings.prometheus) as source:
+        read = source.read([SignalRequest(name, query, 0.0) for name, (_, query) in asks.items()],
+                           _time.time(), _time.monotonic() + settings.prometheus.timeout)
+    notes: dict[str, list[str]] = {}
+    for name, (backend, _) in asks.items():
+        signal = read.get(name)
+        if signal is None or signal.state != SignalState.OK:
+            detail = signal.detail if signal is not None else "no answer"
+            notes[name] = [f"cpu basis unknown (cAdvisor's CPU limit series unreadable: "
+                           f"{signal.state if signal else 'error'} {detail}".rstrip() + ")"]
+        elif (signal.latest or 0.0) > 0:
+            count = int(signal.latest or 0)
+            without = ("no CPU limit and no request" if backend == "kubernetes" else
+                       "no CPU limit (a Swarm reservation is not visible in cAdvisor; set "
+                       "resources.limits.cpus)")
+            notes[name] = [f"cpu reads PER CORE for {count} container(s) with {without}: "
+                           "100 % there is one core busy, not the container's share"]
+    return notes
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from autoscaler.logs import setup_logging
 
@@ -437,13 +474,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
         outcomes = engine.tick()
     finally:
         engine.close()
+    notes = _cpu_basis_notes(settings)
     if args.json:
         print(json.dumps([{"target": o.target, "error": o.error,
-                           "decision": o.decision.to_dict() if o.decision else None}
+                           "decision": o.decision.to_dict() if o.decision else None,
+                           "notes": notes.get(o.target, [])}
                           for o in outcomes], indent=2))
     else:
         by_name = {rt.name: rt for rt in engine.runtimes}
-        print("\n\n".join(_explain_text(o, by_name[o.target]) for o in outcomes))
+        print("\n\n".join(
+            "\n".join([_explain_text(o, by_name[o.target]),
+                       *(f"  note: {n}" for n in notes.get(o.target, []))])
+            for o in outcomes))
     return EXIT_FAILURE if _tick_failed(outcomes, engine) else EXIT_OK
 
 

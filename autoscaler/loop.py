@@ -178,9 +178,11 @@ def fit_dry_run(actuator: Actuator, dry_run: bool) -> Actuator:
 
 
 def default_source_factory(config: PrometheusConfig) -> SignalSource:
+    """Prometheus, with Stalwart's management API for `stalwart_queue_total` queries."""
     from autoscaler.sources.prometheus import PrometheusSource
+    from autoscaler.sources.stalwart_api import RoutedSource
 
-    return PrometheusSource(config)
+    return RoutedSource(PrometheusSource(config))
 
 
 class Engine:

@@ -3,7 +3,10 @@
 Growth is the least-squares slope of the queue depth over `window`. Stalwart's community
 edition exports no depth gauge; with `signal: growth` the query returns the net inflow
 (inflow - outflow, messages/hour) instead, and the backlog is estimated by integrating it.
-A flat or shrinking queue gives no opinion: it neither blocks nor holds a scale-down.
+A shrinking queue gives no opinion: it neither blocks nor holds a scale-down. A flat one
+with a backlog that would take more than `tolerance` of an instance to drain within
+`drain_within` asks for that much more (a standing 50,000 messages is not "fine" because it
+stopped growing); a flat, small queue gives no opinion.
 """
 
 from __future__ import annotations
@@ -74,17 +77,25 @@ class QueueTrendPolicy(Policy):
             growth = sum(s.value for s in window) / len(window)
             depth = backlog_from_growth(window)
         floor = self.tolerance * self.per_instance
-        if growth <= floor:
+        drain = depth / (self.drain_within / 3600.0)  # msgs/hour that empty it in time
+        if growth > floor:
+            extra = ceil_exact((growth + drain) / self.per_instance)
             return Recommendation(
-                None, f"queue {depth:.0f}, growth {growth:+.0f}/h: not growing (<= {floor:g}/h)"
+                ctx.current + extra,
+                f"queue {depth:.0f} growing {growth:+.0f}/h: +{extra} to drain in "
+                f"{self.drain_within:g}s",
             )
-        needed = (growth + depth / (self.drain_within / 3600.0)) / self.per_instance
-        extra = ceil_exact(needed)
+        if growth >= -floor and drain > floor:
+            extra = ceil_exact((growth + drain) / self.per_instance)
+            return Recommendation(
+                ctx.current + extra,
+                f"queue {depth:.0f} standing (growth {growth:+.0f}/h): +{extra} to drain in "
+                f"{self.drain_within:g}s",
+            )
+        # Shrinking, or flat and small enough to drain in time (the same words as before a
+        # standing backlog counted: the pinned replays keep their decision records).
         return Recommendation(
-            ctx.current + extra,
-            f"queue {depth:.0f} growing {growth:+.0f}/h: +{extra} to drain in "
-            f"{self.drain_within:g}s",
+            None, f"queue {depth:.0f}, growth {growth:+.0f}/h: not growing (<= {floor:g}/h)"
         )
-
 
 POLICY = QueueTrendPolicy

@@ -13,11 +13,22 @@ Assumptions beyond the plant (none of them measured, all constants below): 70 % 
 inflow arrives by MX and 30 % as submissions; one SMTP session per message; the outbound
 connection and SMTP session times follow Little's law; IMAP/HTTP session counts scale with
 demand; a starting container burns idle CPU although the plant counts it as not serving.
+
+A real cluster is varied, so the emulator is too: one process can serve several node groups
+(`Cluster`: e.g. an SMTP and an IMAP service, each following its own backend with its own
+load and `role`), every Stalwart series carries the labels service discovery gives a node
+(Swarm `service`, relabeled from `__meta_dockerswarm_service_name`; Kubernetes `namespace`
+and `pod`, with pod names shaped as the workload kind makes them), and containers may have a
+CPU limit of several cores (cAdvisor's `container_spec_cpu_quota`/`_period`) or a
+Kubernetes request (`container_spec_cpu_shares`). It also serves Stalwart's management API
+queue listing (`GET /api/queue/messages?limit=N` → `data.total`), behind an admin secret.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import logging
 import math
@@ -33,6 +44,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs
 
 from autoscaler.actuators.base import Actuator
 from autoscaler.errors import TargetMissing
@@ -50,6 +62,7 @@ from autoscaler.units import parse_duration
 
 __all__ = [
     "BackendInstances",
+    "Cluster",
     "Emulator",
     "FixedInstances",
     "InstanceSource",
@@ -79,6 +92,10 @@ LONG_DURATIONS = (1_000, 30_000, 300_000, 600_000, 1_800_000, 3_600_000, 14_400_
                   28_800_000, 43_200_000, 86_400_000, 604_800_000)
 
 Edition = Literal["community", "enterprise"]
+Role = Literal["all", "smtp", "imap"]
+"""What a node group serves: `smtp` takes the mail flow and no IMAP sessions, `imap` holds
+sessions from its load and takes no mail, `all` does both (one service for every protocol)."""
+CPU_PERIOD_US = 100_000  # cgroup cpu.cfs_period_us, what Docker and the kubelet set
 
 # Families in Stalwart's export order (counters, gauges, histograms), with their help text.
 COUNTERS: dict[str, str] = {
@@ -114,11 +131,39 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """Whose containers the cAdvisor series describe: labels differ between Swarm and K8s."""
+    """Whose containers the series describe: labels differ between Swarm and Kubernetes.
+
+    `kind` shapes the pod names (Deployment `<name>-<hash>-<5>`, StatefulSet `<name>-<n>`);
+    `cpu_limit` (cores) becomes the cAdvisor CFS quota, `cpu_request` (cores, Kubernetes)
+    the CPU shares. A node's CPU use is the plant's per-instance CPU % of `cores`, which is
+    the limit when there is one: a 4-core container at 25 % uses one core.
+    """
 
     backend: Literal["swarm", "kubernetes"]
     name: str
     namespace: str | None = None
+    kind: Literal["deployment", "statefulset"] = "deployment"
+    cpu_limit: float | None = None
+    cpu_request: float | None = None
+
+    @property
+    def cores(self) -> float:
+        """How many cores the plant's 100 % stands for."""
+        return self.cpu_limit or self.cpu_request or 1.0
+
+    def pod_name(self, node_id: int) -> str:
+        """The pod name a Kubernetes controller would give the node's pod."""
+        if self.kind == "statefulset":
+            return f"{self.name}-{node_id - 1}"
+        digest = hashlib.sha256(f"{self.namespace}/{self.name}".encode()).hexdigest()
+        suffix = hashlib.sha256(f"{self.name}#{node_id}".encode()).hexdigest()
+        return f"{self.name}-{digest[:10]}-{suffix[:5]}"
+
+    def discovery_labels(self, node_id: int) -> dict[str, str]:
+        """The labels the shipped scrape configs give a node (deploy/prometheus/)."""
+        if self.backend == "kubernetes":
+            return {"namespace": self.namespace or "default", "pod": self.pod_name(node_id)}
+        return {"service": self.name}
 
 
 class InstanceSource(Protocol):
@@ -198,18 +243,34 @@ class SwarmTasks(BackendInstances):
     """A Swarm service's running tasks, through SwarmActuator.status().
 
     Connects the way the docker CLI does (DOCKER_HOST...) unless given a client; the docker
-    SDK is imported only here, so a run without Swarm does not load it.
+    SDK is imported only here, so a run without Swarm does not load it. The containers' CPU
+    limit is what cAdvisor sees (the CFS quota): read from the service spec unless given
+    (a reservation never reaches cAdvisor).
     """
 
-    def __init__(self, service: str, client: Any = None, timeout: float = 10.0) -> None:
+    def __init__(self, service: str, client: Any = None, timeout: float = 10.0,
+                 cpu_limit: float | None = None) -> None:
         from autoscaler.actuators.swarm import SwarmActuator, swarm_client
 
         owned = client is None
         if client is None:
             client = swarm_client(timeout)
-        super().__init__(SwarmActuator(client, service), Workload("swarm", service),
+        if cpu_limit is None:
+            cpu_limit = _spec_cpu_limit(client, service)
+        super().__init__(SwarmActuator(client, service),
+                         Workload("swarm", service, cpu_limit=cpu_limit),
                          client.close if owned else None)
         self.service = service
+
+
+def _spec_cpu_limit(client: Any, service: str) -> float | None:
+    """The service's `resources.limits.cpus`, in cores (None: no limit, or no service yet)."""
+    try:
+        spec = client.api.inspect_service(service)["Spec"]
+    except Exception:  # a service not there yet: no limit known
+        return None
+    nano = spec.get("TaskTemplate", {}).get("Resources", {}).get("Limits", {}).get("NanoCPUs")
+    return nano / 1e9 if nano else None
 
 
 WorkloadKind = Literal["deployment", "statefulset"]
@@ -220,7 +281,8 @@ class KubernetesReplicas(BackendInstances):
     the in-cluster account in a pod, else KUBECONFIG."""
 
     def __init__(self, namespace: str, kind: WorkloadKind, name: str, *,
-                 kubeconfig: str | None = None, api_client: Any = None) -> None:
+                 kubeconfig: str | None = None, api_client: Any = None,
+                 cpu_limit: float | None = None, cpu_request: float | None = None) -> None:
         if kind not in ("deployment", "statefulset"):
             raise ValueError(f"kind must be deployment or statefulset, not {kind!r}")
         from autoscaler.actuators.kubernetes import KubernetesActuator
@@ -230,9 +292,11 @@ class KubernetesReplicas(BackendInstances):
         if api_client is None:
             api_client = kubernetes_api_client(kubeconfig)
         super().__init__(KubernetesActuator(api_client, kind, namespace, name),
-                         Workload("kubernetes", name, namespace),
+                         Workload("kubernetes", name, namespace, kind=kind,
+                                  cpu_limit=cpu_limit, cpu_request=cpu_request),
                          api_client.close if owned else None)
         self.namespace, self.kind, self.name = namespace, kind, name
+        self.cpu_limit, self.cpu_request = cpu_limit, cpu_request
 
 
 # --- one node's series ------------------------------------------------------------------------
@@ -315,6 +379,10 @@ class Emulator:
         poll: float = 1.0,
         prefix: str = "",
         edition: Edition = "community",
+        role: Role = "all",
+        admin_secret: str | None = None,
+        discovery_labels: bool = True,
+        initial_queue: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int = 0,
@@ -332,9 +400,17 @@ class Emulator:
         self.poll = poll
         self.prefix = prefix
         self.edition: Edition = edition
+        self.role: Role = role
+        # Off: the scrape config under test attaches them (one node per scrape target).
+        self.discovery_labels = discovery_labels
+        self.admin_secret = admin_secret
+        self.queue_api_calls = 0
         self._host, self._port = host, port
         self._manual: float | None = None if trace is not None else float(demand)
         self._plant = Plant(PlantParams(capacity_per_instance, startup_delay))
+        if not (math.isfinite(initial_queue) and initial_queue >= 0):
+            raise ValueError("initial_queue must be a finite number >= 0 (messages)")
+        self._plant.queue = float(initial_queue)  # e.g. a standing backlog from before
         self._nodes: list[_Node] = []  # sorted by (start, id): the plant removes the newest
         self._rng = random.Random(seed)
         self._clock = clock
@@ -349,9 +425,10 @@ class Emulator:
 
     # -- life cycle --
 
-    def start(self) -> None:
-        """Bind, take the backend's count as warm instances, start serving and stepping."""
-        if self._server is not None:
+    def start(self, serve: bool = True) -> None:
+        """Take the backend's count as warm instances and start stepping; with `serve`, bind
+        and serve too (a `Cluster` serves its groups itself)."""
+        if self._server is not None or self._threads:
             raise RuntimeError("emulator already started")
         count = self.source.count()  # a backend that cannot be read at all fails loudly here
         self._t0 = self._clock()
@@ -359,13 +436,12 @@ class Emulator:
             self._t = 0.0
             self._resize(count, -self._plant.params.startup_delay)
             self._refresh_gauges(0.0)
-        self._server = _Server((self._host, self._port), _Handler, self)
         self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._server.serve_forever, name="emulator-http",
-                             daemon=True),
-            threading.Thread(target=self._run, name="emulator-plant", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._run, name="emulator-plant", daemon=True)]
+        if serve:
+            self._server = _Server((self._host, self._port), _Handler, self)
+            self._threads.append(threading.Thread(target=self._server.serve_forever,
+                                                  name="emulator-http", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -465,9 +541,11 @@ class Emulator:
         self._done_rate = done / dt
         queue_wait = BASE_LATENCY + plant.queue / (capacity / 3600.0) if capacity > 0 else 0.0
         nodes, serving = self._nodes, self._nodes[:n_serving]
+        cores = self.source.workload.cores
         # Mail is accepted by every running node (the start-up delay is warm-up, not refusal);
-        # with none running, the plant still queues it, but no node counts it.
-        for node in nodes:
+        # with none running, the plant still queues it, but no node counts it. An IMAP group
+        # takes no mail: its load is sessions, its plant only makes its CPU.
+        for node in nodes if self.role != "imap" else ():
             share = arrived / len(nodes)
             inbound = node.add("queue_queue_message", share * INBOUND_SHARE)
             submitted = node.add("queue_queue_message_authenticated",
@@ -478,6 +556,11 @@ class Emulator:
                     self._duration_ms(SMTP_SESSION_SECONDS))
         for node in serving:
             per_node = done / len(serving)
+            node.cpu_seconds += (plant.cpu_seconds - cpu0) / len(serving) * cores
+            node.memory_bytes = MEMORY_LIMIT_BYTES * (
+                BASE_MEMORY + BUSY_MEMORY * plant.last_util) / 100.0
+            if self.role == "imap":
+                continue
             node.add("delivery_attempt_start", per_node)
             completed = node.add("delivery_completed", per_node)
             node.queue_count -= completed
@@ -486,11 +569,8 @@ class Emulator:
                 node.histograms["delivery_attempt_time"].observe(attempt)
                 node.histograms["delivery_total_time"].observe(
                     attempt + round(queue_wait * 1000.0))
-            node.cpu_seconds += (plant.cpu_seconds - cpu0) / len(serving)
-            node.memory_bytes = MEMORY_LIMIT_BYTES * (
-                BASE_MEMORY + BUSY_MEMORY * plant.last_util) / 100.0
         for node in nodes[n_serving:]:
-            node.cpu_seconds += IDLE_CPU / 100.0 * dt
+            node.cpu_seconds += IDLE_CPU / 100.0 * dt * cores
 
     def _duration_ms(self, mean_seconds: float) -> int:
         """A log-normal duration with the given mean, in whole milliseconds."""
@@ -503,7 +583,10 @@ class Emulator:
         while len(self._nodes) < count:
             taken = {n.id for n in self._nodes}
             node_id = next(i for i in range(1, len(taken) + 2) if i not in taken)
-            self._nodes.append(_Node(node_id, t, f"{self._rng.getrandbits(256):064x}"))
+            # Unique across the groups of a Cluster too (cAdvisor's `id` joins its series).
+            cid = hashlib.sha256(
+                f"{self.source.workload.name}:{self._rng.getrandbits(256)}".encode()).hexdigest()
+            self._nodes.append(_Node(node_id, t, cid))
         del self._nodes[count:]  # the list is in (start, id) order: these are the newest
         self._plant.set_replicas(count, t)
         if sorted(self._plant.starts) != [n.start for n in self._nodes]:
@@ -516,12 +599,17 @@ class Emulator:
         demand = self._demand_at(t)
         arrival_per_node = demand / 3600.0 / len(nodes) if nodes else 0.0
         imap = demand * IMAP_SESSIONS_PER_EMAIL_HOUR / n_serving if n_serving else 0.0
+        if self.role == "smtp":
+            imap = 0.0
+        mail = self.role != "imap"
         for i, node in enumerate(nodes):
             serving = i < n_serving
             g = node.gauges
-            g["smtp_active_connections"] = round(arrival_per_node * SMTP_SESSION_SECONDS)
+            g["smtp_active_connections"] = (
+                round(arrival_per_node * SMTP_SESSION_SECONDS) if mail else 0)
             g["delivery_active_connections"] = (
-                round(self._done_rate / n_serving * DELIVERY_SECONDS) if serving else 0)
+                round(self._done_rate / n_serving * DELIVERY_SECONDS) if serving and mail
+                else 0)
             g["imap_active_connections"] = round(imap) if serving else 0
             g["http_active_connections"] = round(imap * HTTP_SESSIONS_PER_IMAP) if serving else 0
             if t - node.memory_refreshed >= REFRESH_SECONDS:
@@ -531,7 +619,7 @@ class Emulator:
                 # Every node has the metrics.calculate role (unset = all): a full count of
                 # the shared queue, then +-1 per local event until the next refresh.
                 node.queue_refreshed = t
-                node.queue_count = self._plant.queue
+                node.queue_count = self._plant.queue if mail else 0.0
             g["queue_count"] = max(0, round(node.queue_count))
 
     # -- what is served --
@@ -554,25 +642,33 @@ class Emulator:
                              for name in COUNTERS},
                 "prefix": self.prefix,
                 "edition": self.edition,
+                "role": self.role,
+                "workload": self.source.workload.name,
+                "queue_api_calls": self.queue_api_calls,
                 "backend": self.source.description,
                 "backend_error": self._backend_error,
             }
 
-    def stalwart_metrics(self) -> str:
-        """`/metrics/prometheus` as Stalwart's rust-prometheus encoder writes it, per node."""
+    def stalwart_families(self) -> list[Family]:
+        """Stalwart's families as its rust-prometheus encoder writes them, one series per
+        node, each with the labels service discovery gives that node."""
         with self._lock:
             nodes = sorted(self._nodes, key=lambda n: n.id)
-            out: list[str] = []
+            w = self.source.workload
+            own = {n.id: _labels({**(w.discovery_labels(n.id) if self.discovery_labels else {}),
+                                  "node": str(n.id)})
+                   for n in nodes}
+            families: list[Family] = []
             p = self.prefix
             for name, help_text in COUNTERS.items():
-                lines = [f'{p}{name}{{node="{n.id}"}} {n.exported(name)}'
+                lines = [f"{p}{name}{{{own[n.id]}}} {n.exported(name)}"
                          for n in nodes if n.exported(name) > 0]
-                _family(out, p + name, help_text, "counter", lines)
+                families.append((p + name, help_text, "counter", lines))
             for name, help_text in GAUGES.items():
                 if name in ENTERPRISE_GAUGES and self.edition != "enterprise":
                     continue
-                lines = [f'{p}{name}{{node="{n.id}"}} {n.gauges[name]}' for n in nodes]
-                _family(out, p + name, help_text, "gauge", lines)
+                lines = [f"{p}{name}{{{own[n.id]}}} {n.gauges[name]}" for n in nodes]
+                families.append((p + name, help_text, "gauge", lines))
             for name, (help_text, _) in HISTOGRAMS.items():
                 lines = []
                 for n in nodes:
@@ -580,43 +676,65 @@ class Emulator:
                     if h.count == 0:
                         continue  # a histogram is exported once it has an observation
                     les = [str(b) for b in h.bounds] + ["inf"]
-                    lines += [f'{p}{name}_bucket{{node="{n.id}",le="{le}"}} {v}'
+                    lines += [f'{p}{name}_bucket{{{own[n.id]},le="{le}"}} {v}'
                               for le, v in zip(les, h.buckets, strict=True)]
-                    lines += [f'{p}{name}_sum{{node="{n.id}"}} {h.total}',
-                              f'{p}{name}_count{{node="{n.id}"}} {h.count}']
-                _family(out, p + name, help_text, "histogram", lines)
-            return "".join(out)
+                    lines += [f"{p}{name}_sum{{{own[n.id]}}} {h.total}",
+                              f"{p}{name}_count{{{own[n.id]}}} {h.count}"]
+                families.append((p + name, help_text, "histogram", lines))
+            return families
 
-    def cadvisor_metrics(self) -> str:
-        """`/metrics` as cAdvisor (or the kubelet's) shows the instances' containers."""
+    def stalwart_metrics(self) -> str:
+        """`/metrics/prometheus` of this group's nodes."""
+        return render(self.stalwart_families())
+
+    def cadvisor_families(self) -> list[Family]:
+        """cAdvisor's (or the kubelet's) families for the instances' containers."""
         with self._lock:
             nodes = sorted(self._nodes, key=lambda n: n.id)
-            cpu: list[str] = []
-            mem: list[str] = []
-            limit: list[str] = []
+            w = self.source.workload
+            series: dict[str, list[str]] = {name: [] for name, _, _ in CADVISOR_FAMILIES}
             for n in nodes:
-                for labels in self._container_labels(n):
-                    cpu.append(f"container_cpu_usage_seconds_total{{{labels}}} "
-                               f"{n.cpu_seconds:.6f}")
-                    mem.append(f"container_memory_working_set_bytes{{{labels}}} "
-                               f"{round(n.memory_bytes)}")
-                    limit.append(f"container_spec_memory_limit_bytes{{{labels}}} "
-                                 f"{MEMORY_LIMIT_BYTES}")
-            out: list[str] = []
-            _family(out, "container_cpu_usage_seconds_total",
-                    "Cumulative cpu time consumed in seconds.", "counter", cpu)
-            _family(out, "container_memory_working_set_bytes",
-                    "Current working set in bytes.", "gauge", mem)
-            _family(out, "container_spec_memory_limit_bytes", "Memory limit for the container.",
-                    "gauge", limit)
-            return "".join(out)
+                for labels, is_container in self._container_labels(n):
+                    values: dict[str, float | None] = {
+                        "container_cpu_usage_seconds_total": n.cpu_seconds,
+                        "container_memory_working_set_bytes": round(n.memory_bytes),
+                        "container_spec_memory_limit_bytes": MEMORY_LIMIT_BYTES,
+                        "container_spec_cpu_period": CPU_PERIOD_US,
+                        "container_spec_cpu_quota": (round(w.cpu_limit * CPU_PERIOD_US)
+                                                     if w.cpu_limit else None),
+                        # Docker leaves 1024 when nothing asks; the kubelet writes
+                        # request x 1024 (at least 2) on Kubernetes.
+                        "container_spec_cpu_shares": (
+                            max(2, round((w.cpu_request or 0.0) * 1024))
+                            if w.backend == "kubernetes" else 1024),
+                    }
+                    if not is_container:
+                        values["container_spec_cpu_quota"] = None
+                    for name, value in values.items():
+                        if value is None:
+                            continue
+                        text = f"{value:.6f}" if isinstance(value, float) else str(value)
+                        series[name].append(f"{name}{{{labels}}} {text}")
+            return [(name, help_text, kind, series[name])
+                    for name, help_text, kind in CADVISOR_FAMILIES]
 
-    def _container_labels(self, node: _Node) -> list[str]:
-        """Label sets of a node's container series (Kubernetes adds the pod's own cgroup)."""
+    def cadvisor_metrics(self) -> str:
+        """`/metrics` as cAdvisor shows this group's containers."""
+        return render(self.cadvisor_families())
+
+    def queue_total(self) -> int:
+        """What `GET /api/queue/messages` counts: the messages in the (shared) queue."""
+        with self._lock:
+            self.queue_api_calls += 1
+            return max(0, round(self._plant.queue)) if self.role != "imap" else 0
+
+    def _container_labels(self, node: _Node) -> list[tuple[str, bool]]:
+        """Label sets of a node's container series, and whether each is the container's own
+        (Kubernetes adds the pod's cgroup, container="")."""
         w = self.source.workload
         cid = node.container_id
         if w.backend == "kubernetes":
-            pod = f"{w.name}-{node.id}"
+            pod = w.pod_name(node.id)
             common = {"namespace": w.namespace or "default", "pod": pod, "node": str(node.id)}
             container = _labels({**common, "container": K8S_CONTAINER,
                                  "id": f"/kubepods/pod{cid[:32]}/{cid}", "image": STALWART_IMAGE,
@@ -624,14 +742,118 @@ class Emulator:
             # The pod cgroup: container="" — what the preset's container!="" leaves out.
             pod_cgroup = _labels({**common, "container": "", "id": f"/kubepods/pod{cid[:32]}",
                                   "image": "", "name": ""})
-            return [container, pod_cgroup]
+            return [(container, True), (pod_cgroup, False)]
         task = f"{w.name}.{node.id}.{cid[:25]}"
-        return [_labels({
+        return [(_labels({
             "container_label_com_docker_swarm_service_name": w.name,
             "container_label_com_docker_swarm_task_name": task,
             "id": f"/docker/{cid}", "image": STALWART_IMAGE, "name": task,
             "node": str(node.id),
-        })]
+        }), True)]
+
+
+Family = tuple[str, str, str, list[str]]
+"""(name, help, type, series lines) of one metric family."""
+CADVISOR_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds.",
+     "counter"),
+    ("container_memory_working_set_bytes", "Current working set in bytes.", "gauge"),
+    ("container_spec_memory_limit_bytes", "Memory limit for the container.", "gauge"),
+    ("container_spec_cpu_period", "CPU period of the container.", "gauge"),
+    ("container_spec_cpu_quota", "CPU quota of the container.", "gauge"),
+    ("container_spec_cpu_shares", "CPU share of the container.", "gauge"),
+)
+
+
+def render(families: Iterable[Family]) -> str:
+    """Families in text format; the same family from several groups is written once."""
+    merged: dict[str, tuple[str, str, list[str]]] = {}
+    for name, help_text, kind, lines in families:
+        merged.setdefault(name, (help_text, kind, []))[2].extend(lines)
+    out: list[str] = []
+    for name, (help_text, kind, lines) in merged.items():
+        _family(out, name, help_text, kind, lines)
+    return "".join(out)
+
+
+class Cluster:
+    """Several node groups (e.g. an SMTP and an IMAP service, each following its own backend
+    with its own load) behind ONE endpoint, as one Prometheus job scrapes a whole cluster;
+    the groups share Stalwart's queue (the management API counts it for the cluster)."""
+
+    def __init__(self, groups: dict[str, Emulator], *, host: str = "127.0.0.1",
+                 port: int = 0, admin_secret: str | None = None) -> None:
+        if not groups:
+            raise ValueError("a cluster needs at least one group")
+        self.groups = groups
+        self.admin_secret = admin_secret
+        self.queue_api_calls = 0
+        self._host, self._port = host, port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for group in self.groups.values():
+            group.start(serve=False)
+        self._server = _Server((self._host, self._port), _Handler, self)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="emulator-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        self._server, self._thread = None, None
+        for group in self.groups.values():
+            group.stop()
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> str:
+        if self._server is None:
+            raise RuntimeError("emulator cluster not started")
+        host, port = self._server.server_address[:2]
+        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def stalwart_metrics(self) -> str:
+        return render(f for g in self.groups.values() for f in g.stalwart_families())
+
+    def cadvisor_metrics(self) -> str:
+        return render(f for g in self.groups.values() for f in g.cadvisor_families())
+
+    def state(self) -> dict[str, Any]:
+        return {"groups": {name: g.state() for name, g in self.groups.items()},
+                "queue_api_calls": self.queue_api_calls}
+
+    def queue_total(self) -> int:
+        self.queue_api_calls += 1
+        return sum(g.queue_total() for g in self.groups.values())
+
+    def set_demand(self, emails_per_hour: float, group: str | None = None) -> None:
+        self._group(group).set_demand(emails_per_hour)
+
+    def demand(self, group: str | None = None) -> float:
+        return self._group(group).demand()
+
+    def _group(self, name: str | None) -> Emulator:
+        if name is None and len(self.groups) == 1:
+            return next(iter(self.groups.values()))
+        if name not in self.groups:
+            raise ValueError(f"group must be one of {', '.join(self.groups)}")
+        return self.groups[name]
 
 
 def _family(out: list[str], name: str, help_text: str, kind: str, lines: Sequence[str]) -> None:
@@ -656,7 +878,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 emulator: Emulator) -> None:
+                 emulator: Emulator | Cluster) -> None:
         super().__init__(address, handler)
         self.emulator = emulator
 
@@ -666,8 +888,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         emulator = self.server.emulator
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics/prometheus":
+        path, _, query = self.path.partition("?")
+        if path == "/api/queue/messages":
+            self._queue_messages(emulator, parse_qs(query))
+        elif path == "/metrics/prometheus":
             self._send(200, emulator.stalwart_metrics(), PROMETHEUS_CONTENT_TYPE)
         elif path == "/metrics":
             self._send(200, emulator.cadvisor_metrics(), PROMETHEUS_CONTENT_TYPE)
@@ -678,10 +902,33 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "not found\n", "text/plain")
 
+    def _queue_messages(self, emulator: Emulator | Cluster, query: dict[str, list[str]]) -> None:
+        """Stalwart's queue listing: `data.total` counts the whole queue (each call scans
+        it, hence the callers' rate limit); Basic auth as an admin, else 401."""
+        secret = emulator.admin_secret
+        given = self.headers.get("Authorization", "")
+        expected = "Basic " + base64.b64encode(f"admin:{secret}".encode()).decode()
+        if secret is None or given != expected:
+            self._send(401, json.dumps({"type": "about:blank", "status": 401,
+                                        "title": "Unauthorized",
+                                        "detail": "You have to authenticate first."}),
+                       "application/problem+json")
+            return
+        try:
+            limit = int(query.get("limit", ["0"])[0])
+        except ValueError:
+            limit = 0
+        total = emulator.queue_total()
+        items = [{"id": i + 1} for i in range(min(max(limit, 0), total))]
+        self._send(200, json.dumps({"data": {"total": total, "items": items}}),
+                   "application/json")
+
     def do_POST(self) -> None:
-        if self.path.split("?", 1)[0] != "/control/demand":
+        path, _, query = self.path.partition("?")
+        if path != "/control/demand":
             self._send(404, "not found\n", "text/plain")
             return
+        group = parse_qs(query).get("group", [None])[0]
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace").strip()
         try:
@@ -690,13 +937,19 @@ class _Handler(BaseHTTPRequestHandler):
                 value = value.get("demand")
             if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise ValueError(body)
-            self.server.emulator.set_demand(float(value))
-        except ValueError:
-            self._send(400, json.dumps({"error": "body must be a number of emails/hour >= 0"}),
+            target = self.server.emulator
+            if isinstance(target, Cluster):
+                target.set_demand(float(value), group)
+                demand = target.demand(group)
+            else:
+                target.set_demand(float(value))
+                demand = target.demand()
+        except ValueError as exc:
+            self._send(400, json.dumps({"error": "body must be a number of emails/hour >= 0 "
+                                                 f"({exc})"}),
                        "application/json")
             return
-        self._send(200, json.dumps({"demand": self.server.emulator.demand()}),
-                   "application/json")
+        self._send(200, json.dumps({"demand": demand}), "application/json")
 
     def _send(self, status: int, body: str, content_type: str) -> None:
         data = body.encode()
@@ -749,6 +1002,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --replicas: the service (or, with --namespace, workload) name "
                         "in the cAdvisor labels")
     p.add_argument("--namespace", help="with --replicas: use Kubernetes cAdvisor labels")
+    p.add_argument("--role", choices=("all", "smtp", "imap"), default="all",
+                   help="what the nodes serve: the mail flow, IMAP sessions, or both")
+    p.add_argument("--cpu-limit", type=float, help="cores per container (cAdvisor CFS quota)")
+    p.add_argument("--cpu-request", type=float,
+                   help="cores requested per container (Kubernetes: cAdvisor CPU shares)")
+    p.add_argument("--initial-queue", type=float, default=0.0,
+                   help="messages already queued at start (a standing backlog)")
+    p.add_argument("--admin-secret-file",
+                   help="serve GET /api/queue/messages to Basic auth admin:<this file's text>")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -756,16 +1018,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _source(args: argparse.Namespace) -> InstanceSource:
     if args.swarm_service:
-        return SwarmTasks(args.swarm_service)
+        return SwarmTasks(args.swarm_service, cpu_limit=args.cpu_limit)
     if args.kubernetes:
         parts = args.kubernetes.split("/")
         if len(parts) != 3 or parts[1] not in ("deployment", "statefulset") or not all(parts):
             raise ValueError(f"--kubernetes {args.kubernetes!r}: expected NAMESPACE/deployment/"
                              "NAME or NAMESPACE/statefulset/NAME")
         kind: WorkloadKind = "deployment" if parts[1] == "deployment" else "statefulset"
-        return KubernetesReplicas(parts[0], kind, parts[2])
-    workload = (Workload("kubernetes", args.workload, args.namespace) if args.namespace
-                else Workload("swarm", args.workload))
+        return KubernetesReplicas(parts[0], kind, parts[2], cpu_limit=args.cpu_limit,
+                                  cpu_request=args.cpu_request)
+    workload = (Workload("kubernetes", args.workload, args.namespace,
+                         cpu_limit=args.cpu_limit, cpu_request=args.cpu_request)
+                if args.namespace
+                else Workload("swarm", args.workload, cpu_limit=args.cpu_limit))
     return FixedInstances(args.replicas, workload)
 
 
@@ -777,10 +1042,15 @@ def main(argv: Iterable[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trace = load_trace(resolve_trace(args.trace)) if args.trace else None
+        secret = None
+        if args.admin_secret_file:
+            with open(args.admin_secret_file, encoding="utf-8") as f:
+                secret = f.read().strip()
         emulator = Emulator(
             _source(args), demand=args.demand, trace=trace, speed=args.speed,
             capacity_per_instance=args.capacity_per_instance, startup_delay=args.startup_delay,
-            poll=args.poll, prefix=args.prefix, edition=args.edition, host=args.host,
+            poll=args.poll, prefix=args.prefix, edition=args.edition, role=args.role,
+            admin_secret=secret, initial_queue=args.initial_queue, host=args.host,
             port=args.port, seed=args.seed)
         emulator.start()
     except Exception as exc:  # a bad trace, argument or unreachable backend: say it, exit 2
@@ -794,7 +1064,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     print(f"emulator listening on {emulator.url} (port {emulator.port}; /metrics/prometheus, "
-          f"/metrics, /control/state, POST /control/demand) following "
+          f"/metrics, /control/state, POST /control/demand, GET /api/queue/messages) following "
           f"{emulator.source.description}", flush=True)
     try:
         done.wait()

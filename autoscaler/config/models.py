@@ -7,7 +7,7 @@ keys in `cross_field_rules`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -26,7 +26,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from autoscaler.behavior import Behavior
 from autoscaler.decide import TargetRules
 from autoscaler.model import GuardBlock
-from autoscaler.presets import Preset, PresetOptions, preset_guards, preset_policies
+from autoscaler.presets import (
+    Preset,
+    PresetOptions,
+    Scope,
+    effective_scope,
+    preset_guards,
+    preset_policies,
+)
 from autoscaler.registry import policy_types
 from autoscaler.units import Duration
 from policies import Policy
@@ -205,6 +212,16 @@ class TargetConfig(Strict):
     def workload(self) -> str:
         return self.service or self.deployment or self.statefulset or self.name
 
+    @property
+    def workload_kind(self) -> str:
+        return "statefulset" if self.statefulset else "deployment"
+
+    def preset_scope(self) -> Scope:
+        """The label matchers the preset's queries select this target's series with."""
+        return effective_scope(self.preset_options, backend=self.backend,
+                               workload=self.workload, namespace=self.namespace,
+                               kind=self.workload_kind)
+
     def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
         return [self.replica_bounds, self.backend_fields, self.fallback_in_bounds,
                 self.has_policies, self.preset_expands, self.unique_policy_names]
@@ -264,7 +281,7 @@ class TargetConfig(Strict):
             types = policy_types()
             for spec in preset_policies(
                 self.preset, prefix=self.prefix, backend=self.backend, workload=self.workload,
-                namespace=self.namespace, options=self.preset_options,
+                namespace=self.namespace, options=self.preset_options, kind=self.workload_kind,
             ):
                 found.append(types[spec["type"]].model_validate(spec))
         found.extend(self.policies)
@@ -273,10 +290,25 @@ class TargetConfig(Strict):
     def effective_guards(self) -> list[GuardConfig]:
         found = []
         if self.preset is not None:
-            for spec in preset_guards(self.preset, prefix=self.prefix, options=self.preset_options):
+            for spec in preset_guards(self.preset, prefix=self.prefix, options=self.preset_options,
+                                      scope=self.preset_scope()):
                 found.append(GuardConfig.model_validate(spec))
         found.extend(self.guards)
         return found
+
+    def expansion(self) -> dict[str, Any]:
+        """What the target runs on: every effective policy and guard (the preset's first),
+        and the preset's selectors; `check-config` prints it under `effective`."""
+        dump: dict[str, Any] = {}
+        if self.preset is not None:
+            scope = self.preset_scope()
+            dump["selector"] = scope.selector
+            dump["container_selector"] = scope.container_selector
+        dump["policies"] = [p.model_dump(mode="json", by_alias=True, exclude_none=True)
+                            for p in self.effective_policies()]
+        dump["guards"] = [g.model_dump(mode="json", by_alias=True, exclude_none=True)
+                          for g in self.effective_guards()]
+        return dump
 
     def rules(self) -> TargetRules:
         return TargetRules(
@@ -307,6 +339,30 @@ def backend_field_errors(target: TargetConfig) -> list[tuple[str, str]]:
                                          "`deployment` or `statefulset`"))
         if target.service:
             errors.append(("service", "`service` is for swarm targets"))
+    return errors
+
+
+def same_preset_scope_errors(targets: Sequence[Any]) -> list[tuple[str, str]]:
+    """Two preset targets whose queries select the same series would read (and scale on)
+    each other's load: an error naming both."""
+    seen: dict[tuple[str, str], str] = {}
+    errors = []
+    for target in targets:
+        if getattr(target, "preset", None) is None or not hasattr(target, "name"):
+            continue
+        try:
+            scope = target.preset_scope()
+        except (AttributeError, TypeError, ValueError):
+            continue  # a target that is invalid on its own reports that instead
+        key = (scope.selector, scope.container_selector)
+        if key in seen:
+            errors.append(("targets", (
+                f"targets {seen[key]!r} and {target.name!r} have identical effective preset "
+                f"selectors (selector: {scope.selector!r}, container_selector: "
+                f"{scope.container_selector!r}): each would scale on the other's load; set "
+                "preset_options.selector and container_selector to tell their series apart")))
+        else:
+            seen[key] = target.name
     return errors
 
 
@@ -363,6 +419,7 @@ class Settings(BaseSettings):
         names = [t.name for t in getattr(self, "targets", []) if hasattr(t, "name")]
         errors.extend(("targets", f"two targets are named {dup!r}")
                       for dup in sorted({n for n in names if names.count(n) > 1}))
+        errors.extend(same_preset_scope_errors(getattr(self, "targets", [])))
         return errors
 
     def target(self, name: str | None) -> TargetConfig:

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from autoscaler.presets import (
     PresetOptions,
     default_cpu_query,
+    default_scope,
     net_inflow_per_hour,
     preset_guards,
     preset_policies,
@@ -347,7 +348,7 @@ def test_follows_a_real_kubernetes_deployment(
         # The cAdvisor series carry the pod labels the kubernetes CPU preset selects on; the
         # pod-level cgroup (container="") is exported too, and the preset leaves it out.
         cpu_query = default_cpu_query("kubernetes", name, ns)
-        selector = cpu_query[cpu_query.index("{"):cpu_query.index("}") + 1]
+        selector = "{" + default_scope("kubernetes", name, ns).container_selector + "}"
         assert wait_until(
             "3 container CPU series for the preset",
             lambda: query(prom, f"count(container_cpu_usage_seconds_total{selector})") == 3, 60)

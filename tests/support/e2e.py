@@ -20,7 +20,7 @@ from autoscaler.loop import Engine
 from autoscaler.scheduler import run_forever
 from tests.support.realenv import RealEnv
 from tests.support.wait import free_port, wait_until
-from tools.emulator import Emulator
+from tools.emulator import Cluster, Emulator
 
 
 @contextmanager
@@ -44,7 +44,7 @@ def spec_replicas(docker_client: Any, name: str) -> int:
 
 
 @contextmanager
-def registered(realenv: RealEnv, emulator: Emulator) -> Iterator[str]:
+def registered(realenv: RealEnv, emulator: Emulator | Cluster) -> Iterator[str]:
     """The emulator as two file_sd targets of the shared Prometheus; yields the value of
     the `cluster` label that tells its series apart from other tests' emulators."""
     cluster = uuid.uuid4().hex[:8]
@@ -86,16 +86,18 @@ class OwnPrometheus:
     """A Prometheus process of the test's own, to stop and restart without disturbing
     the shared one."""
 
-    def __init__(self, workdir: Path, emulator_address: str) -> None:
+    def __init__(self, workdir: Path, emulator_address: str = "", *,
+                 config_text: str | None = None) -> None:
+        """Scrapes the emulator at `emulator_address`, or runs `config_text` as written."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "prometheus.yml"
-        self.config.write_text(
+        self.config.write_text(config_text if config_text is not None else (
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n"
             f"  - job_name: stalwart\n    metrics_path: /metrics/prometheus\n"
-            f"    static_configs: [{{targets: ['{emulator_address}']}}]\n")
+            f"    static_configs: [{{targets: ['{emulator_address}']}}]\n"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -100,15 +100,61 @@ def test_check_config_prints_the_effective_config_as_yaml(
     assert (code, err) == (0, "")
     assert out.splitlines()[0].startswith(f"# {EXAMPLE}: valid")
     printed = yaml.safe_load(out)
+    expansions = [t.pop("effective") for t in printed["targets"]]
     assert printed == redacted_dump(load_config(EXAMPLE, environ={}))
     assert [t["name"] for t in printed["targets"]] == ["smtp", "imap"]
     assert printed["targets"][1]["cooldown"] == {"up": "1m", "down": "10m"}, "durations shown"
+    assert expansions == [t.expansion() for t in load_config(EXAMPLE, environ={}).targets]
 
 
 def test_check_config_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check-config", str(EXAMPLE), "--json")
     assert code == 0
-    assert json.loads(out) == redacted_dump(load_config(EXAMPLE, environ={}))
+    printed = json.loads(out)
+    for target in printed["targets"]:
+        target.pop("effective")
+    assert printed == redacted_dump(load_config(EXAMPLE, environ={}))
+
+
+EXPLICIT = """\
+targets:
+  - name: smtp
+    backend: swarm
+    service: mail_smtp
+    max_replicas: 5
+    preset: stalwart-smtp
+    guards: [{name: mine, query: 'max(x)', above: 3}]
+    policies: [{type: capacity, name: extra, query: 'sum(y)'}]
+  - name: plain
+    backend: swarm
+    service: other
+    max_replicas: 5
+    policies: [{type: threshold, query: 'avg(z)', scale_up_above: 5}]
+"""
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_check_config_prints_every_targets_effective_policies_and_guards(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, as_json: bool
+) -> None:
+    """The preset's expansion (with its selectors), then the explicit policies and guards."""
+    path = write(tmp_path, "e.yaml", EXPLICIT)
+    code, out, _ = run(capsys, "check-config", str(path), *(["--json"] if as_json else []))
+    assert code == 0
+    printed = json.loads(out) if as_json else yaml.safe_load(out)
+    smtp, plain = (t["effective"] for t in printed["targets"])
+    assert [(p["name"], p["type"]) for p in smtp["policies"]] == [
+        ("inflow", "forecast"), ("cpu", "threshold"), ("extra", "capacity")]
+    assert 'queue_queue_message{service="mail_smtp"}' in smtp["policies"][0]["query"]
+    assert smtp["policies"][0]["lead"] == "1m30s", "durations as written in a config"
+    assert [g["name"] for g in smtp["guards"]] == ["active_deliveries", "mine"]
+    assert smtp["guards"][0]["block"] == "scale_down" and smtp["guards"][0]["above"] == 20.0
+    assert smtp["selector"] == 'service="mail_smtp"'
+    assert smtp["container_selector"] == (
+        'container_label_com_docker_swarm_service_name="mail_smtp"')
+    assert plain == {"policies": [{"type": "threshold", "query": "avg(z)", "tolerance": 0.0,
+                                   "scale_up_above": 5.0, "for": "0s", "step": 1}],
+                     "guards": []}
 
 
 def test_check_config_hides_header_values(

@@ -133,7 +133,15 @@ def test_backlog_from_growth_integrates_positive_growth() -> None:
 @pytest.mark.parametrize(("params", "values", "current", "expected"), [
     # +24,000 msgs/h growth, depth 3,900: ceil((24000 + 3900/0.25)/10000) = 4
     pytest.param({}, tuple(i * 100.0 for i in range(40)), 4, 8, id="growing-depth"),
-    pytest.param({}, (500.0,) * 40, 4, None, id="flat-no-opinion"),
+    # A flat backlog drains within drain_within too (it was "no opinion": nothing drained a
+    # standing 50,000): ceil(50000/0.25 / 10000) = 20 more.
+    pytest.param({}, (50_000.0,) * 40, 4, 24, id="flat-large-backlog-drains"),
+    pytest.param({}, (500.0,) * 40, 4, 5, id="flat-500-needs-2000-per-hour"),
+    pytest.param({}, (250.0,) * 40, 4, None, id="flat-250-needs-1000-per-hour-at-tolerance"),
+    pytest.param({}, (251.0,) * 40, 4, 5, id="flat-251-just-above-tolerance"),
+    # Slightly shrinking (within tolerance) still counts as flat: its growth is subtracted.
+    pytest.param({}, tuple(50_000 - i * 0.1 for i in range(40)), 4, 24,
+                 id="flat-within-tolerance"),
     pytest.param({}, tuple(4000 - i * 100.0 for i in range(40)), 4, None,
                  id="shrinking-no-opinion"),
     pytest.param({}, (0.0, 10.0, 0.0, 10.0), 4, None, id="noise-below-tolerance"),
