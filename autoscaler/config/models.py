@@ -20,7 +20,6 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_core import CoreSchema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autoscaler.behavior import Behavior
@@ -178,8 +177,7 @@ class _PolicyTypes:
     CLI reports (check-config exits 2), never a traceback from an import."""
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any,
-                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
         return handler.generate_schema(_policy_union())
 
 
