@@ -258,27 +258,6 @@ def next_state(
     )
 
 
-def next_states(
-    state: TargetState,
-    now: float,
-    recommended: int,
-    current: int,
-    desired: int,
-    behavior: Behavior,
-) -> tuple[TargetState, TargetState]:
-    """`next_state` both ways: (if the change is written, if it is not). One copy when the
-    two are the same (no change to write)."""
-    held = next_state(state, now, recommended, current, desired, behavior, False)
-    if desired == current:
-        return held, held
-    events = prune_history(
-        (*state.events, (now, desired - current)), now, behavior.max_period_seconds()
-    )
-    written = replace(held, events=events, last_scale_time=now,
-                      last_scale_direction=1 if desired > current else -1, last_written=desired)
-    return written, held
-
-
 def _sign(x: int) -> int:
     return (x > 0) - (x < 0)
 
@@ -305,23 +284,8 @@ def decide(
 
     if status.paused:
         clips.append(Clip(ClipKind.PAUSED, recommended, current, "target is paused"))
-        held = next_state(state, now, recommended, current, current, rules.behavior, False)
-        return Decision(
-            target,
-            now,
-            current,
-            status.ready,
-            recommended,
-            current,
-            Outcome.PAUSED,
-            combined.winner,
-            tuple(policies),
-            tuple(guards),
-            tuple(clips),
-            held,
-            held,
-            dry_run,
-        )
+        return _decision(target, now, status, recommended, current, Outcome.PAUSED, combined,
+                         policies, guards, clips, state, rules, dry_run)
 
     if lo <= current <= hi:
         steps = normalize_explained(
@@ -411,18 +375,26 @@ def decide(
         if desired < current
         else Outcome.HOLD
     )
-    return Decision(
-        target,
-        now,
-        current,
-        status.ready,
-        recommended,
-        desired,
-        outcome,
-        combined.winner,
-        tuple(policies),
-        tuple(guards),
-        tuple(clips),
-        *next_states(state, now, recommended, current, desired, rules.behavior),
-        dry_run,
-    )
+    return _decision(target, now, status, recommended, desired, outcome, combined, policies,
+                     guards, clips, state, rules, dry_run)
+
+
+def _decision(target: str, now: float, status: TargetStatus, recommended: int, desired: int,
+              outcome: Outcome, combined: Combined, policies: Sequence[PolicyResult],
+              guards: Sequence[GuardResult], clips: list[Clip], state: TargetState,
+              rules: TargetRules, dry_run: bool) -> Decision:
+    """The record, with the state to keep both ways."""
+    return Decision(target, now, status.current, status.ready, recommended, desired, outcome,
+                    combined.winner, tuple(policies), tuple(guards), tuple(clips),
+                    *_both_states(state, now, recommended, status.current, desired,
+                                  rules.behavior),
+                    dry_run)
+
+
+def _both_states(state: TargetState, now: float, recommended: int, current: int, desired: int,
+                 behavior: Behavior) -> tuple[TargetState, TargetState]:
+    """`next_state` (if written, if not): one object when there is no change to write."""
+    held = next_state(state, now, recommended, current, desired, behavior, False)
+    if desired == current:
+        return held, held
+    return next_state(state, now, recommended, current, desired, behavior, True), held
