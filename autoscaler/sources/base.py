@@ -7,7 +7,7 @@ subclasses it explicitly to inherit the defaults of the optional ones.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from autoscaler.model import Signal, SignalRequest
 
@@ -33,3 +33,12 @@ class SignalSource(Protocol):
     def close(self) -> None:
         """Release connections and workers."""
         return None
+
+
+if TYPE_CHECKING:  # the static check that each source satisfies the Protocol (mypy)
+    from autoscaler.sources.prometheus import PrometheusSource
+    from autoscaler.sources.stalwart_api import RoutedSource, StalwartQueueSource
+
+    def _conforms(prometheus: PrometheusSource, queue_api: StalwartQueueSource,
+                  routed: RoutedSource) -> tuple[SignalSource, SignalSource, SignalSource]:
+        return prometheus, queue_api, routed
