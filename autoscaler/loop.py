@@ -377,6 +377,7 @@ class Engine:
                      started: float) -> None:
         """The tick's health (problems, role) and its metrics."""
         self.health.set_problems({k: v for k, v in problems.items() if v})
+        self.telemetry.record_problems(self.health.problems)
         self.health.role = self.leadership.role
         self.health.ticked()
         self.telemetry.ticks.inc()

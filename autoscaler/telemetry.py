@@ -1,8 +1,11 @@
-"""The daemon's own metrics, /healthz and /readyz, on an explicit CollectorRegistry.
+"""The daemon's own metrics, /healthz, /readyz and /statusz, on an explicit CollectorRegistry.
 
 /healthz says the loop runs (a tick finished within three intervals), not that the last
 tick succeeded: a Prometheus outage must not get the daemon restarted by its watchdog.
-/readyz says the config is loaded and Prometheus and every backend answer.
+/readyz says the process runs with a loaded config, as a controller's does: a rollout with
+`maxUnavailable: 0` must complete during a Prometheus outage. What is degraded (Prometheus,
+a target, an HPA conflict) is in its body, in the `problem`/`degraded` metrics, and on
+/statusz, which answers 503 while anything is.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar, cast
@@ -190,6 +193,12 @@ class Telemetry:
                                   namespace=NAMESPACE, registry=r)
         self.leader = Gauge("leader", "1 while this process may write", namespace=NAMESPACE,
                             registry=r)
+        self.degraded = Gauge("degraded", "1 while the last tick found a problem (see /statusz)",
+                              namespace=NAMESPACE, registry=r)
+        self.problem = Gauge("problem", "1 while the last tick found a problem with this "
+                             "component (prometheus or a target), else 0", ("component",),
+                             namespace=NAMESPACE, registry=r)
+        self._problem_components: set[str] = set()
         self.reload_failures = Counter("config_reload_failures",
                                        "SIGHUP reloads rejected for an invalid config",
                                        namespace=NAMESPACE, registry=r)
@@ -229,17 +238,28 @@ class Telemetry:
         """Policies a reload removed from a kept target: their series go now."""
         self.gauges.drop_policies(target, labels)
 
+    def record_problems(self, problems: Mapping[str, str]) -> None:
+        """The last tick's problems by component: 1 for each, 0 for one seen before."""
+        self.degraded.set(1 if problems else 0)
+        for component in {*self._problem_components, *problems}:
+            self.problem.labels(component).set(1 if component in problems else 0)
+        self._problem_components.update(problems)
+
     def forget_target(self, target: str) -> None:
         """Every series of a target a reload removed."""
         self.gauges.drop(target)
         self.targets.forget(target)
+        if target in self._problem_components:
+            self._problem_components.discard(target)
+            with contextlib.suppress(KeyError):
+                self.problem.remove(target)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class Health:
-    """What /healthz and /readyz answer, updated by the loop."""
+    """What /healthz, /readyz and /statusz answer, updated by the loop."""
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval  # the loop sets it to its tick budget: ticks may run long
@@ -269,13 +289,36 @@ class Health:
                         "seconds_since_last_tick": round(since, 3)}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Config loaded, and the last tick found Prometheus and every backend answering
-        (not ready before a first tick has checked them)."""
+        """Ready = the process runs with a loaded config. Prometheus, the backends and HPA
+        conflicts do not decide it: a rollout must complete during their outage, and a
+        restart mends none of them. The body still says what is degraded."""
         with self._lock:
-            ok = self.config_loaded and self.last_tick is not None and not self.problems
+            ok = self.config_loaded
             return ok, {"status": "ready" if ok else "not ready",
                         "config_loaded": self.config_loaded, "role": self.role,
-                        "problems": dict(self.problems)}
+                        "degraded": self._degraded(), "problems": dict(self.problems)}
+
+    def status(self) -> tuple[bool, dict[str, Any]]:
+        """/statusz: ok once a tick has checked everything and found no problem; degraded
+        (503, naming each problem) otherwise, for dashboards and blackbox probes."""
+        with self._lock:
+            ok = self.config_loaded and self.last_tick is not None and not self.problems
+            if ok:
+                status = "ok"
+            elif not self.config_loaded:
+                status = "no config"
+            elif self.last_tick is None:
+                status = "starting"
+            else:
+                status = "degraded"
+            since = None if self.last_tick is None else round(self.clock() - self.last_tick, 3)
+            return ok, {"status": status, "config_loaded": self.config_loaded,
+                        "role": self.role, "problems": dict(self.problems),
+                        "seconds_since_last_tick": since}
+
+    def _degraded(self) -> bool:
+        """Something is wrong, or not known to be right yet (no tick has checked)."""
+        return self.last_tick is None or bool(self.problems)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -296,16 +339,19 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._send(200, self.telemetry.exposition(), CONTENT_TYPE_LATEST)
-        elif path in ("/healthz", "/readyz"):
-            ok, body = self.health.healthy() if path == "/healthz" else self.health.ready()
+        elif path in ("/healthz", "/readyz", "/statusz"):
+            answer = {"/healthz": self.health.healthy, "/readyz": self.health.ready,
+                      "/statusz": self.health.status}[path]
+            ok, body = answer()
             self._send(200 if ok else 503, json.dumps(body).encode() + b"\n",
                        "application/json")
         else:
-            self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
+            self._send(404, b"not found: try /metrics, /healthz, /readyz or /statusz\n",
+                       "text/plain")
 
 
 class TelemetryServer:
-    """A small threaded HTTP server for /metrics, /healthz and /readyz."""
+    """A small threaded HTTP server for /metrics, /healthz, /readyz and /statusz."""
 
     def __init__(self, listen: str, telemetry: Telemetry, health: Health) -> None:
         host, _, port = listen.rpartition(":")

@@ -398,8 +398,8 @@ def test_missing_service_next_to_a_healthy_target(
         assert decisions(done.stderr, "ghost") == []
         # Running: the missing target is reported and the daemon keeps going.
         with daemon(config, env, tmp_path) as d:
-            readyz = wait_until("/readyz naming the missing target",
-                                lambda: (s := status_json(base, "/readyz")) and s[0] == 503
+            readyz = wait_until("/statusz naming the missing target",
+                                lambda: (s := status_json(base, "/statusz")) and s[0] == 503
                               and "ghost" in s[1]["problems"] and s, START)
             assert "smtp" not in readyz[1]["problems"]
             assert ghost in readyz[1]["problems"]["ghost"]
@@ -450,8 +450,8 @@ def test_slow_backend_times_out_while_the_healthy_target_is_scaled(
                          START)
     assert written[0]["outcome"] == "scale_up" and written[0]["desired"] > 1
     assert spec_replicas(docker_client, slow_run.service) == written[-1]["desired"]
-    readyz = wait_until("/readyz naming the slow target",
-                        lambda: (s := status_json(base, "/readyz")) and s[0] == 503
+    readyz = wait_until("/statusz naming the slow target",
+                        lambda: (s := status_json(base, "/statusz")) and s[0] == 503
                       and "slow" in s[1]["problems"] and s, START)
     assert "timed out" in readyz[1]["problems"]["slow"] \
         or "did not answer" in readyz[1]["problems"]["slow"], readyz
@@ -466,7 +466,7 @@ def test_slow_backend_times_out_while_the_healthy_target_is_scaled(
 def test_slow_backend_never_starves_the_healthy_target(slow_run: SlowRun) -> None:
     d, base = slow_run.daemon, slow_run.base
     wait_ticks(base, 5)
-    status = status_json(base, "/readyz")
+    status = status_json(base, "/statusz")
     assert d.alive()
     assert status is not None and set(status[1]["problems"]) == {"slow"}, status
     log = d.log_text()
@@ -498,6 +498,7 @@ class SilentPrometheusRun:
     daemon: DaemonProcess
     base: str
     first_readyz: tuple[int, dict[str, Any]]
+    first_statusz: tuple[int, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +507,7 @@ def silent_prometheus_run(
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[SilentPrometheusRun]:
     """A daemon whose Prometheus accepts and never answers (timeout 3 s, interval 1 s: the
     config allows a timeout above the interval), with a healthy Swarm target; records the
-    first /readyz answer it gives."""
+    first /readyz and /statusz answers it gives."""
     workdir = tmp_path_factory.mktemp("silent-prometheus")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -519,16 +520,30 @@ def silent_prometheus_run(
         with daemon(config, cli_env(realenv), workdir) as d:
             first = wait_until("a first /readyz answer", lambda: status_json(base, "/readyz"),
                                START)
-            yield SilentPrometheusRun(d, base, first)
+            first_status = wait_until("a first /statusz answer",
+                                      lambda: status_json(base, "/statusz"), START)
+            yield SilentPrometheusRun(d, base, first, first_status)
 
 
-def test_readyz_is_not_ready_before_anything_was_checked(
+def test_ready_while_prometheus_never_answers_the_degradation_in_status(
         silent_prometheus_run: SilentPrometheusRun) -> None:
+    """Readiness is "running with a loaded config" (a rollout must complete during a
+    Prometheus outage): /readyz is 200 from the start and says `degraded`; /statusz is 503,
+    first as starting, then naming Prometheus; the `degraded` metric says so too."""
     run = silent_prometheus_run
-    later = wait_until("/readyz after the first tick",
-                       lambda: ticks(run.base) >= 1 and status_json(run.base, "/readyz"), START)
-    assert later[0] == 503 and "prometheus" in later[1]["problems"]  # it never answers
-    assert run.first_readyz[0] == 503, run.first_readyz  # nor was it asked before
+    assert run.first_readyz[0] == 200 and run.first_readyz[1]["config_loaded"] is True
+    assert run.first_readyz[1]["degraded"] is True, run.first_readyz  # nothing checked yet
+    assert run.first_statusz[0] == 503, run.first_statusz
+    later = wait_until("/statusz naming prometheus after a tick",
+                       lambda: ticks(run.base) >= 1 and (s := status_json(run.base, "/statusz"))
+                       and "prometheus" in s[1]["problems"] and s, START)
+    assert later[0] == 503 and later[1]["status"] == "degraded", later  # it never answers
+    ready = status_json(run.base, "/readyz")
+    assert ready is not None and ready[0] == 200, ready
+    assert ready[1]["degraded"] is True and "prometheus" in ready[1]["problems"], ready
+    assert metric_samples(run.base).get(("autoscaler_degraded", ())) == 1.0
+    assert metric_samples(run.base).get(
+        ("autoscaler_problem", (("component", "prometheus"),))) == 1.0
 
 
 def test_healthz_stays_ok_while_prometheus_does_not_answer(

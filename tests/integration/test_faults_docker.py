@@ -39,6 +39,7 @@ from tests.support.daemon import (
     daemon_env,
     errors_after,
     readyz,
+    statusz,
     writes,
 )
 from tests.support.e2e import FAST_BEHAVIOR
@@ -184,7 +185,7 @@ def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(  # noqa: PLR0915
         record_property: Callable[[str, object], None]) -> None:
     """The daemon's engine (a follower manager) is frozen while the daemon's read waits on
     it, stopped, and started again: the daemon keeps running and holds the size, says why in
-    its log, metrics and /readyz, and restores the count once the engine is back."""
+    its log, metrics and /statusz, and restores the count once the engine is back."""
     name = f"fd-{uuid.uuid4().hex[:6]}"
     create_service(cluster, name, replicas=1)
     raft_leader = wait_until("a Raft leader", cluster.leader, DEADLINE)
@@ -193,7 +194,7 @@ def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(  # noqa: PLR0915
         stack.callback(remove_service, cluster, name)
         d = start_daemon(stack, tmp_path, engine, realenv.prometheus_url, name)
         wait_until("the first scale", lambda: replicas(cluster, name) == WANTED, DEADLINE)
-        wait_until("the daemon ready", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
+        wait_until("the daemon ready", lambda: (statusz(d) or (0,))[0] == 200, DEADLINE)
         errors_before = d.metric(ERRORS, target=name, verb="status") or 0.0
 
         # Frozen: the next tick's read hangs inside the engine's socket, mid-tick.
@@ -217,7 +218,7 @@ def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(  # noqa: PLR0915
         assert d.alive()
         health = d.get("/healthz")
         assert health is not None and health.status_code == 200  # the loop runs
-        ready = readyz(d)
+        ready = statusz(d)
         assert ready is not None and ready[0] == 503, ready
         assert "docker" in ready[1]["problems"][name], ready
         assert (d.metric(ERRORS, target=name, verb="status") or 0.0) >= errors_before + 3
@@ -251,7 +252,7 @@ def test_dockerd_frozen_mid_tick_then_stopped_and_restarted(  # noqa: PLR0915
         attrs = inspect(cluster, name)
         assert attrs is not None
         committed = swarm_time(attrs["UpdatedAt"])  # when swarm took the restoring write
-        wait_until("ready again", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
+        wait_until("ready again", lambda: (statusz(d) or (0,))[0] == 200, DEADLINE)
         assert d.alive()
         assert_never_outside_bounds_nor_down_on_error(d)
         assert d.stop() == 0
@@ -306,7 +307,7 @@ def test_service_deleted_then_recreated_is_an_error_then_adopted_as_it_is(
         messages = errors_after(d, deleted_at)
         assert all("not found" in m for m in messages), messages
         assert (d.metric(ERRORS, target=name, verb="status") or 0.0) >= 3
-        ready = readyz(d)
+        ready = statusz(d)
         assert ready is not None and ready[0] == 503 and "not found" in \
             ready[1]["problems"][name], ready
         assert writes(d, since=deleted_at) == []

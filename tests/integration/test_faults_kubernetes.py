@@ -43,7 +43,15 @@ from autoscaler.loop import Engine
 from autoscaler.model import TargetStatus
 from autoscaler.sources.prometheus import PrometheusSource
 from autoscaler.telemetry import Telemetry
-from tests.support.daemon import DaemonProcess, daemon, daemon_env, errors_after, readyz, writes
+from tests.support.daemon import (
+    DaemonProcess,
+    daemon,
+    daemon_env,
+    errors_after,
+    readyz,
+    statusz,
+    writes,
+)
 from tests.support.e2e import FAST_BEHAVIOR
 from tests.support.kube import fresh_namespace
 from tests.support.realenv import RealEnv
@@ -284,12 +292,12 @@ def start_daemon(stack: ExitStack, workdir: Path, realenv: RealEnv, ns: str, nam
 
 def assert_held_and_visible(d: DaemonProcess, name: str, since: float, verb: str,
                             words: str) -> None:
-    """During a fault: the daemon runs, /healthz is fine, /readyz names the problem, the
+    """During a fault: the daemon runs, /healthz is fine, /statusz names the problem, the
     error counter and the log say what failed, and nothing was written."""
     assert d.alive()
     health = d.get("/healthz")
     assert health is not None and health.status_code == 200
-    ready = readyz(d)
+    ready = statusz(d)
     assert ready is not None and ready[0] == 503 and words in ready[1]["problems"][name], ready
     assert (d.metric(ERRORS, target=name, verb=verb) or 0.0) >= 1
     messages = errors_after(d, since)
@@ -316,7 +324,7 @@ def recovered(d: DaemonProcess, api: kubernetes.client.ApiClient, ns: str, name:
                            DEADLINE))
     restored = min(wait_until("the restoring write's record",
                               lambda: [r["time"] for r in writes(d, fault)], DEADLINE))
-    wait_until("ready again", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
+    wait_until("ready again", lambda: (statusz(d) or (0,))[0] == 200, DEADLINE)
     return first, restored
 
 
@@ -345,7 +353,7 @@ def test_apiserver_stopped_or_frozen_then_back(
         d = start_daemon(stack, tmp_path, realenv, ns, name, server=own_apiserver.url,
                          token=realenv.kube_admin_token)
         wait_until("the first scale", lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE)
-        wait_until("the daemon ready", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
+        wait_until("the daemon ready", lambda: (statusz(d) or (0,))[0] == 200, DEADLINE)
 
         began = time.time()
         if fault == "stopped":
@@ -378,7 +386,7 @@ def test_apiserver_stopped_or_frozen_then_back(
 
     record_figures(f"API server {fault}", {
         "fault lasted (to the restart or the SIGCONT)": cleared - began,
-        "/readyz ok (the test's poll), after the restart or SIGCONT": back - cleared,
+        "/statusz ok (the test's poll), after the restart or SIGCONT": back - cleared,
         "first decision, after the restart or SIGCONT": first - cleared,
         "the restoring write's tick, after the restart or SIGCONT": restored - cleared,
         "evaluation interval": INTERVAL,
@@ -599,7 +607,7 @@ def test_429_and_500_from_a_proxy_hold_then_recover(
                          token=realenv.kube_admin_token)
         wait_until("the first scale through the proxy",
                    lambda: replicas(kube_api, ns, name) == WANTED, DEADLINE)
-        wait_until("the daemon ready", lambda: (readyz(d) or (0,))[0] == 200, DEADLINE)
+        wait_until("the daemon ready", lambda: (statusz(d) or (0,))[0] == 200, DEADLINE)
 
         proxy.fault(status, method, path, retry_after)
         began = time.time()

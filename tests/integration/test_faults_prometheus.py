@@ -363,9 +363,14 @@ def thaw_prometheus(rig: Rig) -> None:
 
 
 def readyz_names_prometheus(rig: Rig) -> None:
-    response = rig.d().get("/readyz")
+    """Still ready (a rollout must complete during the outage), degraded naming Prometheus;
+    /statusz 503 naming it."""
+    response = rig.d().get("/statusz")
     assert response is not None and response.status_code == 503, response
     assert "prometheus" in response.json()["problems"], response.json()
+    ready = rig.d().get("/readyz")
+    assert ready is not None and ready.status_code == 200, ready
+    assert ready.json()["degraded"] is True and "prometheus" in ready.json()["problems"]
 
 
 def set_load(value: Any) -> Callable[[Rig], None]:

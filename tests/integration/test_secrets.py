@@ -224,7 +224,7 @@ def test_no_secret_in_any_output(realenv: RealEnv, deployment: str, tmp_path: Pa
             wait_until("an ok signal through auth",
                        lambda: any(p["state"] == "ok" for r in d.decisions("k")
                                  for p in r["policies"]), 90)
-            for path in ("/metrics", "/readyz", "/healthz"):
+            for path in ("/metrics", "/readyz", "/statusz", "/healthz"):
                 response = d.get(path)
                 assert response is not None
                 outputs[f"daemon {path}"] = response.text
@@ -249,9 +249,10 @@ def test_no_secret_in_any_output(realenv: RealEnv, deployment: str, tmp_path: Pa
         outputs["explain (wrong password)"] = text
         with daemon(wrong, env, tmp_path, port=port, label="wrong") as d:
             wait_until("two decisions", lambda: len(d.decisions("k")) >= 2, 90)
-            ready = d.get("/readyz")
+            ready = d.get("/statusz")
             assert ready is not None and ready.status_code == 503
-            outputs["daemon /readyz (wrong password)"] = ready.text
+            outputs["daemon /statusz (wrong password)"] = ready.text
+            outputs["daemon /readyz (wrong password)"] = (d.get("/readyz") or ready).text
             outputs["daemon /metrics (wrong password)"] = (d.get("/metrics") or ready).text
             d.stop()
             outputs["daemon log (wrong password)"] = d.log_text()

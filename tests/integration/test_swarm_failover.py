@@ -147,8 +147,8 @@ class Daemon(DaemonProcess):
         return self.metric("autoscaler_leader")
 
     def readyz(self) -> tuple[int, str] | None:
-        """(HTTP status, role) of /readyz."""
-        response = self.get("/readyz")
+        """(HTTP status, role) of /statusz (503 while degraded; /readyz stays 200)."""
+        response = self.get("/statusz")
         return None if response is None else (response.status_code,
                                               str(response.json().get("role")))
 
@@ -284,7 +284,7 @@ def test_only_the_raft_leaders_daemon_writes_and_a_new_leader_takes_over(  # noq
         assert leader.leader_metric() == 0
         health = leader.get("/healthz")
         assert health is not None and health.status_code == 200  # its loop still runs
-        problems = leader.get("/readyz")
+        problems = leader.get("/statusz")
         assert problems is not None and SERVICE in problems.json()["problems"]
         thawed_at, errors = time.time(), len(leader.records("target_error"))
         scale_by_hand(new_raft_leader, 1)

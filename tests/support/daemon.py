@@ -142,6 +142,13 @@ def readyz(d: DaemonProcess) -> tuple[int, dict[str, Any]] | None:
     return None if response is None else (response.status_code, response.json())
 
 
+def statusz(d: DaemonProcess) -> tuple[int, dict[str, Any]] | None:
+    """(HTTP status, JSON body) of /statusz (503 while anything is degraded); None while the
+    daemon does not answer."""
+    response = d.get("/statusz")
+    return None if response is None else (response.status_code, response.json())
+
+
 def config_data(prometheus_url: str, port: int, targets: list[dict[str, Any]],
                 **extra: Any) -> dict[str, Any]:
     """A daemon config ticking every second, serving on 127.0.0.1:`port`."""

@@ -301,38 +301,68 @@ def test_a_tick_makes_a_stuck_loop_healthy_again() -> None:
     assert health.healthy()[0] is True
 
 
-def test_not_ready_before_a_first_tick_checked_everything() -> None:
-    health = Health(INTERVAL, clock=FakeClock())
-    health.config_loaded = True
-    assert health.ready()[0] is False
-    health.ticked()
-    assert health.ready()[0] is True
-
-
+# (config loaded, ticked, problems) -> (/readyz ok, its "degraded"), (/statusz ok, its status).
+# Readiness is only "running with a loaded config" (#11 item 11): a rollout must complete
+# during a Prometheus outage; what is degraded moves to the body, the metrics and /statusz.
 @pytest.mark.parametrize(
-    ("config_loaded", "problems", "ready"),
+    ("config_loaded", "ticked", "problems", "ready", "degraded", "status_ok", "status"),
     [
-        (False, {}, False),
-        (True, {}, True),
-        (True, {"prometheus": "connection refused"}, False),
-        (True, {"smtp": "service not found", "imap": "timed out"}, False),
-        (False, {"smtp": "service not found"}, False),
+        (False, False, {}, False, True, False, "no config"),
+        (True, False, {}, True, True, False, "starting"),
+        (True, True, {}, True, False, True, "ok"),
+        (True, True, {"prometheus": "connection refused"}, True, True, False, "degraded"),
+        (True, True, {"smtp": "service not found", "imap": "timed out"}, True, True, False,
+         "degraded"),
+        (True, True, {"smtp": "HorizontalPodAutoscaler mail/smtp also scales it"}, True, True,
+         False, "degraded"),
+        (False, True, {"smtp": "service not found"}, False, True, False, "no config"),
     ],
-    ids=["config-not-loaded", "ready", "prometheus-down", "targets-failing", "neither"],
+    ids=["config-not-loaded", "before-a-first-tick", "all-well", "prometheus-down",
+         "targets-failing", "hpa-conflict", "neither"],
 )
-def test_ready_only_with_config_and_no_problems(config_loaded: bool, problems: dict[str, str],
-                                                ready: bool) -> None:
+def test_ready_with_a_loaded_config_degraded_detail_in_status(
+        config_loaded: bool, ticked: bool, problems: dict[str, str], ready: bool,
+        degraded: bool, status_ok: bool, status: str) -> None:
     health = Health(INTERVAL, clock=FakeClock())
     health.config_loaded = config_loaded
     health.set_problems(problems)
-    health.ticked()
+    if ticked:
+        health.ticked()
     ok, body = health.ready()
     assert ok is ready
     assert body["status"] == ("ready" if ready else "not ready")
     assert body["config_loaded"] is config_loaded
+    assert body["degraded"] is degraded
+    assert body["problems"] == problems
+    ok, body = health.status()
+    assert ok is status_ok
+    assert body["status"] == status
     assert body["problems"] == problems
     problems.clear()  # Health keeps its own copy
     assert health.ready()[1]["problems"] == body["problems"]
+
+
+@pytest.mark.parametrize(
+    ("ticks", "degraded", "problem"),
+    [
+        ([{}], 0.0, {}),
+        ([{"prometheus": "refused"}], 1.0, {"prometheus": 1.0}),
+        ([{"prometheus": "refused", "smtp": "x"}, {"smtp": "x"}], 1.0,
+         {"prometheus": 0.0, "smtp": 1.0}),
+        ([{"smtp": "x"}, {}], 0.0, {"smtp": 0.0}),
+    ],
+    ids=["never-a-problem", "prometheus-down", "prometheus-back", "all-mended"],
+)
+def test_problems_are_exported(ticks: list[dict[str, str]], degraded: float,
+                               problem: dict[str, float]) -> None:
+    tel = Telemetry()
+    for problems in ticks:
+        tel.record_problems(problems)
+    assert sample(tel, "degraded") == degraded
+    for component, value in problem.items():
+        assert sample(tel, "problem", component=component) == value
+    tel.forget_target("smtp")
+    assert sample(tel, "problem", component="smtp") is None
 
 
 # ------------------------------------------------------------------ TelemetryServer
@@ -385,16 +415,20 @@ def test_metrics_endpoint(served: tuple[str, Telemetry, Health, FakeClock]) -> N
         ("/healthz", "fresh", 200, "ok"),
         ("/healthz", "stuck", 503, "stuck"),
         ("/readyz", "fresh", 200, "ready"),
-        ("/readyz", "problem", 503, "not ready"),
+        ("/readyz", "problem", 200, "ready"),
         ("/readyz", "no-config", 503, "not ready"),
+        ("/statusz", "fresh", 200, "ok"),
+        ("/statusz", "problem", 503, "degraded"),
+        ("/statusz", "no-config", 503, "no config"),
     ],
-    ids=["healthz-ok", "healthz-stuck", "readyz-ok", "readyz-problem", "readyz-no-config"],
+    ids=["healthz-ok", "healthz-stuck", "readyz-ok", "readyz-problem-still-ready",
+         "readyz-no-config", "statusz-ok", "statusz-problem", "statusz-no-config"],
 )
 def test_health_endpoints(served: tuple[str, Telemetry, Health, FakeClock], path: str,
                           setup: str, code: int, status: str) -> None:
     base, _, health, clock = served
     health.config_loaded = setup != "no-config"
-    if path == "/readyz":
+    if path in ("/readyz", "/statusz"):
         health.ticked()
     if setup == "stuck":
         clock.now += 4 * INTERVAL
