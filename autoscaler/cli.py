@@ -418,9 +418,10 @@ def _explain_text(outcome: Any, runtime: Any) -> str:
     return "\n".join(lines)
 
 
-def _cpu_basis_notes(settings: Any) -> dict[str, list[str]]:
+def _cpu_basis_notes(settings: Any, timeout: float) -> dict[str, list[str]]:
     """Per target, what its preset's default CPU reading is relative to, when it is not
-    the container's CPU limit (or request): never silently per core."""
+    the container's CPU limit (or request): never silently per core. One instant query per
+    target, within `timeout` seconds."""
     import time as _time
 
     from autoscaler.model import SignalRequest, SignalState
@@ -433,7 +434,7 @@ def _cpu_basis_notes(settings: Any) -> dict[str, list[str]]:
         return {}
     with PrometheusSource(settings.prometheus) as source:
         read = source.read([SignalRequest(name, query, 0.0) for name, (_, query) in asks.items()],
-                           _time.time(), _time.monotonic() + settings.prometheus.timeout)
+                           _time.time(), _time.monotonic() + timeout)
     notes: dict[str, list[str]] = {}
     for name, (backend, _) in asks.items():
         signal = read.get(name)
@@ -470,11 +471,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except StartError as exc:
         _err(str(exc))
         return EXIT_FAILURE
+    import time as _time
+
+    started = _time.monotonic()
     try:
         outcomes = engine.tick()
     finally:
         engine.close()
-    notes = _cpu_basis_notes(settings)
+    # Within what is left of the one-shot deadline (at least a second for the notes).
+    left = max(1.0, args.timeout - (_time.monotonic() - started))
+    notes = _cpu_basis_notes(settings, min(left, settings.prometheus.timeout))
     if args.json:
         print(json.dumps([{"target": o.target, "error": o.error,
                            "decision": o.decision.to_dict() if o.decision else None,
