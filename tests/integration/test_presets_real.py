@@ -20,9 +20,17 @@ from autoscaler.cli import _engine, main
 from autoscaler.config import load_config_data
 from autoscaler.presets import cpu_per_core_query
 from tests.support.e2e import FAST_BEHAVIOR, prom_value, registered, running, spec_replicas
+from tests.support.kube import namespace_with_deployment
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
-from tools.emulator import Cluster, Emulator, FixedInstances, SwarmTasks, Workload
+from tools.emulator import (
+    Cluster,
+    Emulator,
+    FixedInstances,
+    KubernetesReplicas,
+    SwarmTasks,
+    Workload,
+)
 
 # Two instances at half their capacity: the plant's CPU is 5 % idle + 90 % x 0.5 busy.
 CAPACITY = 10_000.0
@@ -32,6 +40,7 @@ HALF_BUSY = 50.0
 @pytest.fixture
 def docker_env(realenv: RealEnv, monkeypatch: pytest.MonkeyPatch) -> RealEnv:
     monkeypatch.setenv("DOCKER_HOST", realenv.docker_host)
+    monkeypatch.setenv("KUBECONFIG", str(realenv.kubeconfig))
     return realenv
 
 
@@ -206,3 +215,68 @@ def test_busy_smtp_and_idle_imap_only_smtp_scales_and_its_guard_reads_its_own_no
     assert abs(guard.value - own) <= 0.25 * own, (guard.value, own, both)
     assert decision.desired >= 4
     assert outcomes["imap"].decision is not None and outcomes["imap"].decision.desired == 3
+
+
+def test_on_kubernetes_busy_smtp_deployment_scales_and_idle_imap_statefulset_does_not(
+        docker_env: RealEnv, kube_api: Any) -> None:
+    """The same on the real API server, with the pod-discovery labels of a Deployment's and
+    a StatefulSet's pods: each preset's default pod regex selects its own workload only."""
+    import kubernetes.client as k
+
+    apps = k.AppsV1Api(kube_api)
+    with namespace_with_deployment(kube_api, "presets", name="smtp") as ns:
+        apps.create_namespaced_stateful_set(ns, {  # type: ignore[arg-type]
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "imap"},
+            "spec": {"replicas": 3, "serviceName": "imap",
+                     "selector": {"matchLabels": {"app": "imap"}},
+                     "template": {"metadata": {"labels": {"app": "imap"}},
+                                  "spec": {"containers": [{"name": "stalwart",
+                                                           "image": "busybox:local"}]}}}})
+        groups = {
+            "smtp": Emulator(KubernetesReplicas(ns, "deployment", "smtp", api_client=kube_api,
+                                                cpu_limit=2.0),
+                             demand=40_000, role="smtp", startup_delay=1.0, poll=0.5),
+            "imap": Emulator(KubernetesReplicas(ns, "statefulset", "imap", api_client=kube_api,
+                                                cpu_limit=2.0),
+                             demand=0, role="imap", startup_delay=1.0, poll=0.5),
+        }
+        base = {"backend": "kubernetes", "namespace": ns, "cooldown": {"up": "0s", "down": "0s"},
+                "behavior": FAST_BEHAVIOR}
+        targets = [
+            {**base, "name": "smtp", "deployment": "smtp", "min_replicas": 1,
+             "max_replicas": 8, "preset": "stalwart-smtp"},
+            {**base, "name": "imap", "statefulset": "imap", "min_replicas": 3,
+             "max_replicas": 6, "preset": "stalwart-imap"}]
+
+        def spec(kind: str, name: str) -> int:
+            read = (apps.read_namespaced_deployment if kind == "deployment"
+                    else apps.read_namespaced_stateful_set)
+            return int(read(name, ns).spec.replicas or 0)
+
+        with Cluster(groups) as cluster, registered(docker_env, cluster):
+            live = settings(docker_env, targets)
+            engine = _engine(live, dry_run=False, everything_dry=False)
+            imap_sizes = set()
+            with running(engine, live.evaluation_interval):
+                def smtp_scaled() -> bool:
+                    imap_sizes.add(spec("statefulset", "imap"))
+                    return spec("deployment", "smtp") >= 4
+
+                wait_until("the SMTP Deployment scaled up for its inflow", smtp_scaled, 240,
+                           every=1)
+            assert imap_sizes == {3}, "the idle IMAP StatefulSet kept its size"
+            probe = _engine(settings(docker_env, targets, dry_run=True), dry_run=True,
+                            everything_dry=True)
+            try:
+                outcomes = {o.target: o for o in probe.tick()}
+            finally:
+                probe.close()
+    smtp = outcomes["smtp"].decision
+    imap = outcomes["imap"].decision
+    assert smtp is not None and imap is not None
+    assert {p.name: p.state for p in smtp.policies} == {"inflow": "ok", "cpu": "ok"}
+    assert {p.name: p.state for p in imap.policies} == {"imap_sessions": "ok", "cpu": "ok"}
+    (guard,) = smtp.guards
+    assert guard.state == "ok" and (guard.value or 0) > 0
+    assert imap.desired == 3
