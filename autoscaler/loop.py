@@ -80,8 +80,7 @@ class TargetRuntime:
     actuator: Actuator | None = None
     state: TargetState | None = None  # merged with the target's own at every tick
     uid: str = ""  # of the object `state` is about: a recreated one starts afresh
-    refused: str | None = None  # a standing reason never to write (HPA conflict)
-    hpa_checked: bool = False
+    refused: str | None = None  # why not to write while it lasts (an HPA scales it)
     in_flight: Future[TargetOutcome] | None = None  # a run that outlived its tick (hung backend)
     # policy label -> when its signal was last not ok (no scale-down on it while settling)
     last_unreported: dict[str, float] = field(default_factory=dict)
@@ -100,6 +99,7 @@ class TargetOutcome:
     written: bool = False
     skipped: str = ""
     error: str | None = None
+    refused: str | None = None  # another autoscaler scales it: read, never written
     signals: dict[str, Signal] = field(default_factory=dict)
 
 
@@ -339,7 +339,8 @@ class Engine:
                 self._probe = self._probe_pool.submit(self.source.check_reachable, deadline)
             prom_problem = self._probe
             outcomes += self._collect(futures, deadline)
-            problems = {o.target: o.error for o in outcomes if o.error}
+            problems = {o.target: o.error or o.refused for o in outcomes
+                        if o.error or o.refused}
             prom = self._prometheus_problem(prom_problem, deadline)
             if prom:
                 problems["prometheus"] = prom
@@ -424,14 +425,21 @@ class Engine:
             self.telemetry.observe_actuation(rt.name, verb, time.monotonic() - started, failed)
 
     def _check_hpa(self, rt: TargetRuntime, actuator: Actuator) -> None:
-        """Refuse a Kubernetes workload that a HorizontalPodAutoscaler also scales."""
-        if rt.hpa_checked:
-            return
+        """At every tick: while a HorizontalPodAutoscaler also scales the workload, it is
+        read but never written (a Warning event when that starts); writes resume at the
+        first tick after the HPA is gone. A failed check raises: no write this tick."""
         conflict = actuator.hpa_conflict()
-        rt.hpa_checked = True
-        if conflict:
-            rt.refused = conflict
-            log.error("target %s: %s; it will be read but never written", rt.name, conflict)
+        before, rt.refused = rt.refused, conflict
+        self.telemetry.set_hpa_conflict(rt.name, conflict is not None)
+        if conflict and conflict != before:
+            log.error("target %s: %s; it is read but not written while that lasts",
+                      rt.name, conflict)
+            self._event(actuator, "HPAConflict", f"not scaling: {conflict}", "Warning")
+        elif before and not conflict:
+            log.warning("target %s: no HorizontalPodAutoscaler scales it any more; "
+                        "writes resume", rt.name)
+            self._event(actuator, "HPAConflictResolved",
+                        "no HorizontalPodAutoscaler scales it any more; writes resume")
 
     def _read_signals(self, runtimes: Sequence[TargetRuntime], now: float,
                       deadline: float) -> SignalBatch:
@@ -488,7 +496,7 @@ class Engine:
         except (ActuatorError, ValueError, OSError) as exc:
             return self._failed(rt, outcome, f"reading {rt.config.backend} target: {exc}")
         signals = self._signals(rt, batch, deadline)
-        outcome.signals = signals
+        outcome.signals, outcome.refused = signals, rt.refused
         gate = write_gate(refused=rt.refused, dry_run=rt.dry_run, paused=status.paused,
                           leader=leader)
         result = write_target(_TargetWrites(self, rt, actuator, signals, now), status, gate)

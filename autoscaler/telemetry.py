@@ -113,18 +113,19 @@ class DecisionGauges(Collector):
                 signal_state]
 
 
-M = TypeVar("M", Counter, Histogram)
+M = TypeVar("M", Counter, Histogram, Gauge)
 
 
 @dataclass(frozen=True, slots=True)
 class _Child:
-    metric: Counter | Histogram
+    metric: Counter | Histogram | Gauge
     labels: tuple[str, ...]
-    child: Counter | Histogram
+    child: Counter | Histogram | Gauge
 
 
 class TargetCounters:
-    """The per-target counters and histograms and their one owner: every labelled child is
+    """The per-target counters, histograms (and the HPA-conflict gauge, set by the engine
+    rather than from a decision) and their one owner: every labelled child is
     made here and remembered by target, so `forget` drops all of a target's series."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -148,6 +149,10 @@ class TargetCounters:
                                         ("target", "verb"))
         self.actuation_seconds = histogram("actuation_duration_seconds",
                                            "Backend read/write latency", ("target", "verb"))
+        self.hpa_conflict = Gauge("target_hpa_conflict",
+                                  "1 while a HorizontalPodAutoscaler also scales the target "
+                                  "(it is then read, never written)", ("target",),
+                                  namespace=NAMESPACE, registry=registry)
         # Children by target, then (metric, label values): `labels()` validates, locks and
         # hashes at every call, several calls per target per tick; the children do not change.
         self._children: dict[str, dict[tuple[int, tuple[str, ...]], _Child]] = {}
@@ -230,6 +235,9 @@ class Telemetry:
     def count_actuation_error(self, target: str, verb: str) -> None:
         """A failed backend call that was not timed (a client that could not be built)."""
         self.targets.of(self.targets.actuation_errors, target, verb).inc()
+
+    def set_hpa_conflict(self, target: str, conflict: bool) -> None:
+        self.targets.of(self.targets.hpa_conflict, target).set(1 if conflict else 0)
 
     def count_write(self, target: str, direction: str) -> None:
         self.targets.of(self.targets.scale_writes, target, direction).inc()

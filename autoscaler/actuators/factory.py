@@ -20,6 +20,7 @@ class BackendClients:
         self._docker: Any = None
         self._kube: Any = None
         self._directory: Any = None  # swarm.ServiceDirectory, with the Docker client
+        self._hpas: Any = None  # hpa.HpaDirectory, with the Kubernetes client
 
     def swarm_directory(self) -> Any:
         """The Swarm service list shared by every Swarm target (read once per tick)."""
@@ -33,6 +34,17 @@ class BackendClients:
         """A tick starts: shared reads of the previous one are no longer current."""
         if self._directory is not None:
             self._directory.begin_tick()
+        if self._hpas is not None:
+            self._hpas.begin_tick()
+
+    def hpa_directory(self) -> Any:
+        """The HPAs of each namespace, listed once per tick for every Kubernetes target."""
+        if self._hpas is None:
+            from autoscaler.actuators.hpa import HpaDirectory
+            from autoscaler.actuators.kubernetes import hpa_lister
+
+            self._hpas = HpaDirectory(hpa_lister(self.kubernetes(), self.timeout))
+        return self._hpas
 
     def docker(self) -> Any:
         if self._docker is None:
@@ -71,7 +83,7 @@ def make_actuator(target: TargetConfig, clients: BackendClients) -> Actuator:
     )
     name = target.deployment or target.statefulset
     return KubernetesActuator(clients.kubernetes(), kind, str(target.namespace), str(name),
-                              timeout=clients.timeout)
+                              timeout=clients.timeout, hpas=clients.hpa_directory())
 
 
 class DryRunActuator(Actuator):

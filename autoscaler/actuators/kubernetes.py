@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import kubernetes.client
 
 from autoscaler.actuators.base import Actuator
+from autoscaler.actuators.hpa import HpaDirectory, conflicting_hpa
 from autoscaler.errors import ActuatorError, ConflictError, NotAllowed
 from autoscaler.kube import COMPONENT, FIELD_MANAGER, KubeApi, Ref
 from autoscaler.model import TargetState, TargetStatus
@@ -74,13 +76,16 @@ class KubernetesActuator(Actuator):
         name: str,
         *,
         timeout: float = 10.0,
+        hpas: HpaDirectory | None = None,
     ) -> None:
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
         self._api = KubeApi(api_client, timeout)
         self._apps: Any = kubernetes.client.AppsV1Api(api_client)
         self._core: Any = kubernetes.client.CoreV1Api(api_client)
-        self._autoscaling: Any = kubernetes.client.AutoscalingV1Api(api_client)
+        # The tick's shared HPA list (one per namespace per tick), or this actuator's own.
+        self._own_hpas = hpas is None
+        self._hpas = hpas or HpaDirectory(hpa_lister(api_client, timeout))
         self._kind = _KINDS[kind]
         self.kind = kind
         self.namespace = namespace
@@ -205,39 +210,52 @@ class KubernetesActuator(Actuator):
     def hpa_conflict(self) -> str | None:
         """A message naming the HorizontalPodAutoscaler that also scales this workload, if any.
 
-        Two controllers writing one replica count fight forever, so the loop refuses such a
-        target. autoscaling/v1 is listed because it exists on every supported Kubernetes (v2
-        does not on 1.20) and every HPA is visible through it. When RBAC forbids the list,
-        the answer is a refusal too: the check cannot be skipped silently. Other failures
-        (timeouts, 5xx) raise ActuatorError, as any read does.
+        Asked at every tick; the namespace's HPAs come from the tick's shared list
+        (`HpaDirectory`), matched on API group, kind and name of their scaleTargetRef. When
+        RBAC forbids the list, the answer is a refusal too: the check cannot be skipped
+        silently. Other failures (timeouts, 5xx) raise ActuatorError, as any read does.
         """
+        if self._own_hpas:
+            self._hpas.begin_tick()  # no tick shares this actuator's list: always fresh
+        try:
+            hpas = self._hpas.list(self.namespace)
+        except NotAllowed as exc:
+            return (f"cannot check that no HorizontalPodAutoscaler also scales "
+                    f"{self._kind.kind} {self.namespace}/{self.name}: the RBAC needs list "
+                    f"on horizontalpodautoscalers ({exc})")
+        hpa = conflicting_hpa(hpas, api_version="apps/v1", kind=self._kind.kind,
+                              name=self.name)
+        if hpa is None:
+            return None
+        return (f"HorizontalPodAutoscaler {self.namespace}/{hpa} also scales "
+                f"{self._kind.kind} {self.namespace}/{self.name}; two controllers "
+                "would fight over its replicas: delete the HPA or drop this target")
+
+
+def hpa_lister(api_client: kubernetes.client.ApiClient,
+               timeout: float) -> Callable[[str], list[Any]]:
+    """`fetch` for an HpaDirectory: every autoscaling/v1 HPA of a namespace, all pages.
+    autoscaling/v1 because it exists on every supported Kubernetes (v2 does not on 1.20) and
+    every HPA is visible through it."""
+    api = KubeApi(api_client, timeout)
+    autoscaling: Any = kubernetes.client.AutoscalingV1Api(api_client)
+
+    def fetch(namespace: str) -> list[Any]:
         hpas: list[Any] = []
         cont: str | None = None
         while True:
-            try:
-                page = self._api.call(
-                    "list", Ref("horizontalpodautoscalers.autoscaling", self.namespace),
-                    self._autoscaling.list_namespaced_horizontal_pod_autoscaler,
-                    self.namespace, limit=500, _continue=cont)
-            except NotAllowed as exc:
-                return (f"cannot check that no HorizontalPodAutoscaler also scales "
-                        f"{self._kind.kind} {self.namespace}/{self.name}: the RBAC needs list "
-                        f"on horizontalpodautoscalers ({exc})")
+            page = api.call("list", Ref("horizontalpodautoscalers.autoscaling", namespace),
+                            autoscaling.list_namespaced_horizontal_pod_autoscaler,
+                            namespace, limit=500, _continue=cont)
             if not isinstance(page, dict):
                 raise ActuatorError(f"list horizontalpodautoscalers.autoscaling in namespace "
-                                    f"{self.namespace}: unexpected answer")
+                                    f"{namespace}: unexpected answer")
             hpas.extend(page.get("items") or [])
             cont = (page.get("metadata") or {}).get("continue") or None
             if cont is None:
-                break
-        for hpa in hpas:
-            ref = ((hpa or {}).get("spec") or {}).get("scaleTargetRef") or {}
-            if ref.get("kind") == self._kind.kind and ref.get("name") == self.name:
-                hpa_name = ((hpa.get("metadata") or {}).get("name")) or "?"
-                return (f"HorizontalPodAutoscaler {self.namespace}/{hpa_name} also scales "
-                        f"{self._kind.kind} {self.namespace}/{self.name}; two controllers "
-                        "would fight over its replicas: delete the HPA or drop this target")
-        return None
+                return hpas
+
+    return fetch
 
 
 def _only_paused(annotations: dict[str, str]) -> dict[str, str]:

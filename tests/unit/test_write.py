@@ -209,7 +209,8 @@ ROWS = {
     "target-dry-run": Row(Scripted(), cfg={"target_dry_run": True}, replicas=3,
                           skipped="dry-run"),
     "paused": Row(Scripted(paused=True), replicas=3),  # decide holds: nothing to write
-    "refused-hpa": Row(Scripted(hpa=[HPA]), replicas=3, skipped=HPA),
+    "refused-hpa": Row(Scripted(hpa=[HPA]), replicas=3, skipped=HPA,
+                       events=(("HPAConflict", "Warning"),)),
 }
 
 
@@ -234,14 +235,31 @@ def test_write_paths(row: Row, caplog: pytest.LogCaptureFixture) -> None:
     assert len(records) == (1 if row.recorded else 0)
 
 
-@pytest.mark.xfail(strict=True, reason="#11 item 4: the HPA check runs once per target today")
-def test_an_hpa_that_appears_later_stops_the_writes() -> None:
-    actuator = Scripted(hpa=[None, HPA])
+def test_an_hpa_is_checked_every_tick_writes_stop_while_it_exists_and_resume() -> None:
+    """#11 item 4: an HPA that appears after the start stops the writes at the next tick
+    (a Warning event once, the target named in /statusz's problems, the metric at 1); writes
+    resume at the first tick after it is gone."""
+    actuator = Scripted(hpa=[None, HPA, HPA, None])
     engine = Engine(settings(), source=Source(), actuator_factory=lambda _: actuator,
                     telemetry=Telemetry(), leadership=Leader(True))
+
+    def conflict_metric() -> float | None:
+        return engine.telemetry.registry.get_sample_value(
+            "autoscaler_target_hpa_conflict", {"target": "smtp"})
+
     try:
-        assert engine.tick()[0].written
-        actuator.replicas = 3  # an operator scales back: the engine wants 5 again
-        assert engine.tick()[0].skipped == HPA
+        assert engine.tick()[0].written and conflict_metric() == 0
+        for _ in range(2):
+            actuator.replicas = 3  # an operator scales back: the engine wants 5 again
+            outcome = engine.tick()[0]
+            assert (outcome.written, outcome.skipped, actuator.replicas) == (False, HPA, 3)
+            assert engine.health.problems == {"smtp": HPA} and conflict_metric() == 1
+        assert [e for e in actuator.events if e[0] == "HPAConflict"] == [("HPAConflict",
+                                                                           "Warning")]
+        outcome = engine.tick()[0]
+        assert (outcome.written, actuator.replicas) == (True, 5)
+        assert engine.health.problems == {} and conflict_metric() == 0
+        assert actuator.events[-2:] == [("HPAConflictResolved", "Normal"),
+                                        ("SuccessfulRescale", "Normal")]
     finally:
         engine.close()
