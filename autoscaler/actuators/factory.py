@@ -9,6 +9,9 @@ from autoscaler.actuators.base import Actuator
 from autoscaler.config import TargetConfig
 from autoscaler.model import TargetState, TargetStatus
 
+if TYPE_CHECKING:
+    from autoscaler.actuators.swarm import ServiceDirectory
+
 log = logging.getLogger("autoscaler.actuators")
 
 
@@ -19,10 +22,10 @@ class BackendClients:
         self.timeout = timeout  # per backend call; the CLI keeps it inside the tick budget
         self._docker: Any = None
         self._kube: Any = None
-        self._directory: Any = None  # swarm.ServiceDirectory, with the Docker client
+        self._directory: ServiceDirectory | None = None  # with the Docker client
         self._hpas: Any = None  # hpa.HpaDirectory, with the Kubernetes client
 
-    def swarm_directory(self) -> Any:
+    def swarm_directory(self) -> ServiceDirectory:
         """The Swarm service list shared by every Swarm target (read once per tick)."""
         if self._directory is None:
             from autoscaler.actuators.swarm import ServiceDirectory
@@ -61,11 +64,11 @@ class BackendClients:
         return self._kube
 
     def close(self) -> None:
+        # docker.DockerClient and kubernetes.client.ApiClient both have close()
         for client in (self._docker, self._kube):
-            close = getattr(client, "close", None)
-            if close is not None:
+            if client is not None:
                 try:
-                    close()
+                    client.close()
                 except Exception:
                     log.debug("closing a backend client failed", exc_info=True)
 
