@@ -51,15 +51,25 @@ class Combined(NamedTuple):
 def combine_recommendations(
     policies: Sequence[PolicyResult], current: int
 ) -> tuple[int, str | None]:
-    """The highest opinion wins; with no opinion at all the size is held."""
+    """The highest opinion wins; with no opinion at all the size is held.
+
+    A band-keeping policy (a two-sided threshold: it has an `alone` vote) votes `alone`
+    (hold in band, step down below it) only while no other policy sizes the target; beside
+    one that does, it votes `replicas`: the fewest its own metric can take, so its band
+    never keeps the cluster bigger than that metric needs (max-wins would make its "hold"
+    a floor for everyone).
+    """
+    ok = [p for p in policies if p.state is SignalState.OK]
+    alone = not any(p.alone is None and p.replicas is not None for p in ok)
     best: PolicyResult | None = None
-    for p in policies:
-        if (p.state is SignalState.OK and p.replicas is not None
-                and (best is None or p.replicas > (best.replicas or 0))):
-            best = p
-    if best is None or best.replicas is None:
+    best_vote = 0
+    for p in ok:
+        vote = p.vote(alone)
+        if vote is not None and (best is None or vote > best_vote):
+            best, best_vote = p, vote
+    if best is None:
         return current, None
-    return best.replicas, best.name
+    return best_vote, best.name
 
 
 def unreported(policies: Sequence[PolicyResult]) -> list[PolicyResult]:

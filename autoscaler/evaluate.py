@@ -69,9 +69,9 @@ def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext,
     if settling:
         return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest,
                             rec.replicas, f"{rec.reason} (settling after a gap in its data)",
-                            settling=True)
+                            settling=True, alone=rec.alone)
     return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest, rec.replicas,
-                        rec.reason)
+                        rec.reason, alone=rec.alone)
 
 
 def run_guard(guard: GuardSpec, signal: Signal) -> GuardResult:

@@ -79,6 +79,11 @@ class Recommendation:
 
     replicas: int | None
     reason: str
+    # A band-keeping policy's vote for when no other policy sizes the target (None: the
+    # same as `replicas`). A two-sided threshold alone holds its band (`alone`); beside
+    # policies that size the target it only blocks the counts its own metric cannot take
+    # (`replicas`): see `autoscaler.decide.combine_recommendations`.
+    alone: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,11 @@ class PolicyResult:
     reason: str
     # ok again, but less than its lookback after a gap: it may not lower the count yet
     settling: bool = False
+    alone: int | None = None  # Recommendation.alone
+
+    def vote(self, alone: bool) -> int | None:
+        """What it asks for: its `alone` vote while no other policy sizes the target."""
+        return self.alone if alone and self.alone is not None else self.replicas
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -120,6 +130,8 @@ class PolicyResult:
         }
         if self.settling:
             out["settling"] = True
+        if self.alone is not None:
+            out["alone"] = self.alone
         return out
 
 

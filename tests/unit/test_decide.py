@@ -45,6 +45,10 @@ def pol(name: str, replicas: int | None, state: SignalState = OK) -> PolicyResul
                         replicas if state is OK else None, "test")
 
 
+def band(name: str, replicas: int | None, *, alone: int) -> PolicyResult:
+    return PolicyResult(name, "threshold", OK, 50.0, replicas, "test", alone=alone)
+
+
 def guard(block: GuardBlock, active: bool, name: str = "g") -> GuardResult:
     return GuardResult(name, block, OK, 1.0, active, "test")
 
@@ -61,6 +65,21 @@ def rules(lo: int = 1, hi: int = 10, **kw: Any) -> TargetRules:
     pytest.param([pol("a", None)], 4, (4, None), id="nobody-has-an-opinion-holds"),
     pytest.param([pol("a", 9, ERROR), pol("b", 2)], 4, (2, "b"), id="unreported-ignored"),
     pytest.param([], 4, (4, None), id="no-policies-holds"),
+    # A band keeper (two-sided threshold) votes `alone` only while nobody else sizes.
+    pytest.param([band("cpu", 2, alone=4)], 4, (4, "cpu"), id="band-alone-holds"),
+    pytest.param([band("cpu", 2, alone=3)], 4, (3, "cpu"), id="band-alone-steps-down"),
+    pytest.param([band("cpu", 2, alone=4), pol("a", None)], 4, (4, "cpu"),
+                 id="band-beside-no-opinion-holds"),
+    pytest.param([band("cpu", 2, alone=4), band("mem", 3, alone=4)], 4, (4, "cpu"),
+                 id="two-bands-alone-hold"),
+    pytest.param([band("cpu", 2, alone=4), pol("a", 1)], 4, (2, "cpu"),
+                 id="band-beside-a-sizer-blocks-only-its-need"),
+    pytest.param([band("cpu", 2, alone=4), pol("a", 3)], 4, (3, "a"),
+                 id="sizer-above-the-need-wins"),
+    pytest.param([band("cpu", None, alone=3), pol("a", 1)], 4, (1, "a"),
+                 id="down-only-band-beside-a-sizer-no-opinion"),
+    pytest.param([band("cpu", 2, alone=4), pol("a", 1, ERROR)], 4, (4, "cpu"),
+                 id="unreported-sizer-does-not-count"),
 ])
 def test_combine_recommendations(policies: list[PolicyResult], current: int,
                                  expected: tuple[int, str | None]) -> None:

@@ -22,33 +22,48 @@ def threshold(**kw: object) -> ThresholdPolicy:
     return ThresholdPolicy.model_validate({"type": "threshold", "query": "cpu", **kw})
 
 
-@pytest.mark.parametrize(("params", "values", "current", "expected"), [
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (80,), 4, 5, id="above-up"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (20,), 4, 3, id="below-down"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (50,), 4, 4, id="band-holds"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (70,), 4, 4,
-                 id="at-bound-holds"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "step": 3}, (90,), 4, 7,
-                 id="step"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "for": "45s"},
-                 (80, 80, 80, 80), 4, 5, id="for-held"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "for": "45s"},
-                 (80, 60, 80, 80), 4, 4, id="for-interrupted-holds"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "for": "5m"}, (80, 80), 4, 4,
-                 id="for-not-yet-covered-holds"),
-    pytest.param({"scale_up_above": 70}, (50,), 4, None, id="up-only-no-opinion-below"),
-    pytest.param({"scale_up_above": 70}, (80,), 4, 5, id="up-only-up"),
-    pytest.param({"scale_down_below": 30}, (50,), 4, None, id="down-only-no-opinion-above"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30}, (20,), 0, 0,
-                 id="never-negative"),
-    pytest.param({"scale_up_above": 70, "scale_down_below": 30, "tolerance": 0.1}, (75,), 4,
-                 4, id="tolerance-widens-band"),
+BAND = {"scale_up_above": 70, "scale_down_below": 30}
+
+
+# `alone`: the vote while no other policy sizes the target (the guide's rule, unchanged);
+# `beside`: the vote beside policies that do — the fewest instances that keep the highest
+# value of the window under 70 x 0.9 = 63 with the load spread evenly, never above current.
+@pytest.mark.parametrize(("params", "values", "current", "alone", "beside"), [
+    pytest.param(BAND, (80,), 4, 5, 5, id="above-up"),
+    pytest.param(BAND, (20,), 4, 3, 2, id="below-down"),           # ceil(4 x 20 / 63) = 2
+    pytest.param(BAND, (50,), 4, 4, 4, id="band-holds"),           # ceil(4 x 50 / 63) = 4
+    pytest.param(BAND, (40,), 10, 10, 7, id="band-idle-big-cluster"),  # ceil(400 / 63) = 7
+    pytest.param(BAND, (70,), 4, 4, 4, id="at-bound-holds"),       # 4.4 -> never above current
+    pytest.param({**BAND, "step": 3}, (90,), 4, 7, 7, id="step"),
+    pytest.param({**BAND, "for": "45s"}, (80, 80, 80, 80), 4, 5, 5, id="for-held"),
+    pytest.param({**BAND, "for": "45s"}, (80, 60, 80, 80), 4, 4, 4, id="for-interrupted-holds"),
+    pytest.param({**BAND, "for": "45s"}, (40, 30, 20, 20), 6, 6, 4,
+                 id="beside-sizes-for-the-window-peak"),  # ceil(6 x 40 / 63) = 4
+    pytest.param({**BAND, "for": "5m"}, (80, 80), 4, 4, 4, id="for-not-yet-covered-holds"),
+    pytest.param({"scale_up_above": 70}, (50,), 4, None, None, id="up-only-no-opinion-below"),
+    pytest.param({"scale_up_above": 70}, (80,), 4, 5, 5, id="up-only-up"),
+    pytest.param({"scale_down_below": 30}, (50,), 4, None, None,
+                 id="down-only-no-opinion-above"),
+    pytest.param({"scale_down_below": 30}, (20,), 4, 3, None,
+                 id="down-only-below-steps-alone-only"),
+    pytest.param({**BAND}, (20,), 0, 0, 0, id="never-negative"),
+    pytest.param({**BAND, "tolerance": 0.1}, (75,), 4, 4, 4, id="tolerance-widens-band"),
+    pytest.param({**BAND, "margin": 0.0}, (40,), 10, 10, 6, id="margin-0-sizes-on-the-bound"),
+    pytest.param({**BAND, "spreads": False}, (40,), 10, 10, 10, id="spreads-false-holds"),
+    pytest.param({**BAND, "spreads": False}, (20,), 10, 9, 9, id="spreads-false-steps"),
 ])
 def test_threshold(params: dict[str, object], values: tuple[float, ...], current: int,
-                   expected: int | None) -> None:
+                   alone: int | None, beside: int | None) -> None:
     rec = threshold(**params).recommend(series(*values), PolicyContext(current, current))
-    assert rec.replicas == expected
+    assert (rec.alone if rec.alone is not None else rec.replicas) == alone
+    assert rec.replicas == beside
     assert rec.reason
+
+
+def test_threshold_spreads_the_load_of_the_ready_instances_only() -> None:
+    # 6 asked, 4 serving at 40 %: the load is 4 x 40, so ceil(160 / 63) = 3.
+    rec = threshold(**BAND).recommend(series(40), PolicyContext(6, 4))
+    assert (rec.replicas, rec.alone) == (3, 6)
 
 
 @pytest.mark.parametrize(("times", "window", "expected"), [
