@@ -6,6 +6,7 @@ policy never needs to ask what time it is.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -29,6 +30,16 @@ class Sample:
     value: float
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class History:
+    """A long series at a fixed step, oldest first, as compact arrays (`array('d')`): the
+    past a learning policy (`seasonal`) reads. Append-only: the source extends the same
+    arrays each tick, so a policy may remember how far it has read."""
+
+    t: array[float]
+    v: array[float]
+
+
 @dataclass(frozen=True, slots=True)
 class Signal:
     """The samples of one query over a policy's window, oldest first, with its state."""
@@ -36,6 +47,8 @@ class Signal:
     state: SignalState
     samples: tuple[Sample, ...] = ()
     detail: str = ""
+    # A `history` read's past (None while it loads, after a failure, or for a live read).
+    history: History | None = field(default=None, compare=False, repr=False)
 
     @property
     def latest(self) -> float | None:

@@ -9,6 +9,7 @@ from policies.capacity import CapacityPolicy
 from policies.forecast import ForecastPolicy
 from policies.queue_trend import QueueTrendPolicy
 from policies.schedule import SchedulePolicy
+from policies.seasonal import SeasonalPolicy
 from policies.target_value import TargetValuePolicy
 from policies.threshold import ThresholdPolicy
 
@@ -19,6 +20,7 @@ BUILTIN_POLICIES: dict[str, type[Policy]] = {
     "target_value": TargetValuePolicy,
     "forecast": ForecastPolicy,
     "schedule": SchedulePolicy,
+    "seasonal": SeasonalPolicy,
 }
 
 __all__ = ["BUILTIN_POLICIES", "Policy"]

@@ -18,6 +18,7 @@ from autoscaler.units import promql_lookback
 # what a bare query may name in simulate, and what the plant's scrape history records.
 PlantSignal = Literal["cpu", "memory", "queue", "arrival_rate", "processed_rate", "net_inflow",
                       "latency", "active_deliveries", "arrival_rate_1m"]
+HISTORY_STEP = 60.0  # seconds between the points of a `history` read
 PLANT_SIGNALS: tuple[PlantSignal, ...] = get_args(PlantSignal)
 
 
@@ -40,6 +41,11 @@ class Policy(BaseModel):
 
     def window_seconds(self) -> float:
         """How much history the policy needs; 0 means the latest sample is enough."""
+        return 0.0
+
+    def history_seconds(self) -> float:
+        """How far back a learning policy reads its query's past (a `history` read: days at
+        a coarse step, handed over as `Signal.history`); 0: it reads none."""
         return 0.0
 
     def settle_seconds(self) -> float:

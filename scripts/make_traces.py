@@ -108,6 +108,39 @@ def noisy_flat(rng: random.Random) -> Iterator[Row]:
         yield t, base * noise * spike
 
 
+def daily_digest(rng: random.Random) -> Iterator[Row]:
+    """7 days at 60 s: a quiet base and a digest sent at 08:00 give or take a few minutes."""
+    base = 8_000.0
+    drift = AR1(rng, 0.95, 0.01)
+    offsets = [rng.uniform(-240.0, 240.0) for _ in range(7)]  # the sender's cron jitter
+    for t in range(0, 7 * DAY, 60):
+        day, into = divmod(t, DAY)
+        since = into - (8 * HOUR + offsets[day])
+        extra = 6.0 * math.exp(-since / (12 * 60.0)) if since >= 0 else 0.0
+        yield t, base * (1.0 + extra) * (1.0 + drift.step() + rng.gauss(0.0, 0.02))
+
+
+def hourly_job(rng: random.Random) -> Iterator[Row]:
+    """2 days at 30 s: a notification run at 20 past every hour, on the dot, for 10 minutes."""
+    base = 12_000.0
+    drift = AR1(rng, 0.95, 0.01)
+    for t in range(0, 2 * DAY, 30):
+        job = 3.0 if 20 * 60 <= t % HOUR < 30 * 60 else 0.0
+        yield t, base * (1.0 + job) * (1.0 + drift.step() + rng.gauss(0.0, 0.02))
+
+
+def weekly_campaign(rng: random.Random) -> Iterator[Row]:
+    """14 days at 60 s from Monday 00:00: a day cycle and a campaign every Monday at 10:00."""
+    drift = AR1(rng, 0.95, 0.01)
+    for t in range(0, 14 * DAY, 60):
+        day, hour = divmod(t / HOUR, 24)
+        level = 6_000.0 + 10_000.0 * gauss_bump(hour, 13.0, 3.0)
+        since = t - (int(day) * DAY + 10 * HOUR)
+        if int(day) % 7 == 0 and since >= 0:
+            level += 45_000.0 * math.exp(-since / (25 * 60.0))
+        yield t, level * (1.0 + drift.step() + rng.gauss(0.0, 0.02))
+
+
 TRACES: dict[str, tuple[Callable[[random.Random], Iterator[Row]], str]] = {
     "diurnal-week": (
         diurnal_week,
@@ -131,6 +164,21 @@ TRACES: dict[str, tuple[Callable[[random.Random], Iterator[Row]], str]] = {
         noisy_flat,
         "Six hours at 15 s steps: ~25,000/h with no trend but heavy noise (AR(1) drift plus\n"
         "white noise, roughly +/-20-30 %) and short spikes of 1.5-2.1x lasting 15-60 s.",
+    ),
+    "daily-digest": (
+        daily_digest,
+        "Seven days at 60 s steps: ~8,000/h and a daily digest at 08:00 give or take up to\n"
+        "4 minutes (a different offset each day) that jumps to ~7x and decays over ~12 min.",
+    ),
+    "hourly-job": (
+        hourly_job,
+        "Two days at 30 s steps: ~12,000/h and a notification job at 20 past every hour,\n"
+        "exactly on schedule, that quadruples the load for 10 minutes.",
+    ),
+    "weekly-campaign": (
+        weekly_campaign,
+        "Fourteen days at 60 s steps from Monday 00:00: a day cycle (6,000-16,000/h) and a\n"
+        "campaign every Monday at 10:00 adding ~45,000/h that decays over ~25 min.",
     ),
 }
 

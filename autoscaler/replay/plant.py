@@ -8,10 +8,11 @@ the policies see the lag and smoothing they see live.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from autoscaler.model import Sample, Signal, SignalState
+from autoscaler.model import History, Sample, Signal, SignalState
 from policies.base import PLANT_SIGNALS
 
 IDLE_CPU = 5.0  # % of a core an idle Stalwart node burns
@@ -190,3 +191,30 @@ def window_signal(samples: list[Sample], times: list[float], now: float, window:
     start = bisect.bisect_right(times, now - window + 1e-9) if window > 0 else end - 1
     start = min(start, end - 1)
     return Signal(SignalState.OK, tuple(samples[start:end]))
+
+
+class HistoryFeed:
+    """A `history` read as the live source hands it over: the query's past at `step`, as
+    arrays that grow by only the new points at each evaluation, never past `now` (replay
+    shows a policy no more of the trace than the simulated clock has reached)."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.t: array[float] = array("d")
+        self.v: array[float] = array("d")
+        self._read = 0  # scraped samples looked at
+
+    def signal(self, live: Signal, scraped: list[Sample], now: float) -> Signal:
+        """`live` (the policy's usual read) with the history up to `now` attached."""
+        t, v, step = self.t, self.v, self.step
+        i = self._read
+        while i < len(scraped) and scraped[i].t <= now + 1e-9:
+            sample = scraped[i]
+            if not t or sample.t >= t[-1] + step - 1e-9:
+                t.append(sample.t)
+                v.append(sample.value)
+            i += 1
+        self._read = i
+        if live.state is not SignalState.OK:
+            return live
+        return Signal(live.state, live.samples, live.detail, History(t, v))

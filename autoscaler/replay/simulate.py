@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,10 +19,10 @@ from autoscaler.config import GuardConfig, Settings, TargetConfig
 from autoscaler.decide import TargetRules
 from autoscaler.model import Decision, Signal, SignalState
 from autoscaler.replay.evaluations import ReplayTarget
-from autoscaler.replay.plant import Plant, PlantParams, ScrapeHistory
+from autoscaler.replay.plant import HistoryFeed, Plant, PlantParams, ScrapeHistory
 from autoscaler.trace import Trace, demand_at
 from policies import Policy
-from policies.base import PLANT_SIGNALS, ceil_exact
+from policies.base import HISTORY_STEP, PLANT_SIGNALS, ceil_exact
 from policies.capacity import replicas_for_rate
 from policies.target_value import TargetValuePolicy
 
@@ -153,10 +153,12 @@ Reads = list[tuple[str, str, float]]
 
 def _decide(target: ReplayTarget, plant: Plant, history: ScrapeHistory,
             reads: tuple[Reads, Reads], result: RunResult, t: float, t0: float,
-            ready: int) -> None:
+            ready: int, feeds: Mapping[str, tuple[str, HistoryFeed]]) -> None:
     """One evaluation of the contender's rules on what was scraped, acted on at once."""
     policy_reads, guard_reads = reads
     psignals = {label: history.signal(name, t, window) for label, name, window in policy_reads}
+    for label, (name, feed) in feeds.items():
+        psignals[label] = feed.signal(psignals[label], history.series[name], t)
     gsignals = {label: history.signal(name, t, window) for label, name, window in guard_reads}
     decision = target.evaluate(t, plant.replicas, ready, psignals, gsignals)
     if decision.desired != plant.replicas:
@@ -189,6 +191,10 @@ def simulate(
     # What each policy and guard reads at every evaluation: (label, plant signal, window).
     reads = ([(p.label, policy_names[p.label], max(p.window_seconds(), 0.0)) for p in policies],
              [(g.label, guard_names[g.label], 0.0) for g in guards])
+    # A learning policy's past, fed from the plant's own scraped series (the same Signal
+    # shape as the live source's history read; never ahead of the simulated clock).
+    feeds = {p.label: (policy_names[p.label], HistoryFeed(HISTORY_STEP))
+             for p in policies if p.history_seconds() > 0}
 
     next_scrape = t0
     next_eval = t0 + contender.interval
@@ -222,7 +228,7 @@ def simulate(
             if contender.schedule is not None:
                 _follow_schedule(contender.schedule(t), plant, result, t, t0)
             else:
-                _decide(target, plant, history, reads, result, t, t0, ready)
+                _decide(target, plant, history, reads, result, t, t0, ready, feeds)
             result.timeline.append({
                 "t": round(t - t0, 3), "demand": demand, "replicas": plant.replicas,
                 "ready": ready, "queue": round(plant.queue, 3),
