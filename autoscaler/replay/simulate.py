@@ -151,6 +151,15 @@ def _follow_schedule(wanted: int, plant: Plant, result: RunResult, t: float,
 Reads = list[tuple[str, str, float]]
 
 
+def history_feeds(policies: Sequence[Policy],
+                  names: Mapping[str, str]) -> dict[str, tuple[str, HistoryFeed]]:
+    """label -> (plant signal, feed) for each learning policy: its past is fed from the
+    plant's own scraped series, in the same Signal shape as the live source's history read,
+    never ahead of the simulated clock."""
+    return {p.label: (names[p.label], HistoryFeed(HISTORY_STEP))
+            for p in policies if p.history_seconds() > 0}
+
+
 def _decide(target: ReplayTarget, plant: Plant, history: ScrapeHistory,
             reads: tuple[Reads, Reads], result: RunResult, t: float, t0: float,
             ready: int, feeds: Mapping[str, tuple[str, HistoryFeed]]) -> None:
@@ -191,15 +200,11 @@ def simulate(
     # What each policy and guard reads at every evaluation: (label, plant signal, window).
     reads = ([(p.label, policy_names[p.label], max(p.window_seconds(), 0.0)) for p in policies],
              [(g.label, guard_names[g.label], 0.0) for g in guards])
-    # A learning policy's past, fed from the plant's own scraped series (the same Signal
-    # shape as the live source's history read; never ahead of the simulated clock).
-    feeds = {p.label: (policy_names[p.label], HistoryFeed(HISTORY_STEP))
-             for p in policies if p.history_seconds() > 0}
+    feeds = history_feeds(policies, policy_names)
 
     next_scrape = t0
     next_eval = t0 + contender.interval
-    i_trace = 0
-    n_trace = len(trace.t)
+    i_trace, n_trace = 0, len(trace.t)
     overload = replica_seconds = 0.0
     peak_queue = worst_delay = 0.0
     last_cpu: float | None = None
