@@ -23,7 +23,9 @@ How, in one pass over the points and a little work per tick:
   score = hits / (hits + misses + false alarms).
 - THE BAR: the best-scoring period acts only when its score is at least `min_score`
   (default 0.6: most burst bins covered, few false alarms) and it saw at least
-  `min_burst_bins` burst bins; and only when its forecast at now + lead is itself a burst.
+  `min_burst_bins` burst bins; and only when its forecast at now + lead is itself a burst,
+  over the level AND over the value now (a jump the reactive policies cannot follow in
+  time; a smooth day curve never is one, and during a burst they already see it).
   Otherwise: no opinion. Noise and trends are not recurring bursts: on them it never acts.
 - It sizes like `capacity`: ceil(forecast / per_instance x headroom), and only ever raises
   (max-wins with the reactive policies: it never pushes below what they ask).
@@ -256,8 +258,13 @@ class SeasonalPolicy(Policy):
         forecast, seen = got
         about = (f"period {name} score {score.score:.2f}: forecast {forecast:.0f}/h in "
                  f"{self.lead:g}s (median of {seen} periods, level {st.level:.0f}/h)")
-        if not is_burst(forecast, st.level, self.burst_ratio, self.per_instance):
-            return Recommendation(None, f"{about}: no burst ahead, no opinion")
+        now_value = max(signal.samples[-1].value, 0.0)
+        if not (self._burst(forecast, st.level) and self._burst(forecast, now_value)):
+            # Only a jump the reactive policies cannot follow in time: a burst over the
+            # usual level AND over the value now (a smooth day curve rises too slowly to be
+            # one; during a burst the reactive policies already see it).
+            return Recommendation(None, f"{about}: no burst ahead of {now_value:.0f}/h now, "
+                                        "no opinion")
         wanted = ceil_exact(forecast / self.per_instance * self.headroom)
         formula = f"{about}: ceil({forecast:.0f} / {self.per_instance:g} x {self.headroom:g}) " \
                   f"= {wanted}"

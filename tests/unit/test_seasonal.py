@@ -81,12 +81,20 @@ def slow_ramp(t: float) -> float:
     return 5_000.0 + t / HOUR * 400.0
 
 
+def smooth_day(t: float) -> float:
+    """A day curve (morning peak 4x the night) with no jump: reactive policies follow it."""
+    hour = t % DAY / HOUR
+    return BASE + 30_000.0 * math.exp(-((hour - 10.0) ** 2) / (2 * 1.5**2))
+
+
 def asked(shape: Shape, history_days: float, now: float, *, current: int = 2,
           **params: object) -> tuple[int | None, str]:
     points = [(float(t), shape(t)) for t in range(0, int(history_days * DAY), 60)]
     points = [(t, v) for t, v in points if not math.isnan(v) and t <= now]
     policy = SeasonalPolicy.model_validate({"query": "q", **params})
-    signal = Signal(SignalState.OK, (Sample(now, 1.0),), "", history_of(points))
+    live = shape(now)
+    signal = Signal(SignalState.OK, (Sample(now, 1.0 if math.isnan(live) else live),), "",
+                    history_of(points))
     rec = policy.recommend(signal, PolicyContext(current))
     return rec.replicas, rec.reason
 
@@ -116,6 +124,9 @@ BURST_NEED = math.ceil(PEAK / 10_000 * 1.1)  # 7
     pytest.param(stops_after(daily_burst(), 3), 8, 7 * DAY + 8 * HOUR - 60, None, None,
                  id="a-pattern-that-stops"),
     pytest.param(noisy_flat, 8, 7 * DAY + 8 * HOUR, None, None, id="noise-is-no-pattern"),
+    pytest.param(smooth_day, 8, 7 * DAY + 8 * HOUR, None, None, id="a-smooth-day-is-no-jump"),
+    pytest.param(daily_burst(), 8, 7 * DAY + 8 * HOUR + 300, None, "1d",
+                 id="inside-the-burst-reactive-policies-see-it"),
     pytest.param(slow_ramp, 3, 2.5 * DAY, None, None, id="a-trend-is-no-pattern"),
 ])
 def test_forecaster(shape: Shape, days: float, now: float, expected: int | None,
