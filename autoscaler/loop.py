@@ -50,7 +50,7 @@ from autoscaler.model import (
 )
 from autoscaler.reload import ReloadSummary, plan_reload
 from autoscaler.sources.base import SignalSource
-from autoscaler.state import merge_states, remembered_for
+from autoscaler.state import first_sight, merge_states, remembered_for
 from autoscaler.telemetry import Health, Telemetry
 from autoscaler.write import (
     WriteOutcome,
@@ -480,10 +480,15 @@ class Engine:
         missing = Signal.bad(SignalState.ERROR, "signal was not read")
         return {key: signals.get(key, missing) for key in keys}
 
-    def _read_status(self, rt: TargetRuntime, actuator: Actuator) -> TargetStatus:
-        """Read the target; a recreated object (another uid) starts with no memory."""
+    def _read_status(self, rt: TargetRuntime, actuator: Actuator,
+                     now: float | None = None) -> TargetStatus:
+        """Read the target; a recreated object (another uid) starts with no memory. At first
+        sight (`now` given and nothing remembered) the stabilization history starts with
+        (now, current): `first_sight`."""
         status = self._timed(rt, "status", actuator.status)
         rt.state, rt.uid = remembered_for(rt.state, rt.uid, status.uid), status.uid
+        if rt.state is None and now is not None:
+            rt.state = first_sight(status.state, now, status.current)
         return status
 
     def _tick_target(self, rt: TargetRuntime, now: float, deadline: float,
@@ -491,7 +496,7 @@ class Engine:
         outcome = TargetOutcome(rt.name)
         try:
             actuator = self._actuator(rt)
-            status = self._read_status(rt, actuator)
+            status = self._read_status(rt, actuator, now)
             self._check_hpa(rt, actuator)
         except (ActuatorError, ValueError, OSError) as exc:
             return self._failed(rt, outcome, f"reading {rt.config.backend} target: {exc}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autoscaler.model import TargetState
 
@@ -131,6 +131,16 @@ def remembered_for(in_memory: TargetState | None, remembered_uid: str,
     if remembered_uid and uid and remembered_uid != uid:
         return None
     return in_memory
+
+
+def first_sight(on_target: TargetState, now: float, current: int) -> TargetState:
+    """What a process remembers of a target it sees for the first time (after a start, a
+    restart, a failover, or the object's re-creation): the target's own state, with (now,
+    current) added to its stabilization history, as the HPA seeds it. Recommendations are
+    stored on the target only with a scale, so without this a restart would forget the ones
+    made since and could scale down early; with it a restart may delay a scale-down by one
+    window, never shorten it. Nothing is written for this."""
+    return replace(on_target, recommendations=(*on_target.recommendations, (now, current)))
 
 
 def merge_states(on_target: TargetState, in_memory: TargetState | None) -> TargetState:

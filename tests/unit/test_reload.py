@@ -133,8 +133,10 @@ def sample(engine: Engine, name: str, **labels: str) -> float | None:
 
 def test_a_kept_target_keeps_its_stabilization_memory_a_fresh_one_has_none() -> None:
     """`a` saw a recommendation of 6 (clamped to max 3, so never written to the target);
-    after the reload both targets recommend 2: `a` holds 3 from memory, the new `b` (same
-    policy, same replicas, no memory) scales down — the control that shows the test can fail."""
+    after the reload both targets recommend 2: `a` holds 3 from memory (its 6 is still
+    there), the new `b` (same policy, same replicas, no memory) holds 3 from its first sight
+    only: as the HPA, a target's first tick in a process starts its history with (now,
+    current) (#11 item 5), so a new or restarted target never scales down at once."""
     backend = Backend(initial=3)
     engine = engine_for(settings(target("a")), backend)
     first = one(engine.tick(), "a")
@@ -145,14 +147,16 @@ def test_a_kept_target_keeps_its_stabilization_memory_a_fresh_one_has_none() -> 
     summary = engine.reload(settings(target("a", query="load_b"), target("b", query="load_b")))
     assert (summary.kept, summary.added, summary.removed) == (("a",), ("b",), ())
     assert engine.runtimes[0] is runtime  # same object: state, actuator, HPA check kept
+    assert runtime.state is not None and (first.decision.time, 6) in runtime.state.recommendations
 
     outcomes = engine.tick()
     a, b = one(outcomes, "a").decision, one(outcomes, "b").decision
     assert a is not None and b is not None
     assert (a.recommended, a.desired) == (2, 3)
     assert ClipKind.STABILIZATION in {c.kind for c in a.clips}
-    assert (b.recommended, b.desired) == (2, 2)
-    assert backend.workloads["a"].writes == [] and backend.workloads["b"].writes == [2]
+    assert (b.recommended, b.desired) == (2, 3)
+    assert b.state.recommendations[0] == (b.time, 3)  # its first sight
+    assert backend.workloads["a"].writes == [] and backend.workloads["b"].writes == []
     assert backend.built == ["a", "b"]  # `a`'s actuator was not rebuilt
     engine.close()
 
@@ -194,7 +198,8 @@ def test_new_policies_bounds_and_rules_apply_at_the_next_tick() -> None:
 def test_a_removed_target_is_dropped_and_its_series_forgotten() -> None:
     engine = engine_for(settings(target("a"), target("b", query="load_b")), Backend())
     engine.tick()
-    assert sample(engine, "target_desired_replicas", target="b") == 2
+    # b asks 2 and holds 3: its first sight starts its 600 s window with (now, 3)
+    assert sample(engine, "target_desired_replicas", target="b") == 3
     assert sample(engine, "policy_value", target="b", policy="inflow") == 10000.0
 
     summary = engine.reload(settings(target("a")))
@@ -285,7 +290,7 @@ def test_a_dry_run_toggle_applies_to_kept_and_new_actuators(
                     telemetry=Telemetry())
     assert one(engine.tick(), "a").decision.desired == 3  # type: ignore[union-attr]
     engine.reload(settings(target("a", query="load_b", behavior=no_window),
-                           target("b", query="load_b"), dry_run=after))
+                           target("b", query="load_b", behavior=no_window), dry_run=after))
     outcomes = engine.tick()
     for rt in engine.runtimes:  # `a` kept from before, `b` built after the reload
         assert isinstance(rt.actuator, DryRunActuator) is wrapped, rt.name
