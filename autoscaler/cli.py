@@ -265,7 +265,19 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool,
         leadership = NoElection()
     telemetry = Telemetry()
     health = Health(settings.evaluation_interval)
-    return Engine(settings, source=RoutedSource(PrometheusSource(settings.prometheus)),
+    source = PrometheusSource(settings.prometheus)
+    if settings.prometheus.query_offset == "auto":
+        # Learn the backend's query offset before the first tick (the probe of every tick
+        # keeps it current): VictoriaMetrics' first readings would be stale or empty.
+        import time
+
+        problem = source.check_reachable(time.monotonic() + min(budget,
+                                                                settings.prometheus.timeout))
+        if problem is not None:
+            import logging
+
+            logging.getLogger("autoscaler").warning("at start: %s", problem)
+    return Engine(settings, source=RoutedSource(source),
                   actuator_factory=factory, telemetry=telemetry, health=health,
                   leadership=leadership, dry_run=dry_run,
                   before_tick=clients.begin_tick, tick_budget=one_shot_timeout)
@@ -284,7 +296,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
         return EXIT_BAD_INPUT
-    setup_logging()
+    setup_logging(args.log_level or settings.log_level)  # the flag wins over log_level
     import logging
 
     _warn_security(settings, args.config, logging.getLogger("autoscaler").warning)
@@ -304,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             engine.close()
         return EXIT_FAILURE if _tick_failed(outcomes, engine) else EXIT_OK
-    return _serve(engine, settings, args.config)
+    return _serve(engine, settings, args.config, args.log_level)
 
 
 def _on_signals() -> tuple[threading.Event, threading.Event, threading.Event]:
@@ -331,10 +343,11 @@ def _on_signals() -> tuple[threading.Event, threading.Event, threading.Event]:
     return stop, wake, hangup
 
 
-def _serve(engine: Any, settings: Any, config_path: str) -> int:
+def _serve(engine: Any, settings: Any, config_path: str, log_level_flag: str | None) -> int:
     """The daemon: metrics and health served, ticks until SIGTERM/SIGINT, SIGHUP reloads."""
     import logging
 
+    from autoscaler.logs import setup_logging
     from autoscaler.scheduler import run_forever
     from autoscaler.telemetry import TelemetryServer
 
@@ -366,6 +379,8 @@ def _serve(engine: Any, settings: Any, config_path: str) -> int:
             hangup.clear()
             sdnotify.reloading()
             ok = reload_config(engine, config_path)
+            if ok and not log_level_flag:  # the flag wins over the file's log_level
+                setup_logging(engine.settings.log_level)
             check_watchdog()
             sdnotify.ready(describe() if ok else f"{describe()}; last reload REJECTED")
         return float(engine.settings.evaluation_interval)
@@ -458,7 +473,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
         return EXIT_BAD_INPUT
-    setup_logging("WARNING")
+    setup_logging(args.log_level or "WARNING")  # the table is the output: only problems
     import logging
 
     _warn_security(settings, args.config, logging.getLogger("autoscaler").warning)
@@ -574,6 +589,14 @@ def _timeout_argument(parser: argparse.ArgumentParser, prefix: str) -> None:
              f"{ONE_SHOT_TIMEOUT:g}s): a one-shot never waits the evaluation interval")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                        help=f"{', '.join(LOG_LEVELS)} (any case); {default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoscaler",
@@ -591,12 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read and decide everything, write nothing")
     p.add_argument("--once", action="store_true", help="one tick, then exit")
     _timeout_argument(p, "with --once: ")
+    _log_level_argument(p, "default: the config's log_level (INFO)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("explain", help="one evaluation now, a table per target; writes nothing")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true")
     _timeout_argument(p, "")
+    _log_level_argument(p, "default WARNING")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("check-config", help="validate a config file and print it effective")

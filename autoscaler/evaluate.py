@@ -69,9 +69,9 @@ def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext,
     if settling:
         return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest,
                             rec.replicas, f"{rec.reason} (settling after a gap in its data)",
-                            settling=True, alone=rec.alone)
+                            settling=True, alone=rec.alone, warnings=signal.detail)
     return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest, rec.replicas,
-                        rec.reason, alone=rec.alone)
+                        rec.reason, alone=rec.alone, warnings=signal.detail)
 
 
 def run_guard(guard: GuardSpec, signal: Signal) -> GuardResult:
@@ -84,7 +84,8 @@ def run_guard(guard: GuardSpec, signal: Signal) -> GuardResult:
     else:
         bounds = guard_bounds(guard.above, guard.below)
         reason = f"{value:.4g} {'is' if active else 'is not'} {bounds}"
-    return GuardResult(guard.label, guard.block, signal.state, value, active, reason)
+    warnings = signal.detail if signal.state is SignalState.OK else ""
+    return GuardResult(guard.label, guard.block, signal.state, value, active, reason, warnings)
 
 
 @functools.cache

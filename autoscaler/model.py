@@ -42,7 +42,10 @@ class History:
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """The samples of one query over a policy's window, oldest first, with its state."""
+    """The samples of one query over a policy's window, oldest first, with its state.
+
+    ``detail`` says why a signal is not ok; on an ok one, what the backend warned about.
+    """
 
     state: SignalState
     samples: tuple[Sample, ...] = ()
@@ -127,6 +130,7 @@ class PolicyResult:
     # ok again, but less than its lookback after a gap: it may not lower the count yet
     settling: bool = False
     alone: int | None = None  # Recommendation.alone
+    warnings: str = ""  # what the metrics backend warned about with an ok answer
 
     def vote(self, alone: bool) -> int | None:
         """What it asks for: its `alone` vote while no other policy sizes the target."""
@@ -145,6 +149,8 @@ class PolicyResult:
             out["settling"] = True
         if self.alone is not None:
             out["alone"] = self.alone
+        if self.warnings:
+            out["warnings"] = self.warnings
         return out
 
 
@@ -163,9 +169,10 @@ class GuardResult:
     value: float | None
     active: bool
     reason: str
+    warnings: str = ""  # what the metrics backend warned about with an ok answer
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "block": str(self.block),
             "state": str(self.state),
@@ -173,6 +180,9 @@ class GuardResult:
             "active": self.active,
             "reason": self.reason,
         }
+        if self.warnings:
+            out["warnings"] = self.warnings
+        return out
 
 
 class ClipKind(StrEnum):

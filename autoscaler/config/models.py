@@ -13,11 +13,14 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     GetCoreSchemaHandler,
+    PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,7 +37,7 @@ from autoscaler.presets import (
     preset_policies,
 )
 from autoscaler.registry import policy_types
-from autoscaler.units import Duration
+from autoscaler.units import DURATION_PATTERN, Duration, format_duration, parse_duration
 from policies import Policy
 from policies.base import PlantSignal
 
@@ -72,6 +75,32 @@ class BasicAuth(Strict):
     password_file: Path = Field(..., description="file holding the password (not the password)")
 
 
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
+]
+
+
+def _query_offset(value: Any) -> float | str:
+    """`auto`, or a duration in seconds."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto)") from None
+
+
+QueryOffset = Annotated[
+    float | Literal["auto"],
+    BeforeValidator(_query_offset),
+    PlainSerializer(lambda v: v if v == "auto" else format_duration(v), return_type=str | float),
+    WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "number", "minimum": 0},
+                              {"type": "string", "pattern": DURATION_PATTERN}],
+                    "description": "auto, seconds, or a duration such as 30s"}),
+]
+
+
 class PrometheusConfig(Strict):
     url: str = Field("http://127.0.0.1:9090", description="base URL of the Prometheus HTTP API")
     timeout: Duration = Field(5.0, description="per query; retries stay within the tick")
@@ -80,6 +109,17 @@ class PrometheusConfig(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     ca_file: Path | None = None
     verify_tls: bool = True
+    cert_file: Path | None = Field(
+        None, description="client certificate (PEM) for a metrics endpoint that requires "
+        "mutual TLS; with key_file")
+    key_file: Path | None = Field(None, description="the client certificate's private key (PEM)")
+    query_offset: QueryOffset = Field(
+        "auto",
+        description="evaluate every query this far in the past: a backend that shows samples "
+        "only after a delay (VictoriaMetrics' -search.latencyOffset, 30s by default) would "
+        "otherwise read stale or empty. `auto` learns it from the backend (time() at a given "
+        "time) at start and at every reachability probe; Prometheus, Thanos, Mimir: 0",
+    )
     scrape_interval: Duration = Field(
         15.0, description="Prometheus' scrape interval: a newest sample older than two is stale"
     )
@@ -99,7 +139,14 @@ class PrometheusConfig(Strict):
         return url.rstrip("/")
 
     def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
-        return [self.one_auth_method, self.positive_timeout]
+        return [self.one_auth_method, self.positive_timeout, self.client_cert_pair]
+
+    def client_cert_pair(self) -> list[tuple[str, str]]:
+        """A client certificate needs its key and the other way round."""
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            return [(missing, "cert_file and key_file go together (mutual TLS)")]
+        return []
 
     def one_auth_method(self) -> list[tuple[str, str]]:
         if self.bearer_token_file is not None and self.basic_auth is not None:
@@ -389,6 +436,9 @@ class Settings(BaseSettings):
     )
 
     evaluation_interval: Duration = Field(15.0, description="time between ticks")
+    log_level: LogLevel = Field("INFO", description="least severe log line written "
+                                "(DEBUG, INFO, WARNING, ERROR, CRITICAL; any case); "
+                                "`run --log-level` wins over it")
     dry_run: bool = Field(False, description="compute and record every decision, write nothing")
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     listen: str = Field("127.0.0.1:9464", description="host:port of /metrics /healthz /readyz")

@@ -74,6 +74,8 @@ def security_warnings(settings: Settings, config_path: str | Path | None = None,
         files.append(("prometheus.bearer_token_file", prom.bearer_token_file))
     if prom.basic_auth is not None:
         files.append(("prometheus.basic_auth.password_file", prom.basic_auth.password_file))
+    if prom.key_file is not None:
+        files.append(("prometheus.key_file (the client certificate's key)", prom.key_file))
     if settings.leader_election.mode == "kubernetes" or any(
             t.backend == "kubernetes" for t in settings.targets):
         kubeconfig = kubeconfig_path(env)

@@ -7,6 +7,14 @@ raises for a bad answer: a policy that cannot be fed is "not reported", never a 
 Two clocks, on purpose: `now` is epoch seconds, the evaluation time sent to Prometheus and the
 reference for staleness; `deadline` is a `time.monotonic()` value, so a wall-clock step (NTP)
 can neither cut a tick short nor stretch it.
+
+Other Prometheus-compatible backends are read the same way: Thanos, Mimir and Cortex under a
+path prefix (in `url`) with a tenant header (`headers: {X-Scope-OrgID: ...}`); every query asks
+`partial_response=false` (Thanos; others ignore it) and an answer marked partial (`isPartial`,
+VictoriaMetrics cluster) is an error, never `ok`; `warnings` are kept on the signal for the
+decision record. VictoriaMetrics shows samples only after `-search.latencyOffset` (30 s by
+default): `query_offset` (learned by default) moves every evaluation that far back, so its
+latest samples are neither `stale` nor missing from a short window.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import base64
 import json
 import logging
 import math
+import os
 import queue
 import re
 import ssl
@@ -55,6 +64,10 @@ log = logging.getLogger(__name__)
 
 RESULT_TYPES = ("vector", "matrix", "scalar")
 MAX_POINTS = 10_000  # Prometheus refuses a range query of more than 11,000 points
+MAX_OFFSET = 3600.0  # seconds: a learned query offset above this is a broken clock, not a delay
+# The reachability probe: a query through the query API (a prefixed Thanos or Mimir serves no
+# /-/ready), whose value also tells the backend's query offset (time() at the time asked).
+PROBE_QUERY = "vector(time())"
 MIN_ATTEMPT = 0.05  # seconds: an attempt with less time left than this is not worth sending
 MARGIN = 0.1  # seconds kept back before the deadline: a timed-out attempt still reports why
 DETAIL_CHARS = 240
@@ -183,6 +196,9 @@ def _classify(payload: Any, now: float, stale_after: float, endpoint: str) -> Si
         return Signal.bad(SignalState.ERROR, f"{endpoint} said: {said or 'error (no message)'}")
     if status != "success":
         raise _Malformed(f"status {_shown(status) if 'status' in payload else 'missing'}")
+    if payload.get("isPartial") is True:  # VictoriaMetrics cluster: some storage nodes missing
+        return Signal.bad(SignalState.ERROR, f"{endpoint} answered a partial response "
+                                             "(some of its storage did not answer)")
     data = payload.get("data")
     if not isinstance(data, dict):
         raise _Malformed("no 'data' object")
@@ -210,7 +226,22 @@ def _classify(payload: Any, now: float, stale_after: float, endpoint: str) -> Si
         return Signal.bad(
             SignalState.STALE, f"newest sample is {age:.0f}s old (stale after {stale_after:g}s)"
         )
-    return Signal.ok(tuple(samples))
+    said = warnings_of(payload)
+    return Signal(SignalState.OK, tuple(samples), f"{endpoint} warned: {said}" if said else "")
+
+
+def warnings_of(payload: dict[str, Any]) -> str:
+    """The answer's `warnings` (Thanos, Mimir, Prometheus' own), one line; "" without any.
+
+    Any shape is read: a list of strings as the API documents, else whatever it is, shown
+    by type (never a reason to lose the samples).
+    """
+    raw = payload.get("warnings")
+    if raw is None or raw == []:
+        return ""
+    if isinstance(raw, list) and all(isinstance(w, str) for w in raw):
+        return "; ".join(raw)
+    return f"warnings field is {_json_type(raw)}"
 
 
 # --------------------------------------------------------------------------- transport
@@ -254,6 +285,10 @@ def _transport_reason(exc: BaseException, timeout: float) -> str:
     for cause in _causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"TLS certificate verification failed ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError) and isinstance(cause.reason, str):
+            # e.g. SSLV3_ALERT_BAD_CERTIFICATE, TLSV13_ALERT_CERTIFICATE_REQUIRED: the server
+            # wants a client certificate (cert_file, key_file) it can verify
+            return f"TLS handshake failed ({cause.reason})"
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
         if isinstance(cause, OSError) and cause.strerror:
@@ -347,6 +382,8 @@ class PrometheusSource(SignalSource):
         # query). Credentials come from the config only (never from ~/.netrc).
         session.proxies.update(requests.utils.get_environ_proxies(config.url))
         session.trust_env = False
+        if config.cert_file is not None and config.key_file is not None:
+            session.cert = (str(config.cert_file), str(config.key_file))  # mutual TLS
         # Queries go through this session directly, not through prometheus-api-client: its
         # custom_query(_range) return only `data.result` (dropping `resultType`, Prometheus'
         # `error` text and `warnings`, which the metric states need), decode the body
@@ -360,6 +397,8 @@ class PrometheusSource(SignalSource):
             max_workers=config.max_concurrent_queries, thread_name_prefix="prometheus"
         )
         self._lock = threading.Lock()
+        # Seconds every evaluation is moved back: configured, or learned (0 until it is).
+        self._offset = 0.0 if config.query_offset == "auto" else float(config.query_offset)
         self._templates: dict[str, GroupSpec | None] = {}
         self._ungroupable: set[Pair] = set()
 
@@ -379,15 +418,25 @@ class PrometheusSource(SignalSource):
         if not requests_:
             return {}
         try:
-            return self._read(requests_, now, deadline, on_signals)
+            return self._read(requests_, now - self.query_offset, deadline, on_signals)
         except Exception as exc:  # the tick must go on with "not reported"
             log.error("reading %s failed: %s", self.endpoint, type(exc).__name__)
             detail = f"reading {self.endpoint} failed ({type(exc).__name__})"
             return {r.key: Signal.bad(SignalState.ERROR, detail) for r in requests_}
 
+    @property
+    def query_offset(self) -> float:
+        """Seconds every query is evaluated in the past (configured, or as last learned)."""
+        with self._lock:
+            return self._offset
+
     def check_reachable(self, deadline: float) -> str | None:
-        """None when Prometheus answers /-/ready in time, else why not (for /readyz)."""
-        where = f"{self.endpoint}/-/ready"
+        """None when the query API answers a query in time, else why not (for /readyz).
+
+        The query API, not `/-/ready`: a Thanos or Mimir under a path prefix serves none.
+        With `query_offset: auto` its answer also updates the learned offset.
+        """
+        where = f"{self.endpoint}/api/v1/query"
         try:
             tick = self._tick()
         except _SecretError as exc:
@@ -395,9 +444,11 @@ class PrometheusSource(SignalSource):
         timeout = min(self.config.timeout, deadline - time.monotonic())
         if timeout < MIN_ATTEMPT:
             return f"no time left to ask {where}"
+        asked = round(time.time(), 3)  # as sent: the offset is read against it
         try:
             response = self._session.get(
-                f"{self.config.url}/-/ready",
+                f"{self.config.url}/api/v1/query",
+                params={"query": PROBE_QUERY, "time": f"{asked:.3f}"},
                 headers=tick.headers,
                 auth=tick.auth,  # type: ignore[arg-type]  # bytes: see _tick
                 timeout=timeout,
@@ -407,7 +458,28 @@ class PrometheusSource(SignalSource):
             return tick.scrub(f"{where}: {_transport_reason(exc, timeout)}")
         if response.status_code != 200:
             return tick.scrub(f"{where}: HTTP {response.status_code} {response.reason or ''}")
+        signal = classify_response(_decoded(response), asked, MAX_OFFSET, endpoint=where,
+                                   secrets=tick.secrets)
+        if signal.state is not SignalState.OK:
+            return f"{where} did not answer {PROBE_QUERY}: {signal.detail}"
+        if self.config.query_offset == "auto" and signal.latest is not None:
+            self._learn_offset(asked - signal.latest)
         return None
+
+    def _learn_offset(self, seen: float) -> None:
+        """Keep the offset the backend showed: time() evaluated `seen` seconds before the
+        time asked. Rounded up to 0.1 s (so a query is never just inside the delay), 0 below
+        half a second (Prometheus answers exactly), refused when absurd (clock trouble)."""
+        if not math.isfinite(seen) or seen < -0.5 or seen > MAX_OFFSET:
+            log.warning("%s: cannot learn a query offset from time() %.3gs before the time "
+                        "asked; keeping %gs", self.endpoint, seen, self.query_offset)
+            return
+        offset = 0.0 if seen < 0.5 else math.ceil(seen * 10) / 10
+        with self._lock:
+            old, self._offset = self._offset, offset
+        if abs(offset - old) >= 0.5:
+            log.info("%s evaluates queries %gs in the past (was %gs): queries are asked that "
+                     "far back (prometheus.query_offset: auto)", self.endpoint, offset, old)
 
     def close(self) -> None:
         """Stop the workers (queued queries are dropped) and close the connections."""
@@ -442,6 +514,9 @@ class PrometheusSource(SignalSource):
             auth = (cfg.basic_auth.username.encode(), password.encode())
             # What goes on the wire is base64(user:password): as secret as the password.
             secrets += [password, base64.b64encode(b":".join(auth)).decode()]
+        for key, path in (("cert_file", cfg.cert_file), ("key_file", cfg.key_file)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise _SecretError(f"cannot read {key} {path}")
         return _Tick(headers, auth, tuple(secrets))
 
     def _read(
@@ -652,7 +727,8 @@ class PrometheusSource(SignalSource):
     def _send(self, tick: _Tick, query: str, window: float, now: float,
               timeout: float) -> requests.Response:
         # Prometheus' own `timeout` parameter lets it give up on the query when we do.
-        params = {"query": query, "timeout": f"{timeout:.3f}"}
+        # partial_response=false: Thanos answers an error instead of what some stores gave.
+        params = {"query": query, "timeout": f"{timeout:.3f}", "partial_response": "false"}
         if window > 0:
             # Whole seconds for the range: the points stay on the same grid from tick to tick.
             params.update(start=str(round(now - window)), end=str(round(now)),
@@ -679,10 +755,7 @@ class PrometheusSource(SignalSource):
         The body is decoded once, here; `classify_response` judges what it holds.
         """
         status = response.status_code
-        try:
-            payload: Any = json.loads(response.content)
-        except Exception:  # bad bytes, bad JSON, nesting too deep
-            payload = None
+        payload = _decoded(response)
         if status >= 400:
             said = payload.get("error") if isinstance(payload, dict) else None
             suffix = f": {said}" if isinstance(said, str) and said else ""
@@ -696,3 +769,11 @@ class PrometheusSource(SignalSource):
             kind = response.headers.get("Content-Type", "no Content-Type").split(";")[0]
             return tick.error(f"answer from {where} is not JSON ({kind})")
         return _Body(payload)
+
+
+def _decoded(response: requests.Response) -> Any:
+    """The body as JSON, or None when it is not (bad bytes, bad JSON, nesting too deep)."""
+    try:
+        return json.loads(response.content)
+    except Exception:
+        return None

@@ -75,7 +75,7 @@ class AuthProxy:
             def do_GET(self) -> None:
                 got_auth = self.headers.get("Authorization", "")
                 got_header = self.headers.get(HEADER, "")
-                with proxy.lock:  # the first query (not the /-/ready probe) is refused
+                with proxy.lock:  # the first request to the API is refused (the probe too)
                     first = proxy.refused == 0 and self.path.startswith("/api/")
                 ok = got_auth == proxy.authorization and got_header == HEADER_VALUE
                 if first or not ok:

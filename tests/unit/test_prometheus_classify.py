@@ -71,6 +71,50 @@ def test_ok(payload: dict[str, Any], samples: tuple[tuple[float, float], ...]) -
     assert signal.detail == ""
 
 
+# ------------------------------------------------------------------------------ other backends
+
+def with_fields(payload: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {**payload, **fields}
+
+
+# What VictoriaMetrics, Thanos, Mimir or a newer Prometheus add around the same answer.
+@pytest.mark.parametrize(
+    ("payload", "state", "detail"),
+    [
+        pytest.param(with_fields(vector((NOW, "1")), stats={"seriesFetched": "1"}), OK, "",
+                     id="vm-stats-ignored"),
+        pytest.param(with_fields(vector((NOW, "1")), infos=["x"], extra={"a": 1}), OK, "",
+                     id="unknown-fields-ignored"),
+        pytest.param({"status": "success", "data": {"resultType": "vector", "stats": {},
+                      "result": [{"metric": {}, "value": [NOW, "1"], "x": 1}]}}, OK, "",
+                     id="extra-fields-inside-data-and-series"),
+        pytest.param(with_fields(vector((NOW, "1")), warnings=[]), OK, "",
+                     id="empty-warnings"),
+        pytest.param(with_fields(vector((NOW, "1")), warnings=["store a: no data", "slow"]), OK,
+                     f"{EP} warned: store a: no data; slow", id="thanos-warnings-kept"),
+        pytest.param(with_fields(vector((NOW, "1")), warnings="oops"), OK,
+                     f"{EP} warned: warnings field is a string", id="warnings-not-a-list"),
+        pytest.param(with_fields(vector((NOW, "1")), warnings=[1, None]), OK,
+                     f"{EP} warned: warnings field is an array", id="warnings-not-strings"),
+        pytest.param(with_fields(vector((NOW, "1")), isPartial=True), ERROR,
+                     "partial response", id="vm-cluster-partial"),
+        pytest.param(with_fields(vector((NOW, "1")), isPartial=False), OK, "",
+                     id="vm-cluster-complete"),
+        pytest.param(with_fields(ok("vector", []), warnings=["w"]), EMPTY, "no series",
+                     id="empty-with-warnings-is-empty"),
+    ],
+)
+def test_answers_of_other_backends(payload: dict[str, Any], state: SignalState,
+                                   detail: str) -> None:
+    """Fields Prometheus would not send are read or classified, never a traceback; an ok
+    signal keeps the backend's warnings (the decision record shows them)."""
+    signal = classify_response(payload, NOW, SCRAPE, endpoint=EP)
+    assert signal.state is state
+    assert detail in signal.detail if state is not OK else signal.detail == detail
+    if state is OK:
+        assert signal.samples == (Sample(NOW, 1.0),)
+
+
 # ------------------------------------------------------------------------------ empty, nan, stale
 
 @pytest.mark.parametrize(
