@@ -95,6 +95,65 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_manifests(path: str) -> list[Any] | str:
+    """The YAML documents of `path`, or why they cannot be read (file and line)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        return f"{path}: cannot read: {reason or exc}"
+    try:
+        return list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        return f"{where}: not YAML: {getattr(exc, 'problem', None) or exc}"
+    except RecursionError:
+        return f"{path}: not YAML: nested too deeply"
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """An HPA or KEDA ScaledObject manifest as a config on stdout; what has no equivalent is
+    listed at its top (and counted on stderr)."""
+    import yaml
+
+    from autoscaler.config import ConfigError, load_config_data
+    from autoscaler.importer import ManifestError, import_documents
+
+    documents = _read_manifests(args.file)
+    if isinstance(documents, str):
+        _err(documents)
+        return EXIT_BAD_INPUT
+    try:
+        imported = import_documents(documents)
+    except ManifestError as exc:
+        _err(f"{args.file}: {exc}")
+        return EXIT_BAD_INPUT
+    try:
+        load_config_data(imported.config, source=f"import of {args.file}", environ={})
+    except ConfigError as exc:  # a converter bug, or numbers out of range in the manifest
+        _err(f"{args.file}: the converted config is not valid:")
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    lines = [f"# Converted by `autoscaler import {args.file}` from:"]
+    lines += [f"#   {where}" for where in imported.sources]
+    lines += ["# dry_run is on: compare its decisions (`autoscaler explain`, the decision log)",
+              "# with the HPA's, then delete the HPA or ScaledObject (the daemon never writes a",
+              "# workload an HPA targets) and set dry_run: false. Resource utilization reads",
+              "# cAdvisor and kube-state-metrics (kube_pod_container_resource_requests)."]
+    if imported.not_converted:
+        lines.append("# Not converted:")
+        lines += [f"#   - {note}" for note in imported.not_converted]
+    print("\n".join(lines))
+    print(yaml.safe_dump(imported.config, sort_keys=False), end="")
+    if imported.not_converted:
+        _err(f"{len(imported.not_converted)} item(s) not converted: listed at the top")
+    return EXIT_OK
+
+
 def cmd_config_schema(args: argparse.Namespace) -> int:
     from autoscaler.config import config_schema
 
@@ -657,6 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the JSON report here")
     p.add_argument("--plot", help="write a PNG here")
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("import", help="convert a HorizontalPodAutoscaler or KEDA ScaledObject "
+                                      "manifest into a config (on stdout)")
+    p.add_argument("file", help="YAML manifest(s): HPA autoscaling/v2, v2beta2 or v1; KEDA "
+                                "ScaledObject keda.sh/v1alpha1")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("plan", help="size a Stalwart deployment from its users and mail volume")
     p.add_argument("--users", type=int, required=True)
