@@ -30,6 +30,8 @@ LONG_FIRST = [
     "swarm_cluster",
     "tests/integration/test_faults_kubernetes.py",
     "tests/integration/test_emulator.py",
+    "tests/integration/test_packaging_install.py",
+    "tests/integration/test_metrics_backends.py",
     "tests/integration/test_faults_prometheus.py",
     "tests/integration/test_kubernetes_manifests.py",
     "tests/integration/test_faults_daemon.py",
