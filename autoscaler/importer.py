@@ -264,25 +264,7 @@ def _trigger(trigger: Any, selector: str, where: str, notes: list[str],
         if key in trigger:
             notes.append(f"{where}: {key} (set the credentials under prometheus:)")
     if kind == "prometheus":
-        query, threshold = meta.get("query"), meta.get("threshold")
-        if not query or threshold is None:
-            notes.append(f"{where}: prometheus trigger without query or threshold")
-            return None
-        if meta.get("serverAddress"):
-            servers.append(str(meta["serverAddress"]).rstrip("/"))
-        for key in ("activationThreshold", "namespace", "customHeaders", "ignoreNullValues",
-                    "unsafeSsl"):
-            if key in meta:
-                notes.append(f"{where}: metadata.{key}: not converted")
-        metric_type = trigger.get("metricType", "AverageValue")
-        if metric_type == "Value":
-            return {"type": "target_value", "name": label, "query": str(query),
-                    "target": float(threshold)}
-        if metric_type != "AverageValue":
-            notes.append(f"{where}: metricType {metric_type}: not converted")
-            return None
-        return {"type": "capacity", "name": label, "query": str(query),
-                "per_instance": float(threshold), "headroom": 1.0}
+        return _prometheus_trigger(trigger, meta, label, where, notes, servers)
     if kind in ("cpu", "memory"):
         value = meta.get("value")
         if trigger.get("metricType", meta.get("type", "Utilization")) != "Utilization" \
@@ -295,6 +277,32 @@ def _trigger(trigger: Any, selector: str, where: str, notes: list[str],
     notes.append(f"{where}: a {kind} trigger has no equivalent: write a policy on its "
                  "Prometheus series")
     return None
+
+
+def _prometheus_trigger(trigger: Mapping[str, Any], meta: Mapping[str, Any], label: str,
+                        where: str, notes: list[str],
+                        servers: list[str]) -> dict[str, Any] | None:
+    """KEDA's prometheus scaler: AverageValue (its default) is the HPA's ceil(value /
+    threshold), so `capacity` without headroom; Value is `target_value`."""
+    query, threshold = meta.get("query"), meta.get("threshold")
+    if not query or threshold is None:
+        notes.append(f"{where}: prometheus trigger without query or threshold")
+        return None
+    if meta.get("serverAddress"):
+        servers.append(str(meta["serverAddress"]).rstrip("/"))
+    for key in ("activationThreshold", "namespace", "customHeaders", "ignoreNullValues",
+                "unsafeSsl"):
+        if key in meta:
+            notes.append(f"{where}: metadata.{key}: not converted")
+    metric_type = trigger.get("metricType", "AverageValue")
+    if metric_type == "Value":
+        return {"type": "target_value", "name": label, "query": str(query),
+                "target": float(threshold)}
+    if metric_type != "AverageValue":
+        notes.append(f"{where}: metricType {metric_type}: not converted")
+        return None
+    return {"type": "capacity", "name": label, "query": str(query),
+            "per_instance": float(threshold), "headroom": 1.0}
 
 
 def _cron(meta: Mapping[str, Any], label: str, where: str,
