@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.daemon import daemon_env
-from tests.support.realenv import RealEnv
+from tests.support.realenv import RealEnv, default_env_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,8 +26,10 @@ def run_bench(module: str, args: list[str], tmp_path: Path,
               realenv: RealEnv) -> tuple[str, dict[str, Any]]:
     """Run `python -m bench.<module>`; return the section it wrote and its JSON figures."""
     doc, figures = tmp_path / "benchmarks.md", tmp_path / "figures.json"
+    # The environment the tests use (AUTOSCALER_TESTENV may point at another checkout's).
     env = daemon_env(BENCH_DOC=str(doc), BENCH_JSON=str(figures),
-                     DOCKER_HOST=realenv.docker_host, KUBECONFIG=str(realenv.kubeconfig))
+                     DOCKER_HOST=realenv.docker_host, KUBECONFIG=str(realenv.kubeconfig),
+                     AUTOSCALER_TESTENV=str(default_env_path()))
     done = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], check=False,
                           cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=840)

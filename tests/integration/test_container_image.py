@@ -30,6 +30,7 @@ import pytest
 import yaml
 from docker.types import ConfigReference, Healthcheck, Mount, RestartPolicy, ServiceMode
 
+from tests.support.daemon import http_get
 from tests.support.e2e import swarm_service
 from tests.support.image import (
     APP_UID,
@@ -46,7 +47,6 @@ from tests.support.image import (
     build_inputs,
     cli_env,
     docker_cli,
-    get,
     healthy_container,
     json_lines,
     metric,
@@ -203,7 +203,7 @@ def test_as_a_swarm_service_healthy_deciding_and_stopping_cleanly(
                                    HEALTHY_DEADLINE, 1)
             assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
             base = f"http://{listen}"
-            health = get(f"{base}/healthz")
+            health = http_get(f"{base}/healthz")
             assert health is not None and health.status_code == 200
 
             wait_until("decisions on the metrics port",

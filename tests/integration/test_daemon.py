@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import DaemonProcess, daemon
+from tests.support.daemon import DaemonProcess, daemon, http_get
 from tests.support.e2e import (
     FAST_BEHAVIOR,
     inflow_capacity,
@@ -126,16 +125,6 @@ def no_traceback(*texts: str) -> None:
 def service_snapshot(docker_client: Any, name: str) -> tuple[str, int]:
     attrs = docker_client.api.inspect_service(name)
     return json.dumps(attrs["Spec"], sort_keys=True), int(attrs["Version"]["Index"])
-
-
-def http_get(url: str) -> requests.Response | None:
-    session = requests.Session()
-    session.trust_env = False
-    try:
-        with session:
-            return session.get(url, timeout=5)
-    except requests.RequestException:
-        return None
 
 
 def metric_samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

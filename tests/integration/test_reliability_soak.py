@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from bench.reliability_doc import read_section
-from tests.support.realenv import RealEnv
+from tests.support.realenv import RealEnv, default_env_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,9 @@ def test_soak_smoke_measures_and_writes_its_section(realenv: RealEnv, tmp_path: 
                    "<!-- other:begin -->\nkept\n<!-- other:end -->\n")
     figures_path = tmp_path / "soak.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCALER_")}
-    env.update(RELIABILITY_DOC=str(doc), SOAK_JSON=str(figures_path))
+    # The environment the tests use (AUTOSCALER_TESTENV may point at another checkout's).
+    env.update(RELIABILITY_DOC=str(doc), SOAK_JSON=str(figures_path),
+               AUTOSCALER_TESTENV=str(default_env_path()))
     done = subprocess.run(
         ["scripts/reliability", "soak", "--minutes", "1", "--targets", "10", "--warmup", "20"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)

@@ -35,6 +35,7 @@ import yaml
 
 from tests.support.daemon import daemon, daemon_env
 from tests.support.kube import namespace_with_deployment
+from tests.support.loopback import answer
 from tests.support.realenv import RealEnv
 from tests.support.wait import free_port, wait_until
 
@@ -98,14 +99,7 @@ class AuthProxy:
                              upstream.content)
 
             def _answer(self, status: int, kind: str, body: bytes) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", kind)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass
+                answer(self, status, kind, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

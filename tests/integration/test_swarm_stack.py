@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from autoscaler import __version__
+from tests.support.daemon import http_get
 from tests.support.e2e import (
     FAST_BEHAVIOR,
     inflow_capacity,
@@ -48,7 +49,6 @@ from tests.support.image import (
     app_image,
     cli_env,
     docker_cli,
-    get,
     healthy_container,
     json_lines,
     metric,
@@ -194,7 +194,7 @@ def test_deployed_stack_scales_a_real_service(
                       f"{target.name} at {WANTED} after {time.monotonic() - started:.0f}s")
 
                 base = f"http://{listen}"
-                ready = get(f"{base}/readyz")
+                ready = http_get(f"{base}/readyz")
                 assert ready is not None and ready.json()["role"] == "leader", \
                     ready.text if ready is not None else "no answer"
                 assert metric(base, "autoscaler_leader") == 1

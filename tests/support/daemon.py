@@ -35,6 +35,18 @@ def daemon_env(drop: Iterable[str] = (), **extra: str) -> dict[str, str]:
     return env
 
 
+def http_get(url: str) -> requests.Response | None:
+    """GET `url` (a daemon's /metrics, /healthz...) past any proxy of the environment; None
+    while nothing answers."""
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        with session:
+            return session.get(url, timeout=5)
+    except requests.RequestException:
+        return None
+
+
 class DaemonProcess:
     """A daemon started from a config file, its stderr (the JSON log) in a file; it is
     only ever signalled by its own pid."""

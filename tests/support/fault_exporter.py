@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.loopback import serve_until_sigterm
 
 SPECIAL = {"nan": "NaN", "+inf": "+Inf", "inf": "+Inf", "-inf": "-Inf"}
 
@@ -95,12 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", default="none")
     parser.add_argument("--rate", type=float, default=0.0, help="counter growth, per hour")
     args = parser.parse_args(argv)
-    server = serve(args.port, State(args.load, args.rate))
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print("serving", flush=True)
-    server.serve_forever()
-    server.server_close()
-    return 0
+    return serve_until_sigterm(serve(args.port, State(args.load, args.rate)))
 
 
 if __name__ == "__main__":

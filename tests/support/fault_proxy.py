@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import signal
 import sys
 import threading
 import time
@@ -33,6 +32,8 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.support.loopback import serve_until_sigterm
 
 MODES = ("pass", "delay", "not_json", "truncated", "cut", "wrong_shape", "http_500", "http_503")
 # Not forwarded; without accept-encoding the upstream answers uncompressed, so a cut body is
@@ -180,12 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    server = serve(args.port, args.upstream.rstrip("/"), Control())
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print("serving", flush=True)
-    server.serve_forever()
-    server.server_close()
-    return 0
+    return serve_until_sigterm(serve(args.port, args.upstream.rstrip("/"), Control()))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from typing import Any
 
 import docker.errors
 import pytest
-import requests
 
 from autoscaler import __version__
+from tests.support.daemon import http_get
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
 
@@ -188,19 +188,9 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def get(url: str) -> requests.Response | None:
-    session = requests.Session()
-    session.trust_env = False
-    try:
-        with session:
-            return session.get(url, timeout=5)
-    except requests.RequestException:
-        return None
-
-
 def metric(base: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 if none)."""
-    response = get(f"{base}/metrics")
+    response = http_get(f"{base}/metrics")
     if response is None or response.status_code != 200:
         return 0.0
     total = 0.0

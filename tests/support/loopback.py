@@ -6,6 +6,7 @@ counting how many queries reach it at once.
 
 from __future__ import annotations
 
+import signal
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Loopback", "Respond", "Seen", "Server", "servers"]
+__all__ = ["Loopback", "Respond", "Seen", "Server", "answer", "serve_until_sigterm", "servers"]
 
 @dataclass
 class Seen:
@@ -40,6 +41,28 @@ class Loopback:
     url: str
     seen: Seen
     release: threading.Event  # set at teardown: sleeping handlers stop sleeping
+
+
+def answer(handler: BaseHTTPRequestHandler, status: int, kind: str, body: bytes) -> None:
+    """Send one whole response; to a client that gave up (timeout), nothing."""
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except OSError:
+        pass
+
+
+def serve_until_sigterm(server: ThreadingHTTPServer) -> int:
+    """A helper process's main loop: say "serving" (the parent waits for it), serve until
+    SIGTERM, exit 0."""
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print("serving", flush=True)
+    server.serve_forever()
+    server.server_close()
+    return 0
 
 
 @contextmanager
@@ -67,14 +90,7 @@ def servers() -> Iterator[Callable[..., Loopback]]:
                 finally:
                     with seen.lock:
                         seen.in_flight -= 1
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", kind)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the client gave up (timeout): nothing to answer
+                answer(self, status, kind, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
