@@ -217,6 +217,7 @@ class Engine:
         # Called as each tick starts: shared backend reads (the Swarm service list) expire.
         self.before_tick = before_tick
         self.runtimes = build_runtimes(settings, dry_run)
+        self.telemetry.identify({rt.name: rt.config.metric_identity() for rt in self.runtimes})
         self._pool = self._new_pool(len(self.runtimes))
         # The Prometheus probe has its own thread: a hung target never delays it.
         self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
@@ -282,6 +283,7 @@ class Engine:
                 old_pool, self._pool = self._pool, self._new_pool(len(runtimes))
                 old_pool.shutdown(wait=False, cancel_futures=True)
             self.runtimes = runtimes
+            self.telemetry.identify({rt.name: rt.config.metric_identity() for rt in runtimes})
             self.settings = settings
             self.health.interval = self.tick_budget() + 2.0
             if new_source is not None:

@@ -28,6 +28,11 @@ from prometheus_client.registry import Collector
 from autoscaler.model import Decision, SignalState
 
 NAMESPACE = "autoscaler"
+# Beside `target` on every per-target series: what the target scales, so the series join with
+# kube-state-metrics and cAdvisor (`on(namespace, workload)`, Swarm `on(service)`). The
+# Kubernetes kind is `workload_kind`: `kind` is already the clip kind of autoscaler_clips_total.
+IDENTITY = ("namespace", "workload_kind", "workload", "service")
+NO_IDENTITY = ("", "", "", "")
 _STATES = tuple((state, str(state)) for state in SignalState)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -48,7 +53,12 @@ class DecisionGauges(Collector):
 
     def __init__(self) -> None:
         self._last: dict[str, LastDecision] = {}
+        self._identity: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
+
+    def identify(self, identities: dict[str, tuple[str, ...]]) -> None:
+        with self._lock:
+            self._identity = dict(identities)
 
     def set(self, last: LastDecision) -> None:
         with self._lock:
@@ -68,19 +78,20 @@ class DecisionGauges(Collector):
                                                                     policies=kept))
 
     def describe(self) -> list[Metric]:
-        return self._families({})
+        return self._families({}, {})
 
     def collect(self) -> list[Metric]:
         with self._lock:
-            last = dict(self._last)
-        return self._families(last)
+            last, identity = dict(self._last), dict(self._identity)
+        return self._families(last, identity)
 
     @staticmethod
-    def _families(last: dict[str, LastDecision]) -> list[Metric]:
+    def _families(last: dict[str, LastDecision],
+                  identity: dict[str, tuple[str, ...]]) -> list[Metric]:
         def gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels)
 
-        t = ("target",)
+        t = ("target", *IDENTITY)
         desired = gauge("target_desired_replicas", "Replicas the last decision asked for", t)
         current = gauge("target_current_replicas", "Spec replicas read from the backend", t)
         ready = gauge("target_ready_replicas", "Ready replicas (NaN when unknown)", t)
@@ -88,27 +99,27 @@ class DecisionGauges(Collector):
         high = gauge("target_max_replicas", "Configured max_replicas", t)
         paused = gauge("target_paused", "1 while the target is paused", t)
         dry_run = gauge("target_dry_run", "1 when the target is in dry-run", t)
-        value = gauge("policy_value", "Latest value of a policy's signal", ("target", "policy"))
+        value = gauge("policy_value", "Latest value of a policy's signal", (*t, "policy"))
         recommendation = gauge("policy_recommendation",
-                               "A policy's replica proposal (NaN: no opinion)",
-                               ("target", "policy"))
+                               "A policy's replica proposal (NaN: no opinion)", (*t, "policy"))
         signal_state = gauge("signal_state", "1 for the current state of a policy's signal",
-                             ("target", "policy", "state"))
+                             (*t, "policy", "state"))
         for name, one in last.items():
             d = one.decision
-            desired.add_metric((name,), d.desired)
-            current.add_metric((name,), d.current)
-            ready.add_metric((name,), math.nan if d.ready is None else d.ready)
-            low.add_metric((name,), one.min_replicas)
-            high.add_metric((name,), one.max_replicas)
-            paused.add_metric((name,), 1 if one.paused else 0)
-            dry_run.add_metric((name,), 1 if d.dry_run else 0)
+            who = (name, *identity.get(name, NO_IDENTITY))
+            desired.add_metric(who, d.desired)
+            current.add_metric(who, d.current)
+            ready.add_metric(who, math.nan if d.ready is None else d.ready)
+            low.add_metric(who, one.min_replicas)
+            high.add_metric(who, one.max_replicas)
+            paused.add_metric(who, 1 if one.paused else 0)
+            dry_run.add_metric(who, 1 if d.dry_run else 0)
             for p in d.policies:
-                value.add_metric((name, p.name), math.nan if p.value is None else p.value)
-                recommendation.add_metric((name, p.name),
+                value.add_metric((*who, p.name), math.nan if p.value is None else p.value)
+                recommendation.add_metric((*who, p.name),
                                           math.nan if p.replicas is None else p.replicas)
                 for state, label in _STATES:
-                    signal_state.add_metric((name, p.name, label), 1 if p.state is state else 0)
+                    signal_state.add_metric((*who, p.name, label), 1 if p.state is state else 0)
         return [desired, current, ready, low, high, paused, dry_run, value, recommendation,
                 signal_state]
 
@@ -130,9 +141,11 @@ class TargetCounters:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            labels = (labels[0], *IDENTITY, *labels[1:])  # target, its identity, the rest
             return Counter(name, doc, labels, namespace=NAMESPACE, registry=registry)
 
         def histogram(name: str, doc: str, labels: tuple[str, ...]) -> Histogram:
+            labels = (labels[0], *IDENTITY, *labels[1:])
             return Histogram(name, doc, labels, namespace=NAMESPACE, registry=registry,
                              buckets=LATENCY_BUCKETS)
 
@@ -151,12 +164,23 @@ class TargetCounters:
                                            "Backend read/write latency", ("target", "verb"))
         self.hpa_conflict = Gauge("target_hpa_conflict",
                                   "1 while a HorizontalPodAutoscaler also scales the target "
-                                  "(it is then read, never written)", ("target",),
+                                  "(it is then read, never written)", ("target", *IDENTITY),
                                   namespace=NAMESPACE, registry=registry)
         # Children by target, then (metric, label values): `labels()` validates, locks and
         # hashes at every call, several calls per target per tick; the children do not change.
         self._children: dict[str, dict[tuple[int, tuple[str, ...]], _Child]] = {}
+        self._identity: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
+
+    def identify(self, identities: dict[str, tuple[str, ...]]) -> None:
+        """Each target's identity labels from now on; a target whose identity changed loses
+        its series under the old one."""
+        with self._lock:
+            changed = [t for t, old in self._identity.items()
+                       if identities.get(t, old) != old]
+            self._identity = dict(identities)
+        for target in changed:
+            self.forget(target)
 
     def of(self, metric: M, target: str, *labels: str) -> M:
         """`metric.labels(target, *labels)`, remembered until the target is forgotten."""
@@ -166,8 +190,9 @@ class TargetCounters:
             with self._lock:
                 found = self._children.setdefault(target, {}).get(key)
                 if found is None:
+                    full = (target, *self._identity.get(target, NO_IDENTITY), *labels)
                     found = self._children[target][key] = _Child(
-                        metric, (target, *labels), metric.labels(target, *labels))
+                        metric, full, metric.labels(*full))
         return cast(M, found.child)
 
     def forget(self, target: str) -> None:
@@ -241,6 +266,12 @@ class Telemetry:
 
     def count_write(self, target: str, direction: str) -> None:
         self.targets.of(self.targets.scale_writes, target, direction).inc()
+
+    def identify(self, identities: dict[str, tuple[str, ...]]) -> None:
+        """What each target scales, as labels beside `target` on its series: (namespace,
+        kind, workload, service), see IDENTITY. Set before a target's first series."""
+        self.gauges.identify(identities)
+        self.targets.identify(identities)
 
     def forget_policies(self, target: str, labels: Collection[str]) -> None:
         """Policies a reload removed from a kept target: their series go now."""

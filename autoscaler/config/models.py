@@ -257,6 +257,15 @@ class TargetConfig(Strict):
     def workload(self) -> str:
         return self.service or self.deployment or self.statefulset or self.name
 
+    def metric_identity(self) -> tuple[str, str, str, str]:
+        """(namespace, kind, workload, service) for the own metrics' labels, so a target's
+        series join with kube-state-metrics and cAdvisor (Kubernetes: namespace, kind and
+        workload name; Swarm: the service); "" where a backend has none."""
+        if self.backend == "kubernetes":
+            kind = "StatefulSet" if self.statefulset else "Deployment"
+            return (self.namespace or "", kind, self.deployment or self.statefulset or "", "")
+        return ("", "", "", self.service or "")
+
     @property
     def workload_kind(self) -> str:
         return "statefulset" if self.statefulset else "deployment"

@@ -39,6 +39,7 @@ from tests.support.daemon import (
     daemon_env,
     errors_after,
     readyz,
+    registry_sample,
     statusz,
     writes,
 )
@@ -410,7 +411,7 @@ def test_update_conflict_is_refused_by_swarm_then_reread_and_redecided(
         assert outcome.written is written
         assert (outcome.skipped or None) == skipped
         assert actuator.reads == races + 1  # the first read and one after each conflict
-        conflicts = telemetry.registry.get_sample_value(ERRORS, {"target": name, "verb": "scale"})
+        conflicts = registry_sample(telemetry.registry, ERRORS, target=name, verb="scale")
         assert conflicts == races  # each refused write is counted
         warnings = [r.getMessage() for r in caplog.records if r.name == "autoscaler.loop"
                     and r.levelname == "WARNING"]

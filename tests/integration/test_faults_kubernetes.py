@@ -49,6 +49,7 @@ from tests.support.daemon import (
     daemon_env,
     errors_after,
     readyz,
+    registry_sample,
     statusz,
     writes,
 )
@@ -448,8 +449,8 @@ def test_409_a_write_between_read_and_patch_is_refused_then_redecided(
     [warning] = [r.getMessage() for r in caplog.records if r.name == "autoscaler.loop"
                  and r.levelname == "WARNING"]
     assert "it changed since it was read" in warning and "re-reading (attempt 1)" in warning
-    assert telemetry.registry.get_sample_value(
-        ERRORS, {"target": name, "verb": "scale"}) == 1  # the refused patch, counted
+    # the refused patch, counted
+    assert registry_sample(telemetry.registry, ERRORS, target=name, verb="scale") == 1
     decision = outcome.decision
     assert decision is not None and decision.current == hand  # decided from the re-read
     doc = read_deployment(kube_api, ns, name)

@@ -18,6 +18,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from autoscaler.telemetry import IDENTITY
+
 STOP_TIMEOUT = 60.0
 
 MetricKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -46,6 +48,16 @@ def http_get(url: str) -> requests.Response | None:
     except requests.RequestException:
         return None
 
+
+def registry_sample(registry: Any, name: str, **labels: str) -> float | None:
+    """The sample of `name` in a CollectorRegistry with exactly `labels` besides the identity
+    labels (namespace, workload_kind, workload, service); None when there is none."""
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == name and {k: v for k, v in sample.labels.items()
+                                        if k not in IDENTITY} == labels:
+                return float(sample.value)
+    return None
 
 class DaemonProcess:
     """A daemon started from a config file, its stderr (the JSON log) in a file; it is
@@ -99,10 +111,13 @@ class DaemonProcess:
                 return None
 
     def metrics(self) -> dict[MetricKey, float]:
+        """Samples by (name, labels); the identity labels beside `target` (namespace, kind,
+        workload, service: tests/integration/test_metric_labels.py checks them) left out."""
         response = self.get("/metrics")
         if response is None or response.status_code != 200:
             return {}
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+        return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items()
+                                      if k not in IDENTITY))): s.value
                 for f in text_string_to_metric_families(response.text) for s in f.samples}
 
     def metric(self, name: str, **labels: str) -> float | None:

@@ -29,6 +29,7 @@ from autoscaler.loop import Engine
 from autoscaler.model import Sample, Signal, SignalRequest
 from autoscaler.sources.base import OnSignals, SignalSource
 from autoscaler.telemetry import NAMESPACE, Telemetry
+from tests.support.daemon import registry_sample
 
 # A generous wait for a process that should end in about its --timeout (5x and more: the
 # machine is shared); the code before the fix took the whole 5-minute interval.
@@ -189,8 +190,9 @@ def test_a_backend_client_that_cannot_be_built_is_counted(
         for tick in (1, 2):
             [outcome] = engine.tick()
             assert outcome.error is not None and "connect to docker" in outcome.error
-            assert engine.telemetry.registry.get_sample_value(
-                f"{NAMESPACE}_actuation_errors_total", {"target": "a", "verb": "connect"}) == tick
+            assert registry_sample(engine.telemetry.registry,
+                                   f"{NAMESPACE}_actuation_errors_total",
+                                   target="a", verb="connect") == tick
     finally:
         engine.close()
 

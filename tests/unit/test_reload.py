@@ -25,7 +25,7 @@ from autoscaler.model import ClipKind, Sample, Signal, SignalRequest, TargetStat
 from autoscaler.reload import plan_reload
 from autoscaler.scheduler import run_forever
 from autoscaler.sources.base import OnSignals, SignalSource
-from autoscaler.telemetry import NAMESPACE, Telemetry
+from autoscaler.telemetry import IDENTITY, NAMESPACE, Telemetry
 
 DEADLINE = 30.0  # generous: only for threads to get scheduled
 PROM = {"url": "http://127.0.0.1:9", "timeout": "1s"}
@@ -125,7 +125,14 @@ def one(outcomes: list[TargetOutcome], name: str) -> TargetOutcome:
 
 
 def sample(engine: Engine, name: str, **labels: str) -> float | None:
-    return engine.telemetry.registry.get_sample_value(f"{NAMESPACE}_{name}", labels)
+    """The sample of `name` with exactly `labels` besides the identity labels (namespace,
+    kind, workload, service: tests/integration/test_metric_labels.py checks them)."""
+    for metric in engine.telemetry.registry.collect():
+        for s in metric.samples:
+            if s.name == f"{NAMESPACE}_{name}" and {
+                    k: v for k, v in s.labels.items() if k not in IDENTITY} == labels:
+                return float(s.value)
+    return None
 
 
 # --------------------------------------------------------------------------- state

@@ -28,7 +28,7 @@ from autoscaler.model import (
     SignalState,
     TargetState,
 )
-from autoscaler.telemetry import NAMESPACE, Health, Telemetry, TelemetryServer
+from autoscaler.telemetry import IDENTITY, NAMESPACE, Health, Telemetry, TelemetryServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 INTERVAL = 15.0
@@ -52,7 +52,14 @@ def decision(target: str = "smtp", *, current: int = 2, ready: int | None = 2,
 
 
 def sample(tel: Telemetry, name: str, **labels: str) -> float | None:
-    return tel.registry.get_sample_value(f"{NAMESPACE}_{name}", labels)
+    """The sample of `name` with exactly `labels` besides the identity labels (namespace,
+    kind, workload, service: tests/integration/test_metric_labels.py checks them)."""
+    for metric in tel.registry.collect():
+        for s in metric.samples:
+            if s.name == f"{NAMESPACE}_{name}" and {
+                    k: v for k, v in s.labels.items() if k not in IDENTITY} == labels:
+                return float(s.value)
+    return None
 
 
 def family_names(tel: Telemetry) -> set[str]:
@@ -222,7 +229,8 @@ def test_exposition_parses_and_has_every_family() -> None:
     assert all(name.startswith(f"{NAMESPACE}_") for name in defined)
     assert defined <= set(parsed), sorted(defined - set(parsed))
     desired = parsed[f"{NAMESPACE}_target_desired_replicas"]
-    assert [(s.labels, s.value) for s in desired.samples] == [({"target": "smtp"}, 3.0)]
+    assert [(s.labels, s.value) for s in desired.samples] == [
+        ({"target": "smtp", **dict.fromkeys(IDENTITY, "")}, 3.0)]
     ticks = parsed[f"{NAMESPACE}_ticks"]
     assert ticks.type == "counter"
     assert any(s.name == f"{NAMESPACE}_ticks_total" and s.value == 1 for s in ticks.samples)
@@ -405,7 +413,8 @@ def test_metrics_endpoint(served: tuple[str, Telemetry, Health, FakeClock]) -> N
     assert response.headers["Content-Type"].startswith("text/plain")
     names = {f.name for f in text_string_to_metric_families(response.text)}
     assert family_names(tel) <= names
-    assert 'autoscaler_target_desired_replicas{target="smtp"} 5.0' in response.text
+    assert ('autoscaler_target_desired_replicas{namespace="",service="",target="smtp",'
+            'workload="",workload_kind=""} 5.0') in response.text
     assert get(f"{base}/metrics?name[]=x").status_code == 200  # a query string is ignored
 
 

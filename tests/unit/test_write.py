@@ -244,8 +244,9 @@ def test_an_hpa_is_checked_every_tick_writes_stop_while_it_exists_and_resume() -
                     telemetry=Telemetry(), leadership=Leader(True))
 
     def conflict_metric() -> float | None:
-        return engine.telemetry.registry.get_sample_value(
-            "autoscaler_target_hpa_conflict", {"target": "smtp"})
+        return next((float(s.value) for m in engine.telemetry.registry.collect()
+                     for s in m.samples if s.name == "autoscaler_target_hpa_conflict"
+                     and s.labels.get("target") == "smtp"), None)
 
     try:
         assert engine.tick()[0].written and conflict_metric() == 0
