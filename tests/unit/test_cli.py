@@ -153,7 +153,8 @@ def test_check_config_prints_every_targets_effective_policies_and_guards(
     assert smtp["container_selector"] == (
         'container_label_com_docker_swarm_service_name="mail_smtp"')
     assert plain == {"policies": [{"type": "threshold", "query": "avg(z)", "tolerance": 0.0,
-                                   "scale_up_above": 5.0, "for": "0s", "step": 1}],
+                                   "scale_up_above": 5.0, "for": "0s", "step": 1,
+                                       "spreads": True, "margin": 0.1}],
                      "guards": []}
 
 
