@@ -69,8 +69,10 @@ class Rig:
         path = self.workdir / name
         path.write_text(yaml.safe_dump({
             "evaluation_interval": "1s",
+            # A fixed query offset: no start-up probe, so the first query the proxy holds is
+            # the first tick's (with `auto` the probe would be held before SIGTERM is handled).
             "prometheus": {"url": self.proxy.url, "timeout": f"{TIMEOUT:g}s",
-                           "scrape_interval": "1s"},
+                           "scrape_interval": "1s", "query_offset": "0s"},
             "listen": f"127.0.0.1:{port}",
             "targets": [{
                 "name": "smtp", "backend": "swarm", "service": service, "min_replicas": 1,
