@@ -31,6 +31,9 @@ from autoscaler.sources.base import OnSignals, SignalSource
 from autoscaler.telemetry import NAMESPACE, Telemetry
 from tests.support.daemon import registry_sample
 
+# Real processes that wait out deadlines (about 35 s): the full run, not the unit tier.
+pytestmark = pytest.mark.slow
+
 # A generous wait for a process that should end in about its --timeout (5x and more: the
 # machine is shared); the code before the fix took the whole 5-minute interval.
 PROCESS_DEADLINE = 90.0
