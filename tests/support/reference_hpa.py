@@ -2,15 +2,15 @@
 
 Written from the published algorithm (pkg/controller/podautoscaler/horizontal.go and the
 autoscaling/v2 defaulting), deliberately in its structure rather than in behavior.py's:
-plain dicts for the behavior, defaults copied field by field, separate scale-up and
-scale-down event lists holding magnitudes, int32 sentinels and a select function. The
+plain dicts for the behavior, defaults generated per direction and copied field by field,
+separate scale-up and scale-down event lists holding magnitudes, int32 sentinels and a
+select function. The
 property tests compare the two on random inputs; a shared mistake would have to be made
 twice, in two different shapes.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,41 +19,59 @@ from typing import Any
 MAX_INT32 = 2**31 - 1
 MIN_INT32 = -(2**31)
 
-DEFAULT_SCALE_UP_RULES: dict[str, Any] = {
-    "stabilizationWindowSeconds": 0,
-    "selectPolicy": "Max",
-    "policies": [
-        {"type": "Pods", "value": 4, "periodSeconds": 15},
-        {"type": "Percent", "value": 100, "periodSeconds": 15},
-    ],
-}
-DEFAULT_SCALE_DOWN_RULES: dict[str, Any] = {
-    "stabilizationWindowSeconds": 300,  # the controller's downscale-stabilization flag
-    "selectPolicy": "Max",
-    "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
-}
+# pkg/apis/autoscaling/v2/defaults.go and the controller's flags, as named there.
+SCALE_UP_LIMIT_PERCENT = 100
+SCALE_UP_LIMIT_MINIMUM_PODS = 4
+SCALE_UP_PERIOD = 15
+SCALE_DOWN_LIMIT_PERCENT = 100
+SCALE_DOWN_PERIOD = 15
+SCALE_DOWN_STABILIZATION_WINDOW = 300  # --horizontal-pod-autoscaler-downscale-stabilization
+SCALING_RULES_FIELDS = ("selectPolicy", "stabilizationWindowSeconds", "policies")
+
+
+def scaling_policy(kind: str, value: int, period_seconds: int) -> dict[str, Any]:
+    return {"type": kind, "value": value, "periodSeconds": period_seconds}
+
+
+def hpa_scaling_rules(
+    select_policy: str, stabilization_window_seconds: int, policies: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"selectPolicy": select_policy,
+            "stabilizationWindowSeconds": stabilization_window_seconds, "policies": policies}
 
 
 def copy_scaling_rules(source: dict[str, Any] | None, target: dict[str, Any]) -> dict[str, Any]:
     """copyHPAScalingRules: every non-nil field of source overrides the default in target."""
     if source is None:
         return target
-    for field_name in ("selectPolicy", "stabilizationWindowSeconds", "policies"):
+    for field_name in SCALING_RULES_FIELDS:
         if source.get(field_name) is not None:
             target[field_name] = source[field_name]
     return target
+
+
+def generate_hpa_scale_up_rules(scaling_rules: dict[str, Any] | None) -> dict[str, Any]:
+    """GenerateHPAScaleUpRules."""
+    default_scaling_rules = hpa_scaling_rules(
+        "Max", 0, [scaling_policy("Pods", SCALE_UP_LIMIT_MINIMUM_PODS, SCALE_UP_PERIOD),
+                   scaling_policy("Percent", SCALE_UP_LIMIT_PERCENT, SCALE_UP_PERIOD)])
+    return copy_scaling_rules(scaling_rules, default_scaling_rules)
+
+
+def generate_hpa_scale_down_rules(scaling_rules: dict[str, Any] | None) -> dict[str, Any]:
+    """GenerateHPAScaleDownRules."""
+    default_scaling_rules = hpa_scaling_rules(
+        "Max", SCALE_DOWN_STABILIZATION_WINDOW,
+        [scaling_policy("Percent", SCALE_DOWN_LIMIT_PERCENT, SCALE_DOWN_PERIOD)])
+    return copy_scaling_rules(scaling_rules, default_scaling_rules)
 
 
 def set_defaults(behavior: dict[str, Any] | None) -> dict[str, Any]:
     """SetDefaults_HorizontalPodAutoscalerBehavior for a camelCase behavior dict."""
     behavior = behavior or {}
     return {
-        "scaleUp": copy_scaling_rules(
-            behavior.get("scaleUp"), copy.deepcopy(DEFAULT_SCALE_UP_RULES)
-        ),
-        "scaleDown": copy_scaling_rules(
-            behavior.get("scaleDown"), copy.deepcopy(DEFAULT_SCALE_DOWN_RULES)
-        ),
+        "scaleUp": generate_hpa_scale_up_rules(behavior.get("scaleUp")),
+        "scaleDown": generate_hpa_scale_down_rules(behavior.get("scaleDown")),
     }
 
 
@@ -79,6 +97,33 @@ def min_int(a: int, b: int) -> int:
 
 def max_int(a: int, b: int) -> int:
     return a if a >= b else b
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One direction's proposal per policy type, and its (initial result, select function)
+    for the default ("Max", index False) and the "Min" (index True) select policy."""
+
+    proposals: dict[str, Callable[[int, int], int]]
+    selection: tuple[tuple[int, Callable[[int, int], int]], tuple[int, Callable[[int, int], int]]]
+
+
+SCALE_UP = Direction(
+    proposals={
+        "Pods": lambda start, value: start + value,
+        # Rounded up so that a small percentage still adds a pod.
+        "Percent": lambda start, value: math.ceil(float(start) * (1 + float(value) / 100)),
+    },
+    selection=((MIN_INT32, max_int), (MAX_INT32, min_int)),
+)
+SCALE_DOWN = Direction(
+    proposals={
+        "Pods": lambda start, value: start - value,
+        # Go's int32(float64) conversion truncates toward zero, as int() does.
+        "Percent": lambda start, value: int(float(start) * (1 - float(value) / 100)),
+    },
+    selection=((MAX_INT32, min_int), (MIN_INT32, max_int)),
+)
 
 
 class ReferenceController:
@@ -127,63 +172,33 @@ class ReferenceController:
                 replicas += event.replica_change
         return replicas
 
+    def period_start_replicas(self, current_replicas: int, period_seconds: int) -> int:
+        """currentReplicas - replicasAddedInCurrentPeriod + replicasDeletedInCurrentPeriod."""
+        added = self.get_replicas_change_per_period(period_seconds, self.scale_up_events)
+        deleted = self.get_replicas_change_per_period(period_seconds, self.scale_down_events)
+        return current_replicas - added + deleted
+
     def calculate_scale_up_limit_with_scaling_rules(
         self, current_replicas: int, scaling_rules: dict[str, Any]
     ) -> int:
-        select_policy_fn: Callable[[int, int], int]
-        if scaling_rules["selectPolicy"] == "Disabled":
-            return current_replicas
-        if scaling_rules["selectPolicy"] == "Min":
-            result = MAX_INT32
-            select_policy_fn = min_int
-        else:
-            result = MIN_INT32
-            select_policy_fn = max_int
-        for policy in scaling_rules["policies"]:
-            added = self.get_replicas_change_per_period(
-                policy["periodSeconds"], self.scale_up_events
-            )
-            deleted = self.get_replicas_change_per_period(
-                policy["periodSeconds"], self.scale_down_events
-            )
-            period_start_replicas = current_replicas - added + deleted
-            proposed = 0
-            if policy["type"] == "Pods":
-                proposed = period_start_replicas + policy["value"]
-            elif policy["type"] == "Percent":
-                # Rounded up so that a small percentage still adds a pod.
-                proposed = math.ceil(
-                    float(period_start_replicas) * (1 + float(policy["value"]) / 100)
-                )
-            result = select_policy_fn(result, proposed)
-        return result
+        return self.calculate_limit(current_replicas, scaling_rules, SCALE_UP)
 
     def calculate_scale_down_limit_with_behaviors(
         self, current_replicas: int, scaling_rules: dict[str, Any]
     ) -> int:
-        select_policy_fn: Callable[[int, int], int]
+        return self.calculate_limit(current_replicas, scaling_rules, SCALE_DOWN)
+
+    def calculate_limit(
+        self, current_replicas: int, scaling_rules: dict[str, Any], direction: Direction
+    ) -> int:
+        """The two calculate*Limit functions of the controller, which differ only in the
+        direction's proposals and in which select function "Min" means."""
         if scaling_rules["selectPolicy"] == "Disabled":
             return current_replicas
-        if scaling_rules["selectPolicy"] == "Min":
-            result = MIN_INT32
-            select_policy_fn = max_int
-        else:
-            result = MAX_INT32
-            select_policy_fn = min_int
+        result, select_policy_fn = direction.selection[scaling_rules["selectPolicy"] == "Min"]
         for policy in scaling_rules["policies"]:
-            added = self.get_replicas_change_per_period(
-                policy["periodSeconds"], self.scale_up_events
-            )
-            deleted = self.get_replicas_change_per_period(
-                policy["periodSeconds"], self.scale_down_events
-            )
-            period_start_replicas = current_replicas - added + deleted
-            proposed = 0
-            if policy["type"] == "Pods":
-                proposed = period_start_replicas - policy["value"]
-            elif policy["type"] == "Percent":
-                # Go's int32(float64) conversion truncates toward zero, as int() does.
-                proposed = int(float(period_start_replicas) * (1 - float(policy["value"]) / 100))
+            start = self.period_start_replicas(current_replicas, policy["periodSeconds"])
+            proposed = direction.proposals[policy["type"]](start, policy["value"])
             result = select_policy_fn(result, proposed)
         return result
 
@@ -260,25 +275,7 @@ def reference_normalize_explained(
     )
 
 
-def reference_normalize(
-    current: int,
-    recommended: int,
-    now: float,
-    *,
-    behavior: dict[str, Any] | None,
-    min_replicas: int,
-    max_replicas: int,
-    recommendations: Sequence[tuple[float, int]],
-    events: Sequence[tuple[float, int]],
-) -> int:
-    """The replica count the HPA controller would set."""
-    return reference_normalize_explained(
-        current,
-        recommended,
-        now,
-        behavior=behavior,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        recommendations=recommendations,
-        events=events,
-    )[1]
+def reference_normalize(*args: Any, **kwargs: Any) -> int:
+    """The replica count the HPA controller would set (reference_normalize_explained's
+    arguments)."""
+    return reference_normalize_explained(*args, **kwargs)[1]
