@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 from urllib.parse import parse_qs
 
 from autoscaler.actuators.base import Actuator
@@ -358,7 +358,40 @@ class _Node:
 # --- the emulator -----------------------------------------------------------------------------
 
 
-class Emulator:
+class _Served:
+    """What Emulator and Cluster share: start()/stop() as a context manager, and where the
+    HTTP server is bound."""
+
+    _server: _Server | None
+    _what = "emulator"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> str:
+        """`host:port` the server is bound to (what a file_sd target names)."""
+        if self._server is None:
+            raise RuntimeError(f"{self._what} not started")
+        host, port = self._server.server_address[:2]
+        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+
+class Emulator(_Served):
     """A Stalwart cluster's metrics, driven by demand and a real backend's instance count.
 
     `start()` binds the HTTP server and starts two daemon threads (server, and a loop that
@@ -457,28 +490,9 @@ class Emulator:
         self._server = None
         self.source.close()
 
-    def __enter__(self) -> Emulator:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def address(self) -> str:
-        """`host:port` the server is bound to (what a file_sd target names)."""
-        if self._server is None:
-            raise RuntimeError("emulator not started")
-        host, port = self._server.server_address[:2]
-        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
-
     @property
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll):
@@ -776,10 +790,12 @@ def render(families: Iterable[Family]) -> str:
     return "".join(out)
 
 
-class Cluster:
+class Cluster(_Served):
     """Several node groups (e.g. an SMTP and an IMAP service, each following its own backend
     with its own load) behind ONE endpoint, as one Prometheus job scrapes a whole cluster;
     the groups share Stalwart's queue (the management API counts it for the cluster)."""
+
+    _what = "emulator cluster"
 
     def __init__(self, groups: dict[str, Emulator], *, host: str = "127.0.0.1",
                  port: int = 0, admin_secret: str | None = None) -> None:
@@ -810,23 +826,6 @@ class Cluster:
         for group in self.groups.values():
             group.stop()
 
-    def __enter__(self) -> Cluster:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def address(self) -> str:
-        if self._server is None:
-            raise RuntimeError("emulator cluster not started")
-        host, port = self._server.server_address[:2]
-        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
 
     def stalwart_metrics(self) -> str:
         return render(f for g in self.groups.values() for f in g.stalwart_families())
