@@ -221,6 +221,60 @@ def detect_manual_change(status: TargetStatus, now: float) -> TargetState:
     return state
 
 
+class PausedAt(NamedTuple):
+    """What a pause at a count does this tick: `desired` (the current count when there is
+    nothing to write), the count it holds (`at`, N within the bounds) and the record's
+    reason."""
+
+    desired: int
+    at: int
+    reason: str
+
+
+def pause_at_count(current: int, requested: int, applied: int | None, min_replicas: int,
+                   max_replicas: int) -> PausedAt:
+    """Paused at a count (paused-replicas N, as KEDA's): scaled to N once, then held.
+
+    N is clamped to [min, max], and the reason says so. Once N is applied (written, or found
+    in place), the target is held at whatever it has, even after an operator's scale: no
+    further write while the same N stays. A different N is a new request: applied once too.
+    """
+    count = clamp_to_bounds(requested, min_replicas, max_replicas)
+    why = f"paused at {count}"
+    if count != requested:
+        why += (f" (paused-replicas {requested} is outside the bounds "
+                f"[{min_replicas}, {max_replicas}]: clamped)")
+    if applied == requested:
+        if current != count:
+            return PausedAt(current, count, f"{why}: applied; held at {current} "
+                                            "(scaled by hand since)")
+        return PausedAt(current, count, f"{why}: held")
+    if current == count:
+        return PausedAt(current, count, f"{why}: held")
+    return PausedAt(count, count, f"{why}: scaling {current} -> {count} once, then held")
+
+
+def pause_states(state: TargetState, now: float, recommended: int, current: int,
+                 requested: int, desired: int,
+                 behavior: Behavior) -> tuple[TargetState, TargetState]:
+    """The state to keep while paused at a count: (if written, if not).
+
+    The recommendation is kept as on any tick (stabilization resumes with it). Our write
+    to N is remembered as the last count written, so the next tick does not take it for an
+    operator's scale, and as applied, so it is not written again; the last scale time and
+    the scale events do not move: the count is the operator's, not a scale of ours, so it
+    starts no cooldown and counts against no rate limit.
+    """
+    recs = prune_history(
+        (*state.recommendations, (now, recommended)), now, behavior.max_window_seconds()
+    )
+    held = replace(state, recommendations=recs,
+                   pause_applied=requested if desired == current else state.pause_applied)
+    if desired == current:
+        return held, held
+    return replace(held, last_written=desired, pause_applied=requested), held
+
+
 def prune_history(
     pairs: Sequence[tuple[float, int]], now: float, keep_seconds: float
 ) -> tuple[tuple[float, int], ...]:
@@ -254,7 +308,7 @@ def next_state(
         # Built directly: dataclasses.replace is a hot spot in long replays.
         return TargetState(state.last_scale_time, state.last_scale_direction,
                            state.last_written, recs, state.events, state.manual_time,
-                           state.manual_direction)
+                           state.manual_direction, state.pause_applied)
     events = prune_history(
         (*state.events, (now, desired - current)), now, behavior.max_period_seconds()
     )
@@ -292,10 +346,11 @@ def decide(
     recommended = combined.recommended
     lo, hi = rules.min_replicas, rules.max_replicas
 
-    if status.paused:
-        clips.append(Clip(ClipKind.PAUSED, recommended, current, "target is paused"))
-        return _decision(target, now, status, recommended, current, Outcome.PAUSED, combined,
-                         policies, guards, clips, state, rules, dry_run)
+    if status.paused or status.paused_replicas is not None:
+        return _paused(target, now, status, recommended, combined, policies, guards, clips,
+                       state, rules, dry_run)
+    if state.pause_applied is not None:  # the pause at a count is over: forget it
+        state = replace(state, pause_applied=None)
 
     if lo <= current <= hi:
         steps = normalize_explained(
@@ -387,6 +442,29 @@ def decide(
     )
     return _decision(target, now, status, recommended, desired, outcome, combined, policies,
                      guards, clips, state, rules, dry_run)
+
+
+def _paused(target: str, now: float, status: TargetStatus, recommended: int,
+            combined: Combined, policies: Sequence[PolicyResult],
+            guards: Sequence[GuardResult], clips: list[Clip], state: TargetState,
+            rules: TargetRules, dry_run: bool) -> Decision:
+    """A paused target is never written; `paused` wins over a pause at a count, which
+    writes its count once (`pause_at_count`, `pause_states`)."""
+    current = status.current
+    if status.paused or status.paused_replicas is None:
+        clips.append(Clip(ClipKind.PAUSED, recommended, current,
+                          status.pause_problem or "target is paused"))
+        return _decision(target, now, status, recommended, current, Outcome.PAUSED, combined,
+                         policies, guards, clips, state, rules, dry_run)
+    paused = pause_at_count(current, status.paused_replicas, state.pause_applied,
+                            rules.min_replicas, rules.max_replicas)
+    clips.append(Clip(ClipKind.PAUSED, recommended, paused.desired, paused.reason))
+    return Decision(target, now, current, status.ready, recommended, paused.desired,
+                    Outcome.PAUSED, combined.winner, tuple(policies), tuple(guards),
+                    tuple(clips),
+                    *pause_states(state, now, recommended, current, status.paused_replicas,
+                                  paused.desired, rules.behavior),
+                    dry_run)
 
 
 def _decision(target: str, now: float, status: TargetStatus, recommended: int, desired: int,

@@ -36,10 +36,12 @@ from autoscaler.config import (
     TargetConfig,
     load_config,
 )
+from autoscaler.decide import clamp_to_bounds
 from autoscaler.evaluate import evaluate, note_unreported
 from autoscaler.leader import Leadership, NoElection
 from autoscaler.logs import decision_log
 from autoscaler.model import (
+    ClipKind,
     Decision,
     Outcome,
     Signal,
@@ -81,6 +83,7 @@ class TargetRuntime:
     state: TargetState | None = None  # merged with the target's own at every tick
     uid: str = ""  # of the object `state` is about: a recreated one starts afresh
     refused: str | None = None  # why not to write while it lasts (an HPA scales it)
+    pause_problem: str = ""  # an unreadable paused-replicas value (warned once while it lasts)
     in_flight: Future[TargetOutcome] | None = None  # a run that outlived its tick (hung backend)
     # policy label -> when its signal was last not ok (no scale-down on it while settling)
     last_unreported: dict[str, float] = field(default_factory=dict)
@@ -159,6 +162,11 @@ def build_runtimes(settings: Settings, dry_run: bool) -> list[TargetRuntime]:
     return [TargetRuntime(t, t.effective_policies(), t.effective_guards(),
                           is_dry_run(dry_run, settings, t))
             for t in settings.targets]
+
+
+def paused_reason(decision: Decision) -> str:
+    """Why a paused decision holds ("paused at 3: held", "target is paused", ...)."""
+    return next((c.reason for c in decision.clips if c.kind is ClipKind.PAUSED), "paused")
 
 
 def fit_dry_run(actuator: Actuator, dry_run: bool) -> Actuator:
@@ -380,6 +388,9 @@ class Engine:
                      started: float) -> None:
         """The tick's health (problems, role) and its metrics."""
         self.health.set_problems({k: v for k, v in problems.items() if v})
+        self.health.set_paused({o.target: paused_reason(o.decision) for o in outcomes
+                                if o.decision is not None
+                                and o.decision.outcome is Outcome.PAUSED})
         self.telemetry.record_problems(self.health.problems)
         self.health.role = self.leadership.role
         self.health.ticked()
@@ -443,6 +454,15 @@ class Engine:
             self._event(actuator, "HPAConflictResolved",
                         "no HorizontalPodAutoscaler scales it any more; writes resume")
 
+    def _check_pause(self, rt: TargetRuntime, actuator: Actuator,
+                     status: TargetStatus) -> None:
+        """An unreadable paused-replicas value means paused: warned once (log and a Warning
+        event) while it lasts; every decision record names it too."""
+        before, rt.pause_problem = rt.pause_problem, status.pause_problem
+        if status.pause_problem and status.pause_problem != before:
+            log.warning("target %s: %s", rt.name, status.pause_problem)
+            self._event(actuator, "InvalidPausedReplicas", status.pause_problem, "Warning")
+
     def _read_signals(self, runtimes: Sequence[TargetRuntime], now: float,
                       deadline: float) -> SignalBatch:
         """Start the tick's one read of every target's signals, in its own thread."""
@@ -504,8 +524,12 @@ class Engine:
             return self._failed(rt, outcome, f"reading {rt.config.backend} target: {exc}")
         signals = self._signals(rt, batch, deadline)
         outcome.signals, outcome.refused = signals, rt.refused
+        self._check_pause(rt, actuator, status)
+        paused_at = (None if status.paused_replicas is None else
+                     clamp_to_bounds(status.paused_replicas, rt.config.min_replicas,
+                                     rt.config.max_replicas))
         gate = write_gate(refused=rt.refused, dry_run=rt.dry_run, paused=status.paused,
-                          leader=leader)
+                          leader=leader, paused_at=paused_at)
         result = write_target(_TargetWrites(self, rt, actuator, signals, now), status, gate)
         if result.state is not None:
             rt.state = result.state
@@ -528,6 +552,10 @@ class Engine:
         decision = result.decision
         direction = "up" if decision.desired > result.status.current else "down"
         self.telemetry.count_write(rt.name, direction)
+        if decision.outcome is Outcome.PAUSED:  # the operator's paused-replicas
+            self._event(actuator, "SuccessfulRescale",
+                        f"New size: {decision.desired}; reason: {paused_reason(decision)}")
+            return
         winner = decision.winner or "bounds"
         self._event(actuator, "SuccessfulRescale",
                     f"New size: {decision.desired}; reason: {winner} "

@@ -232,6 +232,8 @@ class TargetState:
     ``recommendations`` are (time, replicas) pairs; ``events`` are (time, signed change) of
     writes this autoscaler made. ``last_written`` is the spec count we last wrote, used to
     detect an operator's scale. ``manual_time``/``manual_direction`` remember that scale.
+    ``pause_applied`` is the paused-replicas count already applied (written, or found in
+    place): while the target stays paused at that count it is held, never written again.
     """
 
     last_scale_time: float | None = None
@@ -241,16 +243,23 @@ class TargetState:
     events: tuple[tuple[float, int], ...] = ()
     manual_time: float | None = None
     manual_direction: int = 0
+    pause_applied: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TargetStatus:
-    """What an actuator reads: spec replicas (current), ready replicas, state, pause."""
+    """What an actuator reads: spec replicas (current), ready replicas, state, pause.
+
+    ``paused_replicas``: the operator's pause at a count (paused-replicas N), None without
+    one. ``pause_problem``: why the target is paused although only a count was asked for (an
+    unreadable paused-replicas value means paused, with this warning)."""
 
     current: int
     ready: int | None
     state: TargetState = field(default_factory=TargetState)
     paused: bool = False
+    paused_replicas: int | None = None
+    pause_problem: str = ""
     # Which object was read (Swarm service ID, Kubernetes uid; "" = unknown): identity, not
     # content, so two reads of equal content compare equal whichever object they came from.
     uid: str = field(default="", compare=False)

@@ -18,8 +18,43 @@ from autoscaler.model import TargetState
 SWARM_PREFIX = "autoscaler."
 KUBERNETES_PREFIX = "autoscaler.stalwart.io/"
 KEYS = ("last-scale-time", "last-scale-direction", "last-replicas", "recommendations",
-        "events", "manual-time", "manual-direction")
+        "events", "manual-time", "manual-direction", "pause-applied")
+# The operator's switches: read, never written by us.
 PAUSED = "paused"
+PAUSED_REPLICAS = "paused-replicas"
+SWITCHES = (PAUSED, PAUSED_REPLICAS)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """The operator's pause as the target carries it.
+
+    `paused`: never written (`paused: "true"`, or a paused-replicas value that is not a
+    count: then `problem` says so). `replicas`: paused at this count (scaled to it once,
+    then held); None without one, or when `paused` wins.
+    """
+
+    paused: bool = False
+    replicas: int | None = None
+    problem: str = ""
+
+
+def read_pause(labels: Mapping[str, str] | None, prefix: str) -> Pause:
+    """The pause switches in `labels`: `paused` wins over `paused-replicas`; a
+    paused-replicas value that is not a whole number >= 0 (empty, negative, "3.5", "two")
+    means paused, with a warning."""
+    labels = labels or {}
+    paused = labels.get(prefix + PAUSED, "").strip().lower() == "true"
+    raw = labels.get(prefix + PAUSED_REPLICAS)
+    if raw is None:
+        return Pause(paused)
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()):
+        return Pause(True, None, f"{prefix}{PAUSED_REPLICAS}={raw[:60]!r} is not a replica "
+                                 "count (a whole number >= 0): paused, nothing is written")
+    if paused:
+        return Pause(True)
+    return Pause(False, int(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +62,7 @@ class DecodedState:
     state: TargetState
     paused: bool
     problems: tuple[str, ...] = ()
+    pause: Pause = Pause()
 
 
 def _direction(value: int) -> str:
@@ -50,6 +86,7 @@ def encode_state(state: TargetState, prefix: str) -> dict[str, str]:
         "events": _pairs(state.events),
         "manual-time": num(state.manual_time),
         "manual-direction": _direction(state.manual_direction),
+        "pause-applied": "" if state.pause_applied is None else str(state.pause_applied),
     }
     return {prefix + key: value for key, value in values.items()}
 
@@ -97,6 +134,7 @@ def decode_state(labels: Mapping[str, str] | None, prefix: str) -> DecodedState:
         "events": ("events", lambda s: _parse_pairs(s, signed=True)),
         "manual-time": ("manual_time", _parse_float),
         "manual-direction": ("manual_direction", _parse_direction),
+        "pause-applied": ("pause_applied", int),
     }
     for key, (name, parse) in parsers.items():
         raw = labels.get(prefix + key)
@@ -107,11 +145,13 @@ def decode_state(labels: Mapping[str, str] | None, prefix: str) -> DecodedState:
             fields[name] = parse(raw)  # type: ignore[operator]
         except (ValueError, KeyError, TypeError, RecursionError):
             problems.append(f"{prefix}{key}={raw[:60]!r} is unreadable; ignored")
-    if isinstance(fields.get("last_written"), int) and fields["last_written"] < 0:  # type: ignore[operator]
-        problems.append(f"{prefix}last-replicas is negative; ignored")
-        del fields["last_written"]
-    paused = labels.get(prefix + PAUSED, "").strip().lower() == "true"
-    return DecodedState(TargetState(**fields), paused, tuple(problems))  # type: ignore[arg-type]
+    for name, key in (("last_written", "last-replicas"), ("pause_applied", "pause-applied")):
+        if isinstance(fields.get(name), int) and fields[name] < 0:  # type: ignore[operator]
+            problems.append(f"{prefix}{key} is negative; ignored")
+            del fields[name]
+    pause = read_pause(labels, prefix)
+    return DecodedState(TargetState(**fields), pause.paused, tuple(problems),  # type: ignore[arg-type]
+                        pause)
 
 
 def _union(a: tuple[tuple[float, int], ...],
@@ -157,6 +197,9 @@ def merge_states(on_target: TargetState, in_memory: TargetState | None) -> Targe
     if (on_target.last_scale_time or 0.0) > (in_memory.last_scale_time or 0.0):
         newer = on_target
     manual = in_memory if in_memory.manual_time is not None else on_target
+    # A pause at a count applied by either side stays applied: never a second write to it.
+    applied = (in_memory.pause_applied if in_memory.pause_applied is not None
+               else on_target.pause_applied)
     return TargetState(
         last_scale_time=newer.last_scale_time,
         last_scale_direction=newer.last_scale_direction,
@@ -165,4 +208,5 @@ def merge_states(on_target: TargetState, in_memory: TargetState | None) -> Targe
         events=_union(on_target.events, in_memory.events),
         manual_time=manual.manual_time,
         manual_direction=manual.manual_direction,
+        pause_applied=applied,
     )

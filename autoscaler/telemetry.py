@@ -307,6 +307,7 @@ class Health:
         self.last_tick: float | None = None
         self.config_loaded = False
         self.problems: dict[str, str] = {}
+        self.paused: dict[str, str] = {}  # target -> why it holds ("paused at 3: held")
         self.role = "starting"
         self._lock = threading.Lock()
 
@@ -317,6 +318,10 @@ class Health:
     def set_problems(self, problems: dict[str, str]) -> None:
         with self._lock:
             self.problems = dict(problems)
+
+    def set_paused(self, paused: dict[str, str]) -> None:
+        with self._lock:
+            self.paused = dict(paused)
 
     def healthy(self) -> tuple[bool, dict[str, Any]]:
         """The loop ran within three intervals (or is still within its first three)."""
@@ -353,7 +358,7 @@ class Health:
             since = None if self.last_tick is None else round(self.clock() - self.last_tick, 3)
             return ok, {"status": status, "config_loaded": self.config_loaded,
                         "role": self.role, "problems": dict(self.problems),
-                        "seconds_since_last_tick": since}
+                        "paused": dict(self.paused), "seconds_since_last_tick": since}
 
     def _degraded(self) -> bool:
         """Something is wrong, or not known to be right yet (no tick has checked)."""

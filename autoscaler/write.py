@@ -2,7 +2,8 @@
 state to keep.
 
 The gate is one value per target per tick (`write_gate`): why this target may not be written
-this tick (an HPA scales it, dry-run, paused, not the leader), or allowed. Leadership is asked
+this tick (an HPA scales it, dry-run, paused, not the leader), or allowed; paused at a count
+(paused-replicas N), allowed only to write that count. Leadership is asked
 once more right before a write (`WritePort.still_leader`): a process frozen mid-tick may have
 lost its Lease since the tick began. A dry run is stopped twice: by the gate, and by the
 `DryRunActuator` under it, which has no path to the backend.
@@ -36,6 +37,7 @@ class WriteGate:
 
     allowed: bool
     reason: str = ""
+    only: int | None = None  # paused at a count: no other count may be written
 
 
 ALLOWED = WriteGate(True)
@@ -47,10 +49,12 @@ def is_dry_run(override: bool, settings: Settings, target: TargetConfig) -> bool
     return override or settings.dry_run or target.dry_run
 
 
-def write_gate(*, refused: str | None, dry_run: bool, paused: bool, leader: bool) -> WriteGate:
+def write_gate(*, refused: str | None, dry_run: bool, paused: bool, leader: bool,
+               paused_at: int | None = None) -> WriteGate:
     """The write gate, in order: a standing refusal (another autoscaler scales the target)
-    names itself; dry-run never writes; a paused target is never written; only the leader
-    writes."""
+    names itself; dry-run never writes; a paused target is never written (`paused` wins
+    over a pause at a count); only the leader writes; paused at a count (`paused_at`, N
+    within the bounds), only N may be written."""
     if refused:
         return WriteGate(False, refused)
     if dry_run:
@@ -59,6 +63,8 @@ def write_gate(*, refused: str | None, dry_run: bool, paused: bool, leader: bool
         return WriteGate(False, "paused")
     if not leader:
         return WriteGate(False, "standby (not the leader)")
+    if paused_at is not None:
+        return WriteGate(True, only=paused_at)
     return ALLOWED
 
 
@@ -120,6 +126,10 @@ def write_target(port: WritePort, status: TargetStatus, gate: WriteGate,
         if not gate.allowed:
             return WriteResult(WriteOutcome.SKIPPED, decision, status, decision.held_state,
                                skipped=gate.reason)
+        if gate.only is not None and decision.desired != gate.only:
+            # A re-read after a conflict found another pause than the tick's gate: not now.
+            return WriteResult(WriteOutcome.SKIPPED, decision, status, decision.held_state,
+                               skipped=f"paused at {gate.only}")
         if not port.still_leader():
             return WriteResult(WriteOutcome.SKIPPED, decision, status, decision.held_state,
                                skipped=LOST_LEADERSHIP)

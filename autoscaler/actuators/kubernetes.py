@@ -27,7 +27,7 @@ from autoscaler.actuators.hpa import HpaDirectory, conflicting_hpa
 from autoscaler.errors import ActuatorError, ConflictError, NotAllowed
 from autoscaler.kube import COMPONENT, FIELD_MANAGER, KubeApi, Ref
 from autoscaler.model import TargetState, TargetStatus
-from autoscaler.state import KUBERNETES_PREFIX, PAUSED, decode_state, encode_state
+from autoscaler.state import KUBERNETES_PREFIX, PAUSED, decode_state, encode_state, read_pause
 
 __all__ = ["KubernetesActuator"]
 
@@ -113,8 +113,7 @@ class KubernetesActuator(Actuator):
             ready = (int(status.get("readyReplicas") or 0)
                      if status.get("observedGeneration") is not None else None)
             read = _Read(str(metadata["resourceVersion"]), str(metadata.get("uid") or ""),
-                         replicas, paused=decode_state(_only_paused(annotations),
-                                                       KUBERNETES_PREFIX).paused)
+                         replicas, paused=read_pause(annotations, KUBERNETES_PREFIX).paused)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ActuatorError(
                 f"get {self._kind.resource} {self.namespace}/{self.name}: unexpected answer "
@@ -139,7 +138,9 @@ class KubernetesActuator(Actuator):
         read, ready, annotations = self._get()
         state = self._decode(annotations)
         self._read = read
+        pause = read_pause(annotations, KUBERNETES_PREFIX)
         return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused,
+                            paused_replicas=pause.replicas, pause_problem=pause.problem,
                             uid=read.uid)
 
     # --- writing ----------------------------------------------------------------------------
@@ -256,9 +257,3 @@ def hpa_lister(api_client: kubernetes.client.ApiClient,
                 return hpas
 
     return fetch
-
-
-def _only_paused(annotations: dict[str, str]) -> dict[str, str]:
-    """Just the pause annotation: reading it must not depend on the rest being readable."""
-    key = KUBERNETES_PREFIX + PAUSED
-    return {key: annotations[key]} if key in annotations else {}

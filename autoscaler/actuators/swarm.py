@@ -32,7 +32,7 @@ from autoscaler.actuators.base import (
     TargetMissing,
 )
 from autoscaler.model import TargetState, TargetStatus
-from autoscaler.state import PAUSED, SWARM_PREFIX, decode_state, encode_state
+from autoscaler.state import PAUSED, SWARM_PREFIX, decode_state, encode_state, read_pause
 
 __all__ = ["ServiceDirectory", "SwarmActuator", "swarm_client"]
 
@@ -210,7 +210,7 @@ class SwarmActuator(Actuator):
             replicas = int(mode["Replicated"].get("Replicas", 0))
             labels: dict[str, str] = dict(spec.get("Labels") or {})
             read = _Read(str(raw["ID"]), int(raw["Version"]["Index"]), spec, replicas,
-                         paused=decode_state(_only_paused(labels), SWARM_PREFIX).paused)
+                         paused=read_pause(labels, SWARM_PREFIX).paused)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ActuatorError(f"{verb}: unexpected answer ({exc!r})") from exc
         return read
@@ -258,9 +258,12 @@ class SwarmActuator(Actuator):
         else:
             read = self._inspect()
             ready = self._ready(read.service_id)
-        state = self._decode(dict(read.spec.get("Labels") or {}))
+        labels = dict(read.spec.get("Labels") or {})
+        state = self._decode(labels)
         self._read = read
+        pause = read_pause(labels, SWARM_PREFIX)
         return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused,
+                            paused_replicas=pause.replicas, pause_problem=pause.problem,
                             uid=read.service_id)
 
     # --- writing ----------------------------------------------------------------------------
@@ -311,12 +314,6 @@ class SwarmActuator(Actuator):
                     f"{verb}: it changed since it was read (version {read.version}); re-read "
                     "and decide again") from exc.__cause__
             raise
-
-
-def _only_paused(labels: dict[str, str]) -> dict[str, str]:
-    """Just the pause label: reading it must not depend on the rest being readable."""
-    key = SWARM_PREFIX + PAUSED
-    return {key: labels[key]} if key in labels else {}
 
 
 def _post_update(api: Any, service_id: str, version: int, spec: dict[str, Any]) -> None:

@@ -50,6 +50,20 @@ def test_write_gate(refused: str | None, dry_run: bool, paused: bool, leader: bo
     assert write_gate(refused=refused, dry_run=dry_run, paused=paused, leader=leader) == gate
 
 
+@pytest.mark.parametrize(("refused", "dry_run", "paused", "leader", "gate"), [
+    (None, False, False, True, WriteGate(True, "", only=2)),
+    (None, False, False, False, WriteGate(False, "standby (not the leader)")),
+    (None, False, True, True, WriteGate(False, "paused")),  # paused wins (or N unreadable)
+    (None, True, False, True, WriteGate(False, "dry-run")),
+    ("HPA mail/smtp scales it", False, False, True, WriteGate(False, "HPA mail/smtp scales it")),
+], ids=["leader-only-n", "standby", "paused-wins", "dry-run", "refused"])
+def test_write_gate_paused_at_a_count(refused: str | None, dry_run: bool, paused: bool,
+                                      leader: bool, gate: WriteGate) -> None:
+    """#11 item 15: paused at a count, the leader may write that count and no other."""
+    assert write_gate(refused=refused, dry_run=dry_run, paused=paused, leader=leader,
+                      paused_at=2) == gate
+
+
 @pytest.mark.parametrize(("override", "global_", "own", "dry"), [
     (False, False, False, False),
     (True, False, False, True),   # --dry-run, or a command that never writes (explain)
@@ -91,6 +105,8 @@ class Scripted(Actuator):
 
     script: list[str] = field(default_factory=list)
     paused: bool = False
+    paused_replicas: int | None = None  # the operator's paused-replicas N
+    pause_problem: str = ""  # an unreadable N (then `paused` too, as the actuators read it)
     reread_fails: bool = False
     hpa: list[str | None] = field(default_factory=lambda: [None])
     replicas: int = 3
@@ -107,7 +123,9 @@ class Scripted(Actuator):
         self.reads += 1
         if self.reread_fails and self.reads > 1:
             raise ActuatorError("inspect: connection refused")
-        return TargetStatus(self.replicas, self.replicas, self.state, paused=self.paused)
+        return TargetStatus(self.replicas, self.replicas, self.state, paused=self.paused,
+                            paused_replicas=self.paused_replicas,
+                            pause_problem=self.pause_problem)
 
     def scale(self, replicas: int, state: TargetState, *, expected_current: int) -> None:
         self.attempts += 1
@@ -141,10 +159,11 @@ class Leader:
         return None
 
 
-def settings(*, dry_run: bool = False, target_dry_run: bool = False) -> Settings:
+def settings(*, dry_run: bool = False, target_dry_run: bool = False,
+             cooldown: str = "0s") -> Settings:
     target = {"name": "smtp", "backend": "swarm", "service": "smtp", "min_replicas": 1,
               "max_replicas": 10, "dry_run": target_dry_run,
-              "cooldown": {"up": "0s", "down": "0s"},
+              "cooldown": {"up": cooldown, "down": cooldown},
               "policies": [{"type": "capacity", "name": "inflow", "query": "inflow",
                             "per_instance": 10000, "headroom": 1.0}]}
     return load_config_data({"evaluation_interval": "1s", "dry_run": dry_run,
@@ -209,6 +228,27 @@ ROWS = {
     "target-dry-run": Row(Scripted(), cfg={"target_dry_run": True}, replicas=3,
                           skipped="dry-run"),
     "paused": Row(Scripted(paused=True), replicas=3),  # decide holds: nothing to write
+    # #11 item 15, paused at a count: written once (its record says so), no scale event
+    # remembered (no cooldown, no rate limit); the gate's other answers still stand
+    "paused-replicas": Row(Scripted(paused_replicas=2), replicas=2, written=True, attempts=1,
+                           events=(("SuccessfulRescale", "Normal"),)),
+    "paused-replicas-clamped": Row(Scripted(paused_replicas=50), replicas=10, written=True,
+                                   attempts=1, events=(("SuccessfulRescale", "Normal"),)),
+    "paused-replicas-in-place": Row(Scripted(paused_replicas=3), replicas=3),
+    "paused-replicas-applied": Row(Scripted(paused_replicas=2,
+                                            state=TargetState(last_written=3,
+                                                              pause_applied=2)),
+                                   replicas=3),  # held: scaled by hand since, not rewritten
+    "paused-wins": Row(Scripted(paused=True, paused_replicas=2), replicas=3),
+    "paused-replicas-unreadable": Row(Scripted(paused=True, pause_problem="N is unreadable"),
+                                      replicas=3, events=(("InvalidPausedReplicas", "Warning"),)),
+    "paused-replicas-standby": Row(Scripted(paused_replicas=2), leader=(False,), replicas=3,
+                                   skipped="standby (not the leader)"),
+    "paused-replicas-dry-run": Row(Scripted(paused_replicas=2), cfg={"dry_run": True},
+                                   replicas=3, skipped="dry-run"),
+    "paused-replicas-conflict-once": Row(Scripted(["conflict"], paused_replicas=2), replicas=2,
+                                         written=True, attempts=2, reads=2,
+                                         events=(("SuccessfulRescale", "Normal"),)),
     "refused-hpa": Row(Scripted(hpa=[HPA]), replicas=3, skipped=HPA,
                        events=(("HPAConflict", "Warning"),)),
 }
@@ -225,7 +265,7 @@ def test_write_paths(row: Row, caplog: pytest.LogCaptureFixture) -> None:
     assert (a.attempts, a.reads, tuple(a.events)) == (row.attempts, row.reads, row.events)
     decision = outcome.decision
     assert decision is not None and decision.recommended == 5
-    if row.actuator.paused:
+    if row.actuator.paused or row.actuator.paused_replicas is not None:
         assert decision.outcome is Outcome.PAUSED
     assert (state is not None and bool(state.events)) is row.scale_remembered
     assert (state is not None and (decision.time, 5) in state.recommendations) \
@@ -262,5 +302,53 @@ def test_an_hpa_is_checked_every_tick_writes_stop_while_it_exists_and_resume() -
         assert engine.health.problems == {} and conflict_metric() == 0
         assert actuator.events[-2:] == [("HPAConflictResolved", "Normal"),
                                         ("SuccessfulRescale", "Normal")]
+    finally:
+        engine.close()
+
+
+def test_paused_replicas_is_written_once_held_and_then_scaling_resumes_without_cooldown(
+        ) -> None:
+    """#11 item 15 over several ticks (load asks for 5, cooldowns 600 s): paused at 2, the
+    target is scaled to 2 once; the next tick does not take that write for an operator's
+    scale and does not write again; an operator's scale while paused is held, not undone;
+    with the annotation removed scaling resumes at once (our write started no cooldown)."""
+    now = [1000.0]
+    actuator = Scripted(paused_replicas=2)
+    engine = Engine(settings(cooldown="600s"), source=Source(),
+                    actuator_factory=lambda _: actuator, telemetry=Telemetry(),
+                    leadership=Leader(True), clock=lambda: now[0])
+
+    def tick() -> tuple[TargetOutcome, str, TargetState]:
+        now[0] += 10
+        outcome = engine.tick()[0]
+        assert outcome.decision is not None and engine.runtimes[0].state is not None
+        reasons = [c.reason for c in outcome.decision.clips if c.kind == "paused"]
+        return outcome, (reasons or [""])[0], engine.runtimes[0].state
+
+    try:
+        outcome, why, state = tick()
+        assert (outcome.written, actuator.replicas) == (True, 2)
+        assert why == "paused at 2: scaling 3 -> 2 once, then held"
+        assert engine.health.status()[1]["paused"] == {"smtp": why}
+        assert (state.last_written, state.pause_applied) == (2, 2)
+        assert (state.last_scale_time, state.events, state.manual_time) == (None, (), None)
+        assert actuator.state.pause_applied == 2  # on the target: survives a restart
+
+        outcome, why, state = tick()
+        assert (outcome.written, actuator.replicas, actuator.attempts) == (False, 2, 1)
+        assert why == "paused at 2: held" and state.manual_time is None  # not a manual scale
+
+        actuator.replicas = 4  # an operator scales while it is paused: held, not undone
+        outcome, why, state = tick()
+        assert (outcome.written, actuator.replicas, actuator.attempts) == (False, 4, 1)
+        assert why == "paused at 2: applied; held at 4 (scaled by hand since)"
+        assert state.manual_direction == 1  # that one is the operator's
+
+        actuator.paused_replicas = None  # resumed: no cooldown from our write to 2
+        outcome, why, state = tick()
+        assert outcome.decision is not None and outcome.decision.outcome is Outcome.SCALE_UP
+        assert (outcome.written, actuator.replicas, why) == (True, 5, "")
+        assert state.pause_applied is None and engine.health.status()[1]["paused"] == {}
+        assert actuator.state.pause_applied is None
     finally:
         engine.close()
