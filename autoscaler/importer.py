@@ -3,7 +3,9 @@
 Operators arrive with an HPA (autoscaling/v2 or v2beta2; v1's one CPU number too) or a KEDA
 ScaledObject. What has an equivalent here is converted, the rest is listed, never dropped
 silently:
-- `scaleTargetRef` → a kubernetes target (Deployment or StatefulSet) in the object's namespace;
+- `scaleTargetRef` → a kubernetes target in the object's namespace: `deployment`/`statefulset`
+  for apps/v1 Deployments and StatefulSets, `scale_target_ref` for any other kind (Argo
+  Rollouts, a custom resource with a scale subresource), which needs its apiVersion;
 - min/max replicas as they are (KEDA's scale to zero has no equivalent: min 1);
 - `behavior` (HPA `spec.behavior`, KEDA `advanced.horizontalPodAutoscalerConfig.behavior`)
   copied as written: the engine applies it as the HPA does;
@@ -57,8 +59,14 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def pod_selector(namespace: str, kind: str, name: str) -> str:
     """The PromQL matchers for a workload's pods: a Deployment's pods are
-    <name>-<replicaset hash>-<5 chars>, a StatefulSet's <name>-<ordinal>."""
-    pods = f"{name}-[0-9]+" if kind == "StatefulSet" else f"{name}-[a-z0-9]+-[a-z0-9]{{5}}"
+    <name>-<replicaset hash>-<5 chars>, a StatefulSet's <name>-<ordinal>, any other kind's
+    <name>-<anything>."""
+    if kind == "StatefulSet":
+        pods = f"{name}-[0-9]+"
+    elif kind == "Deployment":
+        pods = f"{name}-[a-z0-9]+-[a-z0-9]{{5}}"
+    else:
+        pods = f"{name}-.+"
     return f'namespace="{namespace}",pod=~"{pods}"'
 
 
@@ -107,8 +115,8 @@ def import_documents(documents: Iterable[Any]) -> Imported:
             out.sources.append(where)
     if not out.config["targets"]:
         raise ManifestError("no HorizontalPodAutoscaler (autoscaling/v1, v2, v2beta2) or KEDA "
-                           "ScaledObject (keda.sh/v1alpha1) with a Deployment or StatefulSet "
-                           "to convert" + "".join(f"; {n}" for n in out.not_converted))
+                           "ScaledObject (keda.sh/v1alpha1) with a scaleTargetRef to convert"
+                           + "".join(f"; {n}" for n in out.not_converted))
     out.config["evaluation_interval"] = f"{min(intervals):g}s"
     if servers:
         out.config["prometheus"] = {"url": servers[0]}
@@ -125,13 +133,18 @@ def _workload(spec: Mapping[str, Any], name: str, namespace: str, where: str,
         notes.append(f"{where}: no scaleTargetRef.name: skipped")
         return None
     kind = str(ref.get("kind") or "Deployment")
+    api_version = str(ref.get("apiVersion") or "")
     key = WORKLOAD_KEYS.get(kind)
-    if key is None:
-        notes.append(f"{where}: scaleTargetRef kind {kind} (only Deployment and StatefulSet): "
-                     "skipped")
+    target: dict[str, Any] = {"name": name, "backend": "kubernetes", "namespace": namespace}
+    if key is not None and (not api_version or api_version.startswith("apps/")):
+        target[key] = str(ref["name"])
+    elif not api_version:
+        notes.append(f"{where}: scaleTargetRef kind {kind} without an apiVersion: skipped "
+                     "(write it as scale_target_ref: {api_version, kind, name})")
         return None
-    target = {"name": name, "backend": "kubernetes", "namespace": namespace,
-              key: str(ref["name"])}
+    else:  # any kind with a scale subresource, named as the HPA names it
+        target["scale_target_ref"] = {"api_version": api_version, "kind": kind,
+                                      "name": str(ref["name"])}
     return target, pod_selector(namespace, kind, str(ref["name"]))
 
 

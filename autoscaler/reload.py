@@ -16,7 +16,8 @@ def workload_key(target: TargetConfig) -> tuple[str, ...]:
     """What a reload must leave unchanged for a target to keep its state: its name and the
     workload it scales. Policies, bounds, behavior and cooldowns may change."""
     return (target.name, target.backend, target.service or "", target.namespace or "",
-            target.deployment or "", target.statefulset or "")
+            target.deployment or "", target.statefulset or "",
+            *(target.kube_workload() if target.scale_target_ref else ()))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,12 @@ def read_pause(labels: Mapping[str, str] | None, prefix: str) -> Pause:
     return Pause(False, int(text))
 
 
+# A scale through /scale is two writes (the count, then the state annotations); the count
+# about to be written is recorded first, so a failure between them never reads as an
+# operator's scale. Not part of TargetState: only the reader of the target needs it.
+PENDING = "pending-replicas"
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedState:
     state: TargetState
@@ -152,6 +158,30 @@ def decode_state(labels: Mapping[str, str] | None, prefix: str) -> DecodedState:
     pause = read_pause(labels, prefix)
     return DecodedState(TargetState(**fields), pause.paused, tuple(problems),  # type: ignore[arg-type]
                         pause)
+
+
+def pending_replicas(labels: Mapping[str, str] | None, prefix: str) -> int | None:
+    """The count recorded before a two-write scale (`pending-replicas`), if readable."""
+    raw = (labels or {}).get(prefix + PENDING, "").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def with_pending(state: TargetState, pending: int | None, current: int) -> TargetState:
+    """The state of a target whose last scale of ours may have been half written.
+
+    `pending` is the count recorded before the scale. When the spec holds exactly that count
+    and the state annotations do not (the scale landed, its state write did not), the count
+    is ours: it becomes the last one written, so it never reads as an operator's scale. A
+    pending count the spec does not hold (the scale itself failed, or an operator changed
+    it since) says nothing: the state read decides, as without it.
+    """
+    if pending is None or pending != current or state.last_written == current:
+        return state
+    return replace(state, last_written=pending)
 
 
 def _union(a: tuple[tuple[float, int], ...],

@@ -81,6 +81,10 @@ def make_actuator(target: TargetConfig, clients: BackendClients) -> Actuator:
         return SwarmActuator(clients.docker(), str(target.service), clients.swarm_directory())
     from autoscaler.actuators.kubernetes import KubernetesActuator
 
+    if target.scale_target_ref is not None:  # the /scale path lands next
+        from autoscaler.errors import ActuatorError
+
+        raise ActuatorError(f"{target.scale_target_ref.describe()}: not supported yet")
     kind: Literal["deployment", "statefulset"] = (
         "deployment" if target.deployment else "statefulset"
     )

@@ -21,6 +21,7 @@ from autoscaler.config.models import (
     LeaderElectionConfig,
     PolicySpec,
     PrometheusConfig,
+    ScaleTargetRef,
     Settings,
     SimulationConfig,
     Strict,
@@ -39,7 +40,8 @@ from autoscaler.config.security import (
 __all__ = [
     "ENV_PREFIX", "MAX_REPLICAS", "MAX_YAML_NODES", "NAME_PATTERN", "REDACTED", "BasicAuth",
     "ConfigError", "ConfigIssue", "Cooldown", "GuardConfig", "LeaderElectionConfig", "Loc",
-    "PolicySpec", "PrometheusConfig", "Settings", "SimulationConfig", "Strict", "TargetConfig",
+    "PolicySpec", "PrometheusConfig", "ScaleTargetRef", "Settings", "SimulationConfig", "Strict",
+    "TargetConfig",
     "backend_field_errors", "config_schema", "cross_field_issues", "deep_merge", "dump_json",
     "format_key", "kubeconfig_path", "load_config", "load_config_data", "read_config_file",
     "read_environment", "redacted_dump", "security_warnings", "url_without_password",

@@ -20,6 +20,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
@@ -231,6 +232,61 @@ class _PolicyTypes:
 PolicySpec = Annotated[Policy, _PolicyTypes]
 
 
+API_VERSION_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                       r"v[0-9]+((alpha|beta)[0-9]+)?$")
+KIND_PATTERN = r"^[A-Za-z][A-Za-z0-9]*$"
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+_REF_HINTS = {
+    "api_version": "must be group/version as an HPA's scaleTargetRef writes it (e.g. "
+                   "argoproj.io/v1alpha1, apps/v1), or v1 for the core group",
+    "kind": "must be a kind as the API names it (letters and digits, e.g. Rollout)",
+    "name": "must be a Kubernetes object name (lower-case letters, digits, '-' and '.')",
+}
+
+
+class ScaleTargetRef(Strict):
+    """Any workload with a scale subresource, named as an HPA's `scaleTargetRef` names it
+    (Argo Rollouts, any custom resource that declares `subresources.scale`)."""
+
+    api_version: str = Field(..., pattern=API_VERSION_PATTERN, max_length=253,
+                             description="group/version, e.g. argoproj.io/v1alpha1 "
+                                         "(v1 for the core group)")
+    kind: str = Field(..., pattern=KIND_PATTERN, max_length=63,
+                      description="the object's kind, e.g. Rollout")
+    name: str = Field(..., pattern=OBJECT_NAME_PATTERN, max_length=253,
+                      description="the object's name, in the target's namespace")
+
+    @field_validator("api_version", "kind", "name", mode="wrap")
+    @classmethod
+    def _said_plainly(cls, value: Any, handler: Callable[[Any], str],
+                      info: ValidationInfo) -> str:
+        """The pattern stays in the schema; a mismatch is said in words, not as a regex."""
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
+                raise ValueError(_REF_HINTS[str(info.field_name)]) from None
+            raise
+
+    @property
+    def group(self) -> str:
+        """`argoproj.io/v1alpha1` → `argoproj.io`; the core group's `v1` → ""."""
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    def describe(self) -> str:
+        return (f"scale_target_ref {{api_version: {self.api_version}, kind: {self.kind}, "
+                f"name: {self.name}}}")
+
+
+APPS_SHORTHANDS = {"Deployment": "deployment", "StatefulSet": "statefulset"}
+
+
 class TargetConfig(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True,
                               defer_build=True)  # the policy types: see _PolicyTypes
@@ -240,6 +296,9 @@ class TargetConfig(Strict):
     namespace: str | None = Field(None, description="kubernetes: the workload's namespace")
     deployment: str | None = None
     statefulset: str | None = None
+    scale_target_ref: ScaleTargetRef | None = Field(
+        None, description="kubernetes: any workload with a scale subresource, as an HPA "
+                          "names it (instead of `deployment` or `statefulset`)")
     min_replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
     max_replicas: int = Field(..., ge=1, le=MAX_REPLICAS)
     dry_run: bool = False
@@ -255,20 +314,33 @@ class TargetConfig(Strict):
 
     @property
     def workload(self) -> str:
-        return self.service or self.deployment or self.statefulset or self.name
+        ref_name = self.scale_target_ref.name if self.scale_target_ref else None
+        return self.service or self.deployment or self.statefulset or ref_name or self.name
+
+    def kube_workload(self) -> tuple[str, str, str]:
+        """(apiVersion, kind, name) of a kubernetes target's workload, as an HPA's
+        scaleTargetRef names it: `deployment: x` is (apps/v1, Deployment, x)."""
+        if self.scale_target_ref is not None:
+            ref = self.scale_target_ref
+            return (ref.api_version, ref.kind, ref.name)
+        if self.statefulset:
+            return ("apps/v1", "StatefulSet", self.statefulset)
+        return ("apps/v1", "Deployment", self.deployment or "")
 
     def metric_identity(self) -> tuple[str, str, str, str]:
         """(namespace, kind, workload, service) for the own metrics' labels, so a target's
         series join with kube-state-metrics and cAdvisor (Kubernetes: namespace, kind and
         workload name; Swarm: the service); "" where a backend has none."""
         if self.backend == "kubernetes":
-            kind = "StatefulSet" if self.statefulset else "Deployment"
-            return (self.namespace or "", kind, self.deployment or self.statefulset or "", "")
+            _, kind, name = self.kube_workload()
+            return (self.namespace or "", kind, name, "")
         return ("", "", "", self.service or "")
 
     @property
     def workload_kind(self) -> str:
-        return "statefulset" if self.statefulset else "deployment"
+        """deployment, statefulset, or any other kind in lower case (its pods' names)."""
+        _, kind, _ = self.kube_workload()
+        return APPS_SHORTHANDS.get(kind, kind.lower())
 
     def preset_scope(self) -> Scope:
         """The label matchers the preset's queries select this target's series with."""
@@ -382,15 +454,19 @@ def backend_field_errors(target: TargetConfig) -> list[tuple[str, str]]:
     if target.backend == "swarm":
         if not target.service:
             errors.append(("service", "a swarm target needs `service`"))
-        for key in ("namespace", "deployment", "statefulset"):
+        for key in ("namespace", "deployment", "statefulset", "scale_target_ref"):
             if getattr(target, key):
                 errors.append((key, f"`{key}` is for kubernetes targets; swarm uses `service`"))
     else:
         if not target.namespace:
             errors.append(("namespace", "a kubernetes target needs `namespace`"))
-        if bool(target.deployment) == bool(target.statefulset):
-            errors.append(("deployment", "a kubernetes target needs exactly one of "
-                                         "`deployment` or `statefulset`"))
+        named = [key for key in ("deployment", "statefulset", "scale_target_ref")
+                 if getattr(target, key)]
+        if len(named) != 1:
+            errors.append((named[0] if named else "deployment",
+                           "a kubernetes target needs exactly one of `deployment`, "
+                           "`statefulset` or `scale_target_ref`"
+                           + (f" (it has {', '.join(named)})" if named else "")))
         if target.service:
             errors.append(("service", "`service` is for swarm targets"))
     return errors

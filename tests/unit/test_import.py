@@ -208,6 +208,28 @@ def test_keda_shapes_listed_as_not_converted(change: dict[str, Any], note: str) 
     assert any(note in n for n in notes), notes
 
 
+@pytest.mark.parametrize("source", ["hpa", "keda"])
+def test_any_kind_with_its_api_version_becomes_a_scale_target_ref(source: str) -> None:
+    ref = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "smtp"}
+    if source == "keda":
+        doc = yaml.safe_load(KEDA)
+        doc["spec"]["scaleTargetRef"] = ref
+    else:
+        doc = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+               "metadata": {"name": "smtp", "namespace": "mail"},
+               "spec": {"scaleTargetRef": ref, "minReplicas": 2, "maxReplicas": 6,
+                        "metrics": [{"type": "Resource", "resource": {
+                            "name": "cpu", "target": {"type": "Utilization",
+                                                      "averageUtilization": 70}}}]}}
+    config, _ = convert(yaml.safe_dump(doc))
+    [target] = config["targets"]
+    assert target["scale_target_ref"] == {"api_version": "argoproj.io/v1alpha1",
+                                          "kind": "Rollout", "name": "smtp"}
+    assert "deployment" not in target and "statefulset" not in target
+    if source == "hpa":
+        assert 'pod=~"smtp-.+"' in target["policies"][0]["query"]
+
+
 def test_nothing_to_convert_is_an_error() -> None:
     with pytest.raises(ManifestError,
                        match=r"Deployment \(apps/v1\) is not an HPA or a KEDA ScaledObject"):
