@@ -16,7 +16,9 @@ silently:
   is `capacity` with `per_instance` = threshold and no headroom (ceil(value / threshold), the
   HPA's rule for an average value), `Value` is `target_value`;
 - KEDA `cron` triggers → `schedule` windows (start, the span to end, desiredReplicas, zone);
-- KEDA `fallback` → `on_metric_error: fallback` with its replicas.
+- KEDA `fallback` → `on_metric_error: fallback` with its replicas;
+- KEDA's `autoscaling.keda.sh/paused-replicas` / `paused` annotations → a note naming the
+  equivalent annotation to put on the workload (the pause lives on the target here).
 
 Pure: documents in, a config mapping and the notes out (the CLI reads and prints).
 """
@@ -110,6 +112,8 @@ def import_documents(documents: Iterable[Any]) -> Imported:
                                      f"({version or 'no apiVersion'}) is not an HPA or a "
                                      "KEDA ScaledObject")
             continue
+        if target is not None and kind == "ScaledObject":
+            _keda_pause(meta, target, where, out.not_converted)
         if target is not None:
             out.config["targets"].append(target)
             out.sources.append(where)
@@ -214,6 +218,23 @@ def _metric_name(metric: Mapping[str, Any]) -> str:
             if part.get("metricName"):
                 return str(part["metricName"])
     return "unnamed"
+
+
+def _keda_pause(meta: Mapping[str, Any], target: Mapping[str, Any], where: str,
+                notes: list[str]) -> None:
+    """KEDA's pause annotations, on the ScaledObject there: the equivalent goes on the
+    workload here, as a note (the output is a config, the workload is the operator's)."""
+    annotations = _mapping(meta.get("annotations"))
+    workload = next((f"{kind} {target[key]}" for kind, key in WORKLOAD_KEYS.items()
+                     if key in target), "the workload")
+    replicas = annotations.get("autoscaling.keda.sh/paused-replicas")
+    if replicas is not None:
+        notes.append(f"{where}: paused at {replicas} in KEDA (autoscaling.keda.sh/"
+                     f"paused-replicas): to keep it, annotate the {workload} "
+                     f"autoscaler.stalwart.io/paused-replicas: \"{replicas}\"")
+    elif str(annotations.get("autoscaling.keda.sh/paused", "")).lower() == "true":
+        notes.append(f"{where}: paused in KEDA (autoscaling.keda.sh/paused): to keep it, "
+                     f"annotate the {workload} autoscaler.stalwart.io/paused: \"true\"")
 
 
 def _scaled_object(spec: Mapping[str, Any], name: str, namespace: str, where: str,

@@ -188,6 +188,23 @@ def test_keda_scaled_object() -> None:
     assert "kafka trigger has no equivalent" in notes[-1]
 
 
+@pytest.mark.parametrize(("annotations", "note"), [
+    ({"autoscaling.keda.sh/paused-replicas": "3"},
+     "ScaledObject mail/smtp: paused at 3 in KEDA (autoscaling.keda.sh/"
+     "paused-replicas): to keep it, annotate the Deployment stalwart-smtp "
+     'autoscaler.stalwart.io/paused-replicas: "3"'),
+    ({"autoscaling.keda.sh/paused": "true"},
+     "ScaledObject mail/smtp: paused in KEDA (autoscaling.keda.sh/paused): to keep "
+     'it, annotate the Deployment stalwart-smtp autoscaler.stalwart.io/paused: "true"'),
+], ids=["paused-replicas", "paused"])
+def test_keda_pause_is_carried_over_as_a_note(annotations: dict[str, str], note: str) -> None:
+    """#11 item 15: KEDA's pause annotations name their equivalent on the workload."""
+    doc = yaml.safe_load(KEDA)
+    doc["metadata"]["annotations"] = annotations
+    _, notes = convert(yaml.safe_dump(doc))
+    assert note in notes, notes
+
+
 @pytest.mark.parametrize(("change", "note"), [
     pytest.param({"minReplicaCount": 0}, "scaling to zero has no equivalent; min_replicas 1",
                  id="scale-to-zero"),
