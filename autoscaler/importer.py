@@ -225,8 +225,10 @@ def _keda_pause(meta: Mapping[str, Any], target: Mapping[str, Any], where: str,
     """KEDA's pause annotations, on the ScaledObject there: the equivalent goes on the
     workload here, as a note (the output is a config, the workload is the operator's)."""
     annotations = _mapping(meta.get("annotations"))
+    ref = _mapping(target.get("scale_target_ref"))
     workload = next((f"{kind} {target[key]}" for kind, key in WORKLOAD_KEYS.items()
-                     if key in target), "the workload")
+                     if key in target), f"{ref.get('kind')} {ref.get('name')}" if ref
+                    else "the workload")
     replicas = annotations.get("autoscaling.keda.sh/paused-replicas")
     if replicas is not None:
         notes.append(f"{where}: paused at {replicas} in KEDA (autoscaling.keda.sh/"

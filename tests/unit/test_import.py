@@ -203,6 +203,10 @@ def test_keda_pause_is_carried_over_as_a_note(annotations: dict[str, str], note:
     doc["metadata"]["annotations"] = annotations
     _, notes = convert(yaml.safe_dump(doc))
     assert note in notes, notes
+    doc["spec"]["scaleTargetRef"] = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                                     "name": "smtp"}
+    _, notes = convert(yaml.safe_dump(doc))
+    assert note.replace("Deployment stalwart-smtp", "Rollout smtp") in notes, notes
 
 
 @pytest.mark.parametrize(("change", "note"), [
