@@ -116,6 +116,26 @@ class KubeApi:
             raise self.scrubbed(
                 ActuatorError(f"{what}: unexpected answer ({one_line(exc)})")) from exc
 
+    def request(self, verb: str, ref: Ref, method: str, path: str,
+                body: Any = None, content_type: str | None = None) -> Any:
+        """`call` for a path the generated API classes do not cover (API discovery, any
+        kind's object and /scale by its resource): the same timeout, errors and scrubbing."""
+        client = self.client
+
+        def send(*, _preload_content: bool, _request_timeout: float) -> Any:
+            headers = {"Accept": "application/json"}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            request = client.param_serialize(method, path, header_params=headers, body=body,
+                                             auth_settings=["BearerToken"])
+            response = client.call_api(*request, _request_timeout=_request_timeout)
+            response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            return response
+
+        return self.call(verb, ref, send)
+
     def _transport_message(self, what: str, exc: BaseException) -> str:
         cause: BaseException = exc
         if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:

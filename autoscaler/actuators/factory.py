@@ -24,6 +24,7 @@ class BackendClients:
         self._kube: Any = None
         self._directory: ServiceDirectory | None = None  # with the Docker client
         self._hpas: Any = None  # hpa.HpaDirectory, with the Kubernetes client
+        self._discovery: Any = None  # discovery.ApiDiscovery, with the Kubernetes client
 
     def swarm_directory(self) -> ServiceDirectory:
         """The Swarm service list shared by every Swarm target (read once per tick)."""
@@ -48,6 +49,15 @@ class BackendClients:
 
             self._hpas = HpaDirectory(hpa_lister(self.kubernetes(), self.timeout))
         return self._hpas
+
+    def api_discovery(self) -> Any:
+        """Kind → resource for `scale_target_ref` targets, cached for every target."""
+        if self._discovery is None:
+            from autoscaler.actuators.discovery import ApiDiscovery
+            from autoscaler.actuators.kubernetes import discovery_fetcher
+
+            self._discovery = ApiDiscovery(discovery_fetcher(self.kubernetes(), self.timeout))
+        return self._discovery
 
     def docker(self) -> Any:
         if self._docker is None:
@@ -81,10 +91,12 @@ def make_actuator(target: TargetConfig, clients: BackendClients) -> Actuator:
         return SwarmActuator(clients.docker(), str(target.service), clients.swarm_directory())
     from autoscaler.actuators.kubernetes import KubernetesActuator
 
-    if target.scale_target_ref is not None:  # the /scale path lands next
-        from autoscaler.errors import ActuatorError
-
-        raise ActuatorError(f"{target.scale_target_ref.describe()}: not supported yet")
+    if target.scale_target_ref is not None:
+        ref = target.scale_target_ref
+        return KubernetesActuator(clients.kubernetes(), ref.kind, str(target.namespace),
+                                  ref.name, api_version=ref.api_version,
+                                  timeout=clients.timeout, hpas=clients.hpa_directory(),
+                                  discovery=clients.api_discovery())
     kind: Literal["deployment", "statefulset"] = (
         "deployment" if target.deployment else "statefulset"
     )

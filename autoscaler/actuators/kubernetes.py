@@ -1,9 +1,26 @@
-"""Kubernetes backend: read a Deployment or StatefulSet, write replicas + state in one patch.
+"""Kubernetes backend: a Deployment, a StatefulSet, or any kind with a scale subresource.
 
-The write is ONE JSON merge patch (`application/merge-patch+json`) of the workload itself that
-carries the `metadata.resourceVersion` read by `status()`: the API server refuses it with 409
-when anything changed in between, so a decision is never applied to an object it was not made
-for. The /scale subresource cannot carry annotations, hence the patch of the whole object.
+apps/v1 Deployments and StatefulSets: the write is ONE JSON merge patch
+(`application/merge-patch+json`) of the workload itself that carries the
+`metadata.resourceVersion` read by `status()`: the API server refuses it with 409 when
+anything changed in between, so a decision is never applied to an object it was not made for.
+The /scale subresource cannot carry annotations, hence the patch of the whole object.
+
+Any other kind (`scale_target_ref`: Argo Rollouts, a custom resource declaring
+`subresources.scale`): its resource is found through API discovery (`discovery.py`), replicas
+are read and written through `/scale`, and the state annotations by a merge patch of the
+object's metadata. That is three writes, in this order:
+
+1. `pending-replicas: N` on the object, carrying the resourceVersion read (409: it changed);
+2. `/scale` updated to N, carrying the resourceVersion that write returned (409 likewise);
+3. the state annotations, `pending-replicas` removed.
+
+A failure after 1 leaves the count as it was (the pending count, which the spec does not
+hold, is ignored when read). A failure after 2 leaves the new count with the old state
+annotations: the pending count equals the spec, so the reader takes the count as ours
+(`state.with_pending`) instead of an operator's scale. The scale itself happened, so `scale()`
+returns normally (the engine keeps the new state in memory) and says the failure in a warning
+and a Warning event; the next scale's state write brings the annotations up to date.
 
 Every call goes through `autoscaler.kube` (the client layer the Lease elector shares): it
 reads the raw JSON, types the failures (403 NotAllowed, 404 TargetMissing, 409 ConflictError)
@@ -23,18 +40,29 @@ from typing import Any, Literal
 import kubernetes.client
 
 from autoscaler.actuators.base import Actuator
+from autoscaler.actuators.discovery import ApiDiscovery, DiscoveryError, ScaleResource
 from autoscaler.actuators.hpa import HpaDirectory, conflicting_hpa
-from autoscaler.errors import ActuatorError, ConflictError, NotAllowed
+from autoscaler.errors import ActuatorError, ConflictError, NotAllowed, TargetMissing
 from autoscaler.kube import COMPONENT, FIELD_MANAGER, KubeApi, Ref
 from autoscaler.model import TargetState, TargetStatus
-from autoscaler.state import KUBERNETES_PREFIX, PAUSED, decode_state, encode_state, read_pause
+from autoscaler.state import (
+    KUBERNETES_PREFIX,
+    PAUSED,
+    PENDING,
+    decode_state,
+    encode_state,
+    pending_replicas,
+    read_pause,
+    with_pending,
+)
 
-__all__ = ["KubernetesActuator"]
+__all__ = ["KubernetesActuator", "discovery_fetcher", "hpa_lister"]
 
 log = logging.getLogger(__name__)
 
 _MERGE_PATCH = "application/merge-patch+json"
 _EVENT_MESSAGE_LIMIT = 1024  # events.k8s.io's limit; core/v1 has none, but keep them short
+_READ_ATTEMPTS = 3  # the object and its /scale read at one resourceVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +81,7 @@ _KINDS = {
     "statefulset": _Kind("StatefulSet", "statefulsets.apps", "read_namespaced_stateful_set",
                          "patch_namespaced_stateful_set"),
 }
+_APPS_KINDS = {k.kind: key for key, k in _KINDS.items()}  # Deployment → deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,30 +95,50 @@ class _Read:
 
 
 class KubernetesActuator(Actuator):
-    """One Deployment or StatefulSet. Not thread-safe: one loop tick uses it at a time."""
+    """One workload: a Deployment or StatefulSet (`kind` "deployment"/"statefulset"), or any
+    kind with a scale subresource (`kind` as the API names it, e.g. "Rollout", with its
+    `api_version`). Not thread-safe: one loop tick uses it at a time."""
 
     def __init__(
         self,
         api_client: kubernetes.client.ApiClient,
-        kind: Literal["deployment", "statefulset"],
+        kind: Literal["deployment", "statefulset"] | str,
         namespace: str,
         name: str,
         *,
+        api_version: str | None = None,
         timeout: float = 10.0,
         hpas: HpaDirectory | None = None,
+        discovery: ApiDiscovery | None = None,
     ) -> None:
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {sorted(_KINDS)}, not {kind!r}")
+        if api_version == "apps/v1" and kind in _APPS_KINDS:
+            kind = _APPS_KINDS[kind]  # the shorthand's single merge patch
+        if api_version is None and kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)}, or any kind with its "
+                             f"api_version; not {kind!r}")
         self._api = KubeApi(api_client, timeout)
         self._apps: Any = kubernetes.client.AppsV1Api(api_client)
         self._core: Any = kubernetes.client.CoreV1Api(api_client)
         # The tick's shared HPA list (one per namespace per tick), or this actuator's own.
         self._own_hpas = hpas is None
         self._hpas = hpas or HpaDirectory(hpa_lister(api_client, timeout))
-        self._kind = _KINDS[kind]
-        self.kind = kind
         self.namespace = namespace
         self.name = name
+        self._scale_kind: str | None = None  # set for a kind served through /scale
+        if kind in _KINDS:
+            self._kind = _KINDS[kind]
+            self.kind = kind
+            self.api_version = "apps/v1"
+        else:
+            self._scale_kind = kind
+            self.kind = kind
+            self.api_version = str(api_version)
+            # Until discovery names its resource: the kind, lower-case plural, in its group.
+            group = self.api_version.rpartition("/")[0]
+            guess = f"{kind.lower()}s" + (f".{group}" if group else "")
+            self._kind = _Kind(kind, guess, "", "")
+        self._discovery = discovery or ApiDiscovery(discovery_fetcher(api_client, timeout))
+        self._resource: ScaleResource | None = None
         self._ref = Ref(self._kind.resource, namespace, name, self._kind.kind)
         self._read: _Read | None = None
         self._uid = ""  # of the last object read; outlives the write, for its event
@@ -98,21 +147,78 @@ class KubernetesActuator(Actuator):
     def description(self) -> str:
         return f"kubernetes {self.kind} {self.namespace}/{self.name}"
 
+    def _ref_text(self) -> str:
+        return (f"scale_target_ref {{api_version: {self.api_version}, kind: {self.kind}, "
+                f"name: {self.name}}}")
+
     # --- reading ----------------------------------------------------------------------------
 
+    def _scale_resource(self) -> ScaleResource:
+        """The kind's resource, through discovery (cached); errors name the reference."""
+        if self._resource is None:
+            try:
+                resource = self._discovery.resolve(self.api_version, str(self._scale_kind))
+            except DiscoveryError as exc:
+                raise DiscoveryError(f"{self._ref_text()} in namespace {self.namespace}: "
+                                     f"{exc}") from exc
+            except ActuatorError as exc:
+                raise ActuatorError(f"{self._ref_text()}: API discovery of "
+                                    f"{self.api_version} failed: {exc}") from exc
+            self._resource = resource
+            self._kind = _Kind(self.kind, resource.rbac_resource, "", "")
+            self._ref = Ref(resource.rbac_resource, self.namespace, self.name, self.kind)
+        return self._resource
+
+    def _scale_ref(self) -> Ref:
+        return Ref(f"{self._ref.resource}/scale", self.namespace, self.name, self.kind)
+
     def _get(self) -> tuple[_Read, int | None, dict[str, str]]:
+        if self._scale_kind is not None:
+            return self._get_through_scale()
         raw = self._api.call("get", self._ref, getattr(self._apps, self._kind.read),
                              self.name, self.namespace)
+        return self._parse(raw, raw)
+
+    def _get_through_scale(self) -> tuple[_Read, int | None, dict[str, str]]:
+        """The object (annotations, status) and its /scale (replicas), read at one
+        resourceVersion: re-read when a write fell between the two reads."""
+        resource = self._scale_resource()
+        for _ in range(_READ_ATTEMPTS):
+            scale = self._api.request("get", self._scale_ref(), "GET",
+                                      resource.path(self.namespace, self.name, "scale"))
+            obj = self._api.request("get", self._ref, "GET",
+                                    resource.path(self.namespace, self.name))
+            try:
+                same = (str(scale["metadata"]["resourceVersion"])
+                        == str(obj["metadata"]["resourceVersion"]))
+            except (KeyError, TypeError) as exc:
+                raise ActuatorError(f"get {self._ref.resource} {self.namespace}/{self.name}: "
+                                    f"unexpected answer ({exc!r})") from exc
+            if same:
+                return self._parse(obj, scale)
+        raise ConflictError(f"get {self._ref.resource} {self.namespace}/{self.name}: it "
+                            f"changed at each of {_READ_ATTEMPTS} reads; trying next tick")
+
+    def _parse(self, raw: Any, replicas_from: Any) -> tuple[_Read, int | None, dict[str, str]]:
+        """`raw` the object; `replicas_from` the object itself or its /scale."""
         try:
             metadata = raw["metadata"]
             annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
-            replicas = int((raw.get("spec") or {}).get("replicas", 1))  # the API's default is 1
             status = raw.get("status") or {}
-            # No controller has reported a status (e.g. an API server alone): readiness is
-            # unknown, not zero. Once reported, a missing readyReplicas does mean 0 (omitempty).
-            ready = (int(status.get("readyReplicas") or 0)
-                     if status.get("observedGeneration") is not None else None)
-            read = _Read(str(metadata["resourceVersion"]), str(metadata.get("uid") or ""),
+            if self._scale_kind is None:
+                replicas = int((raw.get("spec") or {}).get("replicas", 1))  # API default: 1
+                # No controller has reported a status (e.g. an API server alone): readiness
+                # is unknown, not zero. Once reported, a missing readyReplicas does mean 0.
+                ready = (int(status.get("readyReplicas") or 0)
+                         if status.get("observedGeneration") is not None else None)
+            else:
+                # /scale omits a zero count (omitempty); readiness where the kind reports one
+                replicas = int((replicas_from.get("spec") or {}).get("replicas") or 0)
+                ready_raw = status.get("readyReplicas") if isinstance(status, dict) else None
+                ready = (int(ready_raw) if isinstance(ready_raw, int)
+                         and not isinstance(ready_raw, bool) else None)
+            read = _Read(str(replicas_from["metadata"]["resourceVersion"]),
+                         str(metadata.get("uid") or ""),
                          replicas, paused=read_pause(annotations, KUBERNETES_PREFIX).paused)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ActuatorError(
@@ -136,7 +242,8 @@ class KubernetesActuator(Actuator):
     def status(self) -> TargetStatus:
         """Spec replicas, ready replicas (None until a controller reports), state and pause."""
         read, ready, annotations = self._get()
-        state = self._decode(annotations)
+        state = with_pending(self._decode(annotations),
+                             pending_replicas(annotations, KUBERNETES_PREFIX), read.replicas)
         self._read = read
         pause = read_pause(annotations, KUBERNETES_PREFIX)
         return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused,
@@ -146,7 +253,8 @@ class KubernetesActuator(Actuator):
     # --- writing ----------------------------------------------------------------------------
 
     def scale(self, replicas: int, state: TargetState, *, expected_current: int) -> None:
-        """Write `replicas` and `state` in ONE merge patch carrying the resourceVersion read.
+        """Write `replicas` and `state` in ONE merge patch carrying the resourceVersion read
+        (a kind served through /scale: the three writes of the module doc).
 
         ConflictError when the count read is not `expected_current` or the workload changed
         since (409); the caller re-reads and decides again.
@@ -164,6 +272,12 @@ class KubernetesActuator(Actuator):
 
         annotations = encode_state(state, KUBERNETES_PREFIX)
         annotations.pop(KUBERNETES_PREFIX + PAUSED, None)  # the operator's switch, never ours
+        if self._scale_kind is not None:
+            try:
+                self._scale_through_subresource(read, replicas, annotations)
+            finally:
+                self._read = None
+            return
         body = {
             "metadata": {"resourceVersion": read.resource_version, "annotations": annotations},
             "spec": {"replicas": replicas},
@@ -175,6 +289,41 @@ class KubernetesActuator(Actuator):
         finally:
             self._read = None  # a write, or a failed one, spends the version we read
 
+    def _scale_through_subresource(self, read: _Read, replicas: int,
+                                   annotations: dict[str, str]) -> None:
+        """The pending count, the /scale update, the state: in that order (module doc)."""
+        resource = self._scale_resource()
+        path = resource.path(self.namespace, self.name)
+        pending = {"metadata": {"resourceVersion": read.resource_version,
+                                "annotations": {KUBERNETES_PREFIX + PENDING: str(replicas)}}}
+        written = self._api.request("patch", self._ref, "PATCH", path, pending, _MERGE_PATCH)
+        try:
+            version = str(written["metadata"]["resourceVersion"])
+        except (KeyError, TypeError) as exc:
+            raise ActuatorError(f"patch {self._ref.resource} {self.namespace}/{self.name}: "
+                                f"unexpected answer ({exc!r})") from exc
+        scale = {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                 "metadata": {"name": self.name, "namespace": self.namespace,
+                              "resourceVersion": version},
+                 "spec": {"replicas": replicas}}
+        self._api.request("update", self._scale_ref(), "PUT",
+                          resource.path(self.namespace, self.name, "scale"), scale)
+        # The count is written. The state follows without a version: the count above is
+        # ours whatever happened since, and an operator's later scale still differs from it.
+        state: dict[str, str | None] = {**annotations, KUBERNETES_PREFIX + PENDING: None}
+        try:
+            self._api.request("patch", self._ref, "PATCH", path,
+                              {"metadata": {"annotations": state}}, _MERGE_PATCH)
+        except TargetMissing:
+            raise
+        except ActuatorError as exc:
+            log.warning("%s: scaled to %d, but its state annotations were not written (%s); "
+                        "%s%s=%d keeps the count from reading as an operator's scale",
+                        self.description, replicas, exc, KUBERNETES_PREFIX, PENDING, replicas)
+            self.record_event("FailedStateWrite",
+                              f"scaled to {replicas}; the state annotations were not written: "
+                              f"{exc}", "Warning")
+
     def record_event(self, reason: str, message: str, type_: str = "Normal") -> None:
         """A core/v1 Event on the workload, as the HPA records SuccessfulRescale/FailedRescale.
 
@@ -182,7 +331,7 @@ class KubernetesActuator(Actuator):
         can never fail a tick whose write already happened.
         """
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        involved: dict[str, str] = {"apiVersion": "apps/v1", "kind": self._kind.kind,
+        involved: dict[str, str] = {"apiVersion": self.api_version, "kind": self._kind.kind,
                                     "name": self.name, "namespace": self.namespace}
         if self._uid:
             involved["uid"] = self._uid
@@ -224,7 +373,7 @@ class KubernetesActuator(Actuator):
             return (f"cannot check that no HorizontalPodAutoscaler also scales "
                     f"{self._kind.kind} {self.namespace}/{self.name}: the RBAC needs list "
                     f"on horizontalpodautoscalers ({exc})")
-        hpa = conflicting_hpa(hpas, api_version="apps/v1", kind=self._kind.kind,
+        hpa = conflicting_hpa(hpas, api_version=self.api_version, kind=self._kind.kind,
                               name=self.name)
         if hpa is None:
             return None
@@ -257,3 +406,25 @@ def hpa_lister(api_client: kubernetes.client.ApiClient,
                 return hpas
 
     return fetch
+
+
+def discovery_fetcher(api_client: kubernetes.client.ApiClient,
+                      timeout: float) -> Callable[[str], dict[str, Any]]:
+    """`fetch` for an ApiDiscovery: the APIResourceList of a group/version
+    (`/apis/GROUP/VERSION`, `/api/v1` for the core group)."""
+    api = KubeApi(api_client, timeout)
+
+    def fetch(api_version: str) -> dict[str, Any]:
+        path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+        ref = Ref(f"API discovery {path}", "", api_version, "group/version")
+        try:
+            found = api.request("get", ref, "GET", path)
+        except TargetMissing as exc:
+            raise DiscoveryError(f"the API server does not serve {api_version} (is its "
+                                 "CustomResourceDefinition installed?)") from exc
+        if not isinstance(found, dict):
+            raise ActuatorError(f"get {path}: unexpected answer")
+        return found
+
+    return fetch
+

@@ -10,7 +10,9 @@ only forwards. On 127.0.0.1:P2 (plain HTTP, loopback):
 - `POST /fault {"status": 429, "method": "PATCH", "path": "REGEX", "retry_after": 1}`: from
   now on, requests whose method is `method` (any when empty) and whose path matches `path`
   (any when empty) are answered `status` with a Kubernetes `Status` body (and `Retry-After`
-  when given) without reaching the upstream; `{"status": 0}` ends the fault.
+  when given) without reaching the upstream; `{"status": 0}` ends the fault. With
+  `"skip": N`, the first N matching requests are still forwarded (e.g. the second of two
+  writes to one path fails, the first lands).
 - `GET /fault` tells the fault, how many requests were forwarded and how many faulted.
 
 Standard library only; the client's credentials pass through and are never logged.
@@ -43,6 +45,7 @@ class Fault:
         self.method = ""
         self.path: re.Pattern[str] | None = None
         self.retry_after: int | None = None
+        self.skip = 0
         self.forwarded = 0
         self.faulted = 0
 
@@ -53,12 +56,16 @@ class Fault:
             self.path = re.compile(spec["path"]) if spec.get("path") else None
             retry = spec.get("retry_after")
             self.retry_after = None if retry is None else int(retry)
+            self.skip = int(spec.get("skip") or 0)
 
     def answer_for(self, method: str, path: str) -> tuple[int, int | None] | None:
         """(status, Retry-After) when this request is to fail; counts it either way."""
         with self.lock:
             hit = (self.status != 0 and (not self.method or self.method == method)
                    and (self.path is None or self.path.search(path) is not None))
+            if hit and self.skip > 0:
+                self.skip -= 1
+                hit = False
             if hit:
                 self.faulted += 1
                 return self.status, self.retry_after
@@ -69,7 +76,8 @@ class Fault:
         with self.lock:
             return {"status": self.status, "method": self.method,
                     "path": self.path.pattern if self.path else "",
-                    "retry_after": self.retry_after, "forwarded": self.forwarded,
+                    "retry_after": self.retry_after, "skip": self.skip,
+                    "forwarded": self.forwarded,
                     "faulted": self.faulted}
 
 
