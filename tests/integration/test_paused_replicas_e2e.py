@@ -91,6 +91,15 @@ def test_swarm_label_scales_to_n_once_holds_and_resumes_when_removed(
             return int(docker_client.api.inspect_service(service.name)["Version"]["Index"])
 
         try:
+            dry = _engine(settings, dry_run=True, everything_dry=True)
+            try:
+                before = version()
+                would = dry.tick()[0]  # a dry run says what it would write, writes nothing
+                assert would.decision is not None and would.decision.desired == 2
+                assert (would.written, would.skipped, replicas(), version()) == (
+                    False, "dry-run", 1, before)
+            finally:
+                dry.close()
             first = engine.tick()[0]
             assert first.written and replicas() == 2, first
             assert paused_reason(first) == "paused at 2: scaling 1 -> 2 once, then held"

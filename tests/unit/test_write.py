@@ -30,6 +30,7 @@ from autoscaler.model import (
 from autoscaler.sources.base import OnSignals, SignalSource
 from autoscaler.telemetry import Telemetry
 from autoscaler.write import GAVE_UP, LOST_LEADERSHIP, WriteGate, is_dry_run, write_gate
+from tests.support.daemon import registry_sample
 
 # --------------------------------------------------------------------------- the gate
 
@@ -330,6 +331,8 @@ def test_paused_replicas_is_written_once_held_and_then_scaling_resumes_without_c
         assert (outcome.written, actuator.replicas) == (True, 2)
         assert why == "paused at 2: scaling 3 -> 2 once, then held"
         assert engine.health.status()[1]["paused"] == {"smtp": why}
+        assert registry_sample(engine.telemetry.registry, "autoscaler_target_paused",
+                               target="smtp") == 1
         assert (state.last_written, state.pause_applied) == (2, 2)
         assert (state.last_scale_time, state.events, state.manual_time) == (None, (), None)
         assert actuator.state.pause_applied == 2  # on the target: survives a restart
@@ -349,6 +352,8 @@ def test_paused_replicas_is_written_once_held_and_then_scaling_resumes_without_c
         assert outcome.decision is not None and outcome.decision.outcome is Outcome.SCALE_UP
         assert (outcome.written, actuator.replicas, why) == (True, 5, "")
         assert state.pause_applied is None and engine.health.status()[1]["paused"] == {}
+        assert registry_sample(engine.telemetry.registry, "autoscaler_target_paused",
+                               target="smtp") == 0
         assert actuator.state.pause_applied is None
     finally:
         engine.close()
