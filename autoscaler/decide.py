@@ -291,6 +291,63 @@ def prune_history(
     return tuple(pairs[start:])
 
 
+Bursts = tuple[tuple[float, float], ...]
+
+
+def note_predicted(predicted: Bursts, now: float,
+                   policies: Sequence[PolicyResult]) -> Bursts:
+    """The predicted bursts with the one a policy raises for now: a policy that asks for a
+    count AND says when the burst it predicts is over (`until`, e.g. `seasonal` ahead of a
+    recurring burst) starts one at `now`, or extends the one in progress."""
+    end: float | None = None
+    for p in policies:
+        if p.until is not None and p.replicas is not None and p.state is SignalState.OK \
+                and p.until > now and (end is None or p.until > end):
+            end = p.until
+    if end is None:
+        return predicted
+    if predicted and predicted[-1][1] >= now:  # in progress: extend it
+        start, last = predicted[-1]
+        return predicted if end <= last else (*predicted[:-1], (start, end))
+    return (*predicted, (now, end))
+
+
+def with_predicted(state: TargetState, now: float,
+                   policies: Sequence[PolicyResult]) -> TargetState:
+    """`state` with the burst a policy predicts now noted (`note_predicted`)."""
+    predicted = note_predicted(state.predicted, now, policies)
+    return state if predicted is state.predicted else replace(state, predicted=predicted)
+
+
+def forget_predicted(
+    recommendations: Sequence[tuple[float, int]], predicted: Bursts, now: float,
+    recommended: int,
+) -> tuple[Sequence[tuple[float, int]], tuple[tuple[float, int], ...]]:
+    """(what the stabilization windows read, what they no longer read): once a predicted
+    burst is over (its end has passed), the recommendations made during it that ask for
+    more than `recommended` stop holding the scale-down window.
+
+    The window is sized for surprises: it holds the highest recent ask in case the load
+    comes back. A burst the history predicted, and said was over, is no surprise; what is
+    asked AFTER its end is held as always (a burst that runs longer than predicted keeps
+    the count up through those asks). Only asks above `recommended` are left out, so the
+    scale-up window (the lowest recent ask, which `recommended` bounds) is unchanged; and
+    `recommended` is already held at `current` on missing or settling data, so this never
+    scales down on missing data.
+    """
+    over = [(s, e) for s, e in predicted if e <= now]
+    if not over:
+        return recommendations, ()
+    kept: list[tuple[float, int]] = []
+    dropped: list[tuple[float, int]] = []
+    for t, n in recommendations:
+        if n > recommended and any(s <= t < e for s, e in over):
+            dropped.append((t, n))
+        else:
+            kept.append((t, n))
+    return (kept, tuple(dropped)) if dropped else (recommendations, ())
+
+
 def next_state(
     state: TargetState,
     now: float,
@@ -301,20 +358,23 @@ def next_state(
     written: bool,
 ) -> TargetState:
     """The state to keep after this tick: always the recommendation, a scale only if written."""
-    recs = prune_history(
-        (*state.recommendations, (now, recommended)), now, behavior.max_window_seconds()
-    )
+    keep = behavior.max_window_seconds()
+    recs = prune_history((*state.recommendations, (now, recommended)), now, keep)
+    predicted = state.predicted
+    if predicted and predicted[0][1] <= now - keep:  # over, and out of every window
+        predicted = tuple((s, e) for s, e in predicted if e > now - keep)
     if not written or desired == current:
         # Built directly: dataclasses.replace is a hot spot in long replays.
         return TargetState(state.last_scale_time, state.last_scale_direction,
                            state.last_written, recs, state.events, state.manual_time,
-                           state.manual_direction, state.pause_applied)
+                           state.manual_direction, state.pause_applied, predicted)
     events = prune_history(
         (*state.events, (now, desired - current)), now, behavior.max_period_seconds()
     )
     return replace(
         state,
         recommendations=recs,
+        predicted=predicted,
         events=events,
         last_scale_time=now,
         last_scale_direction=1 if desired > current else -1,
@@ -341,6 +401,7 @@ def decide(
     only marks the record."""
     current = status.current
     state = detect_manual_change(status, now)
+    state = with_predicted(state, now, policies)
     combined = combine(policies, current, rules)
     clips: list[Clip] = list(combined.clips)
     recommended = combined.recommended
@@ -352,7 +413,10 @@ def decide(
     if state.pause_applied is not None:  # the pause at a count is over: forget it
         state = replace(state, pause_applied=None)
 
+    released = ""
     if lo <= current <= hi:
+        window, dropped = forget_predicted(state.recommendations, state.predicted, now,
+                                           recommended)
         steps = normalize_explained(
             current,
             recommended,
@@ -360,9 +424,11 @@ def decide(
             behavior=rules.behavior,
             min_replicas=lo,
             max_replicas=hi,
-            recommendations=state.recommendations,
+            recommendations=window,
             events=state.events,
         )
+        released = released_note(dropped, state.predicted, now, steps.stabilized,
+                                  rules.behavior.scale_down.stabilization_window_seconds)
         if steps.stabilized != recommended:
             clips.append(
                 Clip(
@@ -441,7 +507,19 @@ def decide(
         else Outcome.HOLD
     )
     return _decision(target, now, status, recommended, desired, outcome, combined, policies,
-                     guards, clips, state, rules, dry_run)
+                     guards, clips, state, rules, dry_run, released)
+
+
+def released_note(dropped: Sequence[tuple[float, int]], predicted: Bursts, now: float,
+                  stabilized: int, down_window: float) -> str:
+    """The record's line when the asks of a predicted burst that is over no longer hold the
+    scale-down window and would have held more than it now allows ("" otherwise)."""
+    held = max((n for t, n in dropped if t > now - down_window), default=0)
+    if held <= stabilized:
+        return ""
+    end = max(e for _, e in predicted if e <= now)
+    return (f"predicted burst over {now - end:.0f}s ago: its asks (up to {held}) no longer "
+            f"hold the scale-down window")
 
 
 def _paused(target: str, now: float, status: TargetStatus, recommended: int,
@@ -470,13 +548,13 @@ def _paused(target: str, now: float, status: TargetStatus, recommended: int,
 def _decision(target: str, now: float, status: TargetStatus, recommended: int, desired: int,
               outcome: Outcome, combined: Combined, policies: Sequence[PolicyResult],
               guards: Sequence[GuardResult], clips: list[Clip], state: TargetState,
-              rules: TargetRules, dry_run: bool) -> Decision:
+              rules: TargetRules, dry_run: bool, released: str = "") -> Decision:
     """The record, with the state to keep both ways."""
     return Decision(target, now, status.current, status.ready, recommended, desired, outcome,
                     combined.winner, tuple(policies), tuple(guards), tuple(clips),
                     *_both_states(state, now, recommended, status.current, desired,
                                   rules.behavior),
-                    dry_run)
+                    dry_run, released)
 
 
 def _both_states(state: TargetState, now: float, recommended: int, current: int, desired: int,

@@ -69,9 +69,10 @@ def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext,
     if settling:
         return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest,
                             rec.replicas, f"{rec.reason} (settling after a gap in its data)",
-                            settling=True, alone=rec.alone, warnings=signal.detail)
+                            settling=True, alone=rec.alone, warnings=signal.detail,
+                            until=rec.until)
     return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest, rec.replicas,
-                        rec.reason, alone=rec.alone, warnings=signal.detail)
+                        rec.reason, alone=rec.alone, warnings=signal.detail, until=rec.until)
 
 
 def run_guard(guard: GuardSpec, signal: Signal) -> GuardResult:

@@ -100,6 +100,10 @@ class Recommendation:
     # policies that size the target it only blocks the counts its own metric cannot take
     # (`replicas`): see `autoscaler.decide.combine_recommendations`.
     alone: int | None = None
+    # A raise for a burst the policy predicts (seasonal): when, on the signal's clock, that
+    # burst is over. Once it has passed, the recommendations made during it stop holding the
+    # scale-down window (`autoscaler.decide.forget_predicted`): the count comes down promptly.
+    until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,7 @@ class PolicyResult:
     settling: bool = False
     alone: int | None = None  # Recommendation.alone
     warnings: str = ""  # what the metrics backend warned about with an ok answer
+    until: float | None = None  # Recommendation.until: a predicted burst's end
 
     def vote(self, alone: bool) -> int | None:
         """What it asks for: its `alone` vote while no other policy sizes the target."""
@@ -151,6 +156,8 @@ class PolicyResult:
             out["alone"] = self.alone
         if self.warnings:
             out["warnings"] = self.warnings
+        if self.until is not None:
+            out["until"] = self.until
         return out
 
 
@@ -244,6 +251,10 @@ class TargetState:
     manual_time: float | None = None
     manual_direction: int = 0
     pause_applied: int | None = None
+    # (start, end) of bursts a policy predicted and raised for (`Recommendation.until`).
+    # Kept in memory only: a restart forgets them and the window then holds as it always
+    # did (a scale-down can come later, never sooner).
+    predicted: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +295,9 @@ class Decision:
     state: TargetState  # to keep when the change is written (or there is none to write)
     held_state: TargetState  # to keep when it is not: the recommendation, no scale
     dry_run: bool = False
+    # Why the scale-down window no longer holds a predicted burst's recommendations ("" if
+    # nothing was let go): see `autoscaler.decide.forget_predicted`.
+    released: str = ""
 
     def state_after(self, written: bool) -> TargetState:
         """The state to keep: `decide` gives both, so nothing is undone after a write
@@ -304,4 +318,5 @@ class Decision:
             "policies": [p.to_dict() for p in self.policies],
             "guards": [g.to_dict() for g in self.guards],
             "clips": [c.to_dict() for c in self.clips],
+            **({"released": self.released} if self.released else {}),
         }

@@ -239,4 +239,5 @@ def merge_states(on_target: TargetState, in_memory: TargetState | None) -> Targe
         manual_time=manual.manual_time,
         manual_direction=manual.manual_direction,
         pause_applied=applied,
+        predicted=in_memory.predicted,  # never on the target: memory only
     )

@@ -23,10 +23,18 @@ How, in one pass over the points and a little work per tick:
   score = hits / (hits + misses + false alarms).
 - THE BAR: the best-scoring period acts only when its score is at least `min_score`
   (default 0.6: most burst bins covered, few false alarms) and it saw at least
-  `min_burst_bins` burst bins; and only when its forecast at now + lead is itself a burst,
-  over the level AND over the value now (a jump the reactive policies cannot follow in
-  time; a smooth day curve never is one, and during a burst they already see it).
-  Otherwise: no opinion. Noise and trends are not recurring bursts: on them it never acts.
+  `min_burst_bins` burst bins (decayed counts, rounded); and only when its forecast at
+  now + lead is itself a burst, over the level AND over the value now (a jump the reactive
+  policies cannot follow in time; a smooth day curve never is one, and during a burst they
+  already see it). Otherwise: no opinion. Noise and trends are not recurring bursts: on
+  them it never acts.
+- TIMING, from the points themselves (the bins find a burst; a bin is 5 minutes wide): it
+  raises only once some recent past period was in a burst at the phase of now + lead
+  (within a step): as late as the earliest onset the history shows allows, not a bin or
+  two early. And it says when the burst is over (`Recommendation.until`: the first later
+  phase at which no recent period was in one), so the engine lets the burst's asks stop
+  holding the scale-down window once it has passed (`autoscaler.decide.forget_predicted`):
+  after a predicted burst the count comes down promptly, not a window later.
 - It sizes like `capacity`: ceil(forecast / per_instance x headroom), and only ever raises
   (max-wins with the reactive policies: it never pushes below what they ask).
 
@@ -40,7 +48,7 @@ opinion" with an `ok` state: a failing history read never blocks a scale-down.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import median
@@ -55,6 +63,7 @@ from policies.base import Policy, ceil_exact
 HOUR, DAY, WEEK = 3600.0, 86400.0, 604800.0
 MAX_PERIODS = 14
 COVERED = 0.8  # a burst bin counts as covered when forecast at 80 % of its value or more
+TIMING_SLACK = 60.0  # s either side of a phase when timing a burst from the points
 
 
 def period_name(seconds: float) -> str:
@@ -223,7 +232,7 @@ class SeasonalPolicy(Policy):
         best: tuple[float, PeriodScore] | None = None
         for period in sorted(self.periods):
             s = st.scores.get(period)
-            if s is None or s.bursts < self.min_burst_bins or s.score < self.min_score:
+            if s is None or round(s.bursts) < self.min_burst_bins or s.score < self.min_score:
                 continue
             if best is None or s.score > best[1].score + 1e-9:
                 best = (period, s)
@@ -265,13 +274,67 @@ class SeasonalPolicy(Policy):
             # one; during a burst the reactive policies already see it).
             return Recommendation(None, f"{about}: no burst ahead of {now_value:.0f}/h now, "
                                         "no opinion")
+        before = self.phase_value(signal.history, st, now, period)
+        if before is None or not self._burst(forecast, before):
+            # The jump must be in the pattern itself: the past periods went from `before`
+            # at this phase to the burst `lead` later. A day curve is smooth in every past
+            # period, however today differs from it (a weekend under weekday history).
+            was = "none" if before is None else f"{before:.0f}/h"
+            return Recommendation(None, f"{about}: no jump in the past periods (they were at "
+                                        f"{was} at this phase), no opinion")
+        due = now + self.lead
+        if not self.seen_at(signal.history, st, due, period):
+            # The phase bins say a burst is near; the points say when: in no past period
+            # had it begun by this phase (+- a step). Raising now would only pay for idle
+            # instances: wait until the earliest onset the history shows is `lead` away.
+            return Recommendation(None, f"{about}: not due yet (no past period in a burst "
+                                        f"at this phase), no opinion")
         wanted = ceil_exact(forecast / self.per_instance * self.headroom)
+        until = self.burst_end(signal.history, st, due, period)
         formula = f"{about}: ceil({forecast:.0f} / {self.per_instance:g} x {self.headroom:g}) " \
-                  f"= {wanted}"
+                  f"= {wanted}, burst over in {until - now:.0f}s"
         if self.mode == "observe":
             return Recommendation(None, f"observe: {formula}")
-        return Recommendation(wanted, formula)
+        return Recommendation(wanted, formula, until=until)
 
+    def seen_at(self, history: History, st: Learned, t: float, period: float) -> bool:
+        """Whether any of the recent past periods was in a burst at the phase of `t` (within
+        a step either side), read from the points themselves: the phase bins find a burst,
+        this times it. Any period, so a burst whose time jitters is met at its earliest."""
+        slack = TIMING_SLACK
+        for k in range(1, self.max_periods(period) + 1):
+            at = t - k * period
+            lo = bisect_left(history.t, at - slack, 0, st.read)
+            hi = bisect_right(history.t, at + slack, lo, st.read)
+            for i in range(lo, hi):
+                if self._burst(history.v[i], st.level):
+                    return True
+        return False
+
+    def phase_value(self, history: History, st: Learned, t: float,
+                    period: float) -> float | None:
+        """The median over the recent past periods of their lowest point at the phase of
+        `t` (within a step either side); None with no point there."""
+        found: list[float] = []
+        for k in range(1, self.max_periods(period) + 1):
+            at = t - k * period
+            lo = bisect_left(history.t, at - TIMING_SLACK, 0, st.read)
+            hi = bisect_right(history.t, at + TIMING_SLACK, lo, st.read)
+            near = [v for v in history.v[lo:hi] if math.isfinite(v)]
+            if near:
+                found.append(max(min(near), 0.0))
+        return median(found) if len(found) >= self.min_periods else None
+
+    def burst_end(self, history: History, st: Learned, due: float, period: float) -> float:
+        """When the burst due at `due` is over, as the history says: the first later phase
+        (in steps of TIMING_SLACK) at which no recent past period was in a burst; at most
+        half a period on. A burst that jitters ends at its latest."""
+        t, last = due, due + period / 2
+        while t < last:
+            t += TIMING_SLACK
+            if not self.seen_at(history, st, t, period):
+                return t
+        return last
 
 def history_of(points: Sequence[tuple[float, float]]) -> History:
     """A History from (t, value) pairs (tests, tools)."""

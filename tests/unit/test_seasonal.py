@@ -106,8 +106,12 @@ BURST_NEED = math.ceil(PEAK / 10_000 * 1.1)  # 7
     # each period, asked 2 minutes before the burst (lead 90 s lands inside it)
     pytest.param(daily_burst(), 8, 7 * DAY + 8 * HOUR - 60, BURST_NEED, "1d", id="daily"),
     pytest.param(hourly_job, 2, DAY + 5 * HOUR + 19 * 60, BURST_NEED, "1h", id="hourly"),
-    pytest.param(jittered_daily, 8, 7 * DAY + 8 * HOUR - 4 * 60 - 60, BURST_NEED, "1d",
-                 id="jitter-early-edge"),
+    # jitter: in time for the earliest onset seen (day 1, 07:57:04: its first point at
+    # 07:58), not before: lead 90 s + a step of timing slack ahead of it
+    pytest.param(jittered_daily, 8, 7 * DAY + 8 * HOUR - 270, BURST_NEED, "1d",
+                 id="jitter-earliest-onset"),
+    pytest.param(jittered_daily, 8, 7 * DAY + 8 * HOUR - 420, None, "1d",
+                 id="jitter-not-due-yet"),
     pytest.param(without_day(daily_burst(), 5), 8, 7 * DAY + 8 * HOUR - 60, BURST_NEED, "1d",
                  id="a-missing-day"),
     pytest.param(quiet_day(daily_burst(), 6), 8, 7 * DAY + 8 * HOUR - 60, BURST_NEED, "1d",
@@ -149,7 +153,7 @@ def test_a_weekly_campaign_is_found_after_two_weeks() -> None:
 def test_observe_mode_computes_and_counts_for_nothing() -> None:
     replicas, reason = asked(daily_burst(), 8, 7 * DAY + 8 * HOUR - 60, mode="observe")
     assert replicas is None
-    assert reason.startswith("observe: period 1d ") and reason.endswith(f"= {BURST_NEED}")
+    assert reason.startswith("observe: period 1d ") and f"= {BURST_NEED}," in reason
 
 
 def test_history_loading_is_no_opinion_with_an_ok_signal() -> None:
@@ -222,3 +226,24 @@ def test_history_length_follows_the_longest_period() -> None:
     assert SeasonalPolicy(query="q").history_seconds() == 15 * DAY
     assert SeasonalPolicy.model_validate(
         {"query": "q", "periods": ["1h", "1d"]}).history_seconds() == 8 * DAY
+
+
+def test_a_raise_says_when_the_burst_is_over() -> None:
+    """The 30-minute burst from 08:00: over at 08:30 (within a step of timing slack)."""
+    points = [(float(t), daily_burst()(t)) for t in range(0, int(8 * DAY), 60)]
+    now = 7 * DAY + 8 * HOUR - 60
+    rec = SeasonalPolicy(query="q").recommend(
+        Signal(SignalState.OK, (Sample(now, BASE),), "", history_of(points)), PolicyContext(2))
+    assert rec.replicas == BURST_NEED and rec.until is not None
+    assert 7 * DAY + 8 * HOUR + 1800 <= rec.until <= 7 * DAY + 8 * HOUR + 1800 + 120
+    assert "burst over in" in rec.reason
+
+
+def test_a_quiet_day_under_a_day_curve_history_is_no_jump() -> None:
+    """A weekend under weekday history: today is far below the curve the past days drew, but
+    the past days themselves rose smoothly at this phase: no jump in the pattern, no raise."""
+    def weekend(t: float) -> float:
+        return smooth_day(t) if t < 7 * DAY else BASE
+
+    replicas, reason = asked(weekend, 8, 7 * DAY + 8 * HOUR)
+    assert replicas is None and "no jump in the past periods" in reason, reason
