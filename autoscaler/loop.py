@@ -45,6 +45,7 @@ from autoscaler.model import (
     Decision,
     Outcome,
     Signal,
+    SignalKind,
     SignalRequest,
     SignalState,
     TargetState,
@@ -62,6 +63,7 @@ from autoscaler.write import (
     write_target,
 )
 from policies import Policy
+from policies.base import HISTORY_STEP
 
 log = logging.getLogger("autoscaler.loop")
 T = TypeVar("T")
@@ -108,6 +110,23 @@ class TargetOutcome:
 
 def signal_key(target: str, kind: str, label: str) -> str:
     return f"{target}\x1f{kind}\x1f{label}"
+
+
+def with_history(live: Signal, past: Signal | None) -> Signal:
+    """A learning policy's signal: its live read with the history read's past attached
+    (None, and why, while that loads or after it failed: the policy then has no opinion).
+    Only the live read decides the state: a history never makes a signal other than ok."""
+    if past is None or live.state is not SignalState.OK:
+        return live
+    if past.history is None:
+        return Signal(live.state, live.samples, past.detail or "history loading")
+    return Signal(live.state, live.samples, live.detail, past.history)
+
+
+def history_keys(runtimes: Sequence[TargetRuntime]) -> set[tuple[str, float]]:
+    """The (query, step) of every history read these targets make."""
+    return {(p.query, HISTORY_STEP) for rt in runtimes for p in rt.policies
+            if p.history_seconds() > 0}
 
 
 class SignalBatch:
@@ -292,6 +311,8 @@ class Engine:
                 old_pool.shutdown(wait=False, cancel_futures=True)
             self.runtimes = runtimes
             self.telemetry.identify({rt.name: rt.config.metric_identity() for rt in runtimes})
+            if new_source is None:  # the same source: keep the histories still read
+                self._retain_histories(runtimes)
             self.settings = settings
             self.health.interval = self.tick_budget() + 2.0
             if new_source is not None:
@@ -303,6 +324,13 @@ class Engine:
         finally:
             self._lock.release()
         return plan.summary
+
+    def _retain_histories(self, runtimes: Sequence[TargetRuntime]) -> None:
+        """Keep the source's cached histories whose (query, step) is still read."""
+        try:
+            self.source.retain_history(history_keys(runtimes))
+        except Exception:
+            log.warning("dropping unused histories failed", exc_info=True)
 
     # ----------------------------------------------------------------------- ticks
 
@@ -567,8 +595,10 @@ class Engine:
         status = replace(status, state=merge_states(status.state, rt.state))
         decision = evaluate(
             target=rt.name, now=now, status=status, policies=rt.policies,
-            policy_signals={p.label: signals[signal_key(rt.name, "policy", p.label)]
-                            for p in rt.policies},
+            policy_signals={p.label: with_history(
+                signals[signal_key(rt.name, "policy", p.label)],
+                signals.get(signal_key(rt.name, "history", p.label)))
+                for p in rt.policies},
             guards=rt.guards,
             guard_signals={g.label: signals[signal_key(rt.name, "guard", g.label)]
                            for g in rt.guards},
@@ -581,6 +611,11 @@ class Engine:
         return [
             *(SignalRequest(signal_key(rt.name, "policy", p.label), p.query, p.window_seconds())
               for p in rt.policies),
+            # A learning policy's past (seasonal): answered from the source's cache at once,
+            # loaded in the source's own thread, never within the tick's deadline.
+            *(SignalRequest(signal_key(rt.name, "history", p.label), p.query,
+                            p.history_seconds(), SignalKind.HISTORY)
+              for p in rt.policies if p.history_seconds() > 0),
             *(SignalRequest(signal_key(rt.name, "guard", g.label), g.query, 0.0)
               for g in rt.guards),
         ]

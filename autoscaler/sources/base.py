@@ -6,7 +6,7 @@ subclasses it explicitly to inherit the defaults of the optional ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from autoscaler.model import Signal, SignalRequest
@@ -21,10 +21,19 @@ class SignalSource(Protocol):
              on_signals: OnSignals | None = None) -> dict[str, Signal]:
         """Every request's signal by key, returned by `deadline` (monotonic); never raises.
 
+        A `history` request (`SignalKind.HISTORY`) is answered `ok` with `Signal.history`
+        set when the source has the query's past, else None and why ("history loading"): a
+        history never makes a signal other than ok, and its load never waits for a tick.
+
         `on_signals`, when given, receives signals as they arrive (each target then goes on
         as soon as its own are in); the return value still holds them all.
         """
         ...
+
+    def retain_history(self, keep: Collection[tuple[str, float]]) -> None:
+        """After a config reload: keep the cached `history` reads of these (query, step)
+        pairs and drop the others (a source that caches none has nothing to do)."""
+        return None
 
     def check_reachable(self, deadline: float) -> str | None:
         """None when the source answers, else why not (shown in /readyz)."""

@@ -20,6 +20,7 @@ latest samples are neither `stale` nor missing from a short window.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -29,7 +30,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ from tenacity import (
 from urllib3.util.retry import Retry
 
 from autoscaler.config import PrometheusConfig
-from autoscaler.model import Sample, Signal, SignalRequest, SignalState
+from autoscaler.model import Sample, Signal, SignalKind, SignalRequest, SignalState
 from autoscaler.sources.base import SignalSource
 from autoscaler.sources.grouping import (
     GroupSpec,
@@ -57,6 +58,8 @@ from autoscaler.sources.grouping import (
     split_result,
     template_of,
 )
+from autoscaler.sources.history import Failure, Garbage, HistoryCache, parse_matrix
+from policies.base import HISTORY_STEP
 
 __all__ = ["PrometheusSource", "SignalRequest", "classify_response"]
 
@@ -327,6 +330,7 @@ class _Tick:
 
 
 Pair = tuple[str, float]  # (query, window): what one signal asks
+Span = tuple[float, float, float]  # (start, end, step) of an exact range query
 
 
 @dataclass(frozen=True)
@@ -401,6 +405,9 @@ class PrometheusSource(SignalSource):
         self._offset = 0.0 if config.query_offset == "auto" else float(config.query_offset)
         self._templates: dict[str, GroupSpec | None] = {}
         self._ungroupable: set[Pair] = set()
+        # The `history` reads of learning policies: loaded in a thread of their own, then
+        # extended by at most one small range query per tick (autoscaler.sources.history).
+        self.history = HistoryCache(self._range, endpoint=self.endpoint)
 
     # ----------------------------------------------------------------- public API
 
@@ -418,11 +425,89 @@ class PrometheusSource(SignalSource):
         if not requests_:
             return {}
         try:
-            return self._read(requests_, now - self.query_offset, deadline, on_signals)
+            evaluated = now - self.query_offset
+            past = [r for r in requests_ if r.kind is SignalKind.HISTORY]
+            live = [r for r in requests_ if r.kind is not SignalKind.HISTORY]
+            extending = self._extend_history(past, evaluated, deadline) if past else {}
+            out = self._read(live, evaluated, deadline, on_signals) if live else {}
+            if past:
+                out.update(self._history_signals(past, extending, deadline, on_signals))
+            return out
         except Exception as exc:  # the tick must go on with "not reported"
             log.error("reading %s failed: %s", self.endpoint, type(exc).__name__)
             detail = f"reading {self.endpoint} failed ({type(exc).__name__})"
             return {r.key: Signal.bad(SignalState.ERROR, detail) for r in requests_}
+
+    def retain_history(self, keep: Collection[tuple[str, float]]) -> None:
+        """After a reload: keep the histories of these (query, step) pairs, drop the rest."""
+        self.history.retain(keep)
+
+    def _extend_history(self, past: Sequence[SignalRequest], now: float,
+                        deadline: float) -> dict[tuple[str, float], Future[None]]:
+        """Start the loads that are due (their own thread) and this tick's extensions (at
+        most one small range query per (query, step), beside the live queries)."""
+        started: dict[tuple[str, float], Future[None]] = {}
+        for key, entry in self.history.plan(past, HISTORY_STEP, now).items():
+            span = self.history.extension(entry, now)
+            if span is None:
+                continue
+            try:
+                started[key] = self._pool.submit(self.history.extend, entry, span, deadline,
+                                                 self.config.timeout)
+            except RuntimeError:  # closing
+                entry.extending = False
+        return started
+
+    def _history_signals(self, past: Sequence[SignalRequest],
+                         extending: dict[tuple[str, float], Future[None]], deadline: float,
+                         on_signals: Callable[[dict[str, Signal]], None] | None
+                         ) -> dict[str, Signal]:
+        """Each history read's answer, once this tick's extension is in (or the deadline
+        came: then the history as it was)."""
+        for future in extending.values():
+            with contextlib.suppress(Exception):  # late or failed: the history as it was
+                future.result(timeout=max(0.0, deadline - MARGIN - time.monotonic()))
+        out: dict[str, Signal] = {}
+        for r in past:
+            entry = self.history.entry(r.query, HISTORY_STEP)
+            out[r.key] = (self.history.signal(entry) if entry is not None else
+                          Signal(SignalState.OK, (), "history loading"))
+        if on_signals is not None:
+            try:
+                on_signals(out)
+            except Exception:
+                log.exception("on_signals failed")
+        return out
+
+    def _range(self, query: str, span: Span, deadline: float, timeout: float) -> Any:
+        """One exact range query for the history cache: the decoded body, or a Failure."""
+        try:
+            tick = self._tick()
+        except _SecretError as exc:
+            return Failure(str(exc))
+        # One attempt: a failed load is retried as a whole, later, with its own backoff.
+        try:
+            answer = self._attempt(tick, query, max(span[1] - span[0], span[2]), span[1],
+                                   deadline, span, timeout)
+        except _Transient as exc:
+            return Failure(exc.signal.detail)
+        if isinstance(answer, Signal):
+            return Failure(answer.detail)
+        return answer.payload
+
+    def fetch_range(self, query: str, start: float, end: float, step: float,
+                    timeout: float) -> list[tuple[float, float]] | str:
+        """One exact range query, [start, end] at `step` (at most 11,000 points: the caller
+        chunks): its finite points in time order, or why there are none (`backtest`'s
+        history reads; the live ones go through the cache)."""
+        answer = self._range(query, (start, end, step), time.monotonic() + timeout + 1.0,
+                             timeout)
+        if isinstance(answer, Failure):
+            return answer.detail
+        try:
+            return parse_matrix(answer)
+        except Garbage as exc:
+            return f"unusable answer from {self.endpoint}: {exc}"
 
     @property
     def query_offset(self) -> float:
@@ -483,6 +568,7 @@ class PrometheusSource(SignalSource):
 
     def close(self) -> None:
         """Stop the workers (queued queries are dropped) and close the connections."""
+        self.history.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()
 
@@ -665,13 +751,16 @@ class PrometheusSource(SignalSource):
                                                             strict=True)}
 
     def _fetch(self, tick: _Tick, query: str, window: float, now: float,
-               deadline: float) -> Signal | _Body:
+               deadline: float, span: Span | None = None,
+               timeout: float | None = None) -> Signal | _Body:
         """One query, retried on transient failures with jittered backoff, never past deadline.
 
-        The first attempt runs bare; tenacity is set up only once it failed.
+        The first attempt runs bare; tenacity is set up only once it failed. `span` (start,
+        end, step) asks that exact range instead of the window's; `timeout` replaces the
+        configured per-query timeout (a history load's own).
         """
         try:
-            return self._attempt(tick, query, window, now, deadline)
+            return self._attempt(tick, query, window, now, deadline, span, timeout)
         except _Transient as exc:
             first = exc
 
@@ -693,7 +782,8 @@ class PrometheusSource(SignalSource):
                     if attempt.retry_state.attempt_number == 1:
                         raise first  # the attempt already made: the backoff starts after it
                     attempts += 1
-                    answer = self._attempt(tick, query, window, now, deadline)
+                    answer = self._attempt(tick, query, window, now, deadline, span,
+                                           timeout)
         except _Transient as exc:
             if attempts > 1:  # already redacted: cutting it now leaks nothing
                 detail = one_line(exc.signal.detail, DETAIL_CHARS - 16)
@@ -705,14 +795,16 @@ class PrometheusSource(SignalSource):
         return self.endpoint + ("/api/v1/query_range" if window > 0 else "/api/v1/query")
 
     def _attempt(
-        self, tick: _Tick, query: str, window: float, now: float, deadline: float
+        self, tick: _Tick, query: str, window: float, now: float, deadline: float,
+        span: Span | None = None, per_query: float | None = None,
     ) -> Signal | _Body:
         where = self._where(window)
-        timeout = min(self.config.timeout, deadline - MARGIN - time.monotonic())
+        limit = self.config.timeout if per_query is None else per_query
+        timeout = min(limit, deadline - MARGIN - time.monotonic())
         if timeout < MIN_ATTEMPT:
             return tick.error(f"no time left before the tick's deadline to ask {where}")
         try:
-            response = self._send(tick, query, window, now, timeout)
+            response = self._send(tick, query, window, now, timeout, span)
         except requests.exceptions.SSLError as exc:  # a bad certificate stays bad: no retry
             return tick.error(f"{where}: {_transport_reason(exc, timeout)}")
         except (requests.ConnectionError, requests.Timeout,
@@ -725,11 +817,14 @@ class PrometheusSource(SignalSource):
         return self._judge(tick, response, where)
 
     def _send(self, tick: _Tick, query: str, window: float, now: float,
-              timeout: float) -> requests.Response:
+              timeout: float, span: Span | None = None) -> requests.Response:
         # Prometheus' own `timeout` parameter lets it give up on the query when we do.
         # partial_response=false: Thanos answers an error instead of what some stores gave.
         params = {"query": query, "timeout": f"{timeout:.3f}", "partial_response": "false"}
-        if window > 0:
+        if span is not None:  # an exact range (history): points on its own grid
+            params.update(start=f"{span[0]:.3f}", end=f"{span[1]:.3f}", step=f"{span[2]:.3f}")
+            url = f"{self.config.url}/api/v1/query_range"
+        elif window > 0:
             # Whole seconds for the range: the points stay on the same grid from tick to tick.
             params.update(start=str(round(now - window)), end=str(round(now)),
                           step=f"{self._step(window):.3f}")

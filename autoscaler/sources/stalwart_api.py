@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from autoscaler.model import Sample, Signal, SignalRequest, SignalState
+from autoscaler.model import Sample, Signal, SignalKind, SignalRequest, SignalState
 from autoscaler.presets import QUEUE_API_QUERY
 from autoscaler.sources.base import OnSignals, SignalSource
 from autoscaler.units import parse_duration
@@ -216,8 +216,16 @@ class RoutedSource(SignalSource):
              on_signals: OnSignals | None = None) -> dict[str, Signal]:
         api = [r for r in requests_ if is_queue_api_query(r.query)]
         promql = [r for r in requests_ if not is_queue_api_query(r.query)]
+        # The management API keeps no past: its history reads answer ok, without history.
+        pasts = {r.key: Signal(SignalState.OK, (), "no history from the management API")
+                 for r in api if r.kind is SignalKind.HISTORY}
+        if pasts:
+            api = [r for r in api if r.kind is not SignalKind.HISTORY]
+            if on_signals is not None:
+                on_signals(pasts)
         if not api:
-            return self.prometheus.read(promql, now, deadline, on_signals)
+            out = self.prometheus.read(promql, now, deadline, on_signals) if promql else {}
+            return {**out, **pasts}
         # The API call runs beside the Prometheus queries, never in front of them.
         answers: dict[str, Signal] = {}
         worker = threading.Thread(
@@ -228,7 +236,11 @@ class RoutedSource(SignalSource):
         worker.join(max(0.0, deadline - time.monotonic()))
         late = Signal.bad(SignalState.ERROR, "the management API did not answer in the tick")
         out.update({r.key: answers.get(r.key, late) for r in api})
+        out.update(pasts)
         return out
+
+    def retain_history(self, keep: Collection[tuple[str, float]]) -> None:
+        self.prometheus.retain_history(keep)
 
     def check_reachable(self, deadline: float) -> str | None:
         return self.prometheus.check_reachable(deadline)
