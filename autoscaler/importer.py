@@ -26,7 +26,7 @@ Pure: documents in, a config mapping and the notes out (the CLI reads and prints
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,8 +165,8 @@ def _hpa(spec: Mapping[str, Any], name: str, namespace: str, where: str,
     policies: list[dict[str, Any]] = []
     if "targetCPUUtilizationPercentage" in spec:  # autoscaling/v1
         policies.append(_utilization("cpu", spec["targetCPUUtilizationPercentage"], selector))
-    for i, metric in enumerate(spec.get("metrics") or [], 1):
-        policy = _hpa_metric(metric, selector, f"{where} metrics[{i}]", notes)
+    for place, metric in _objects(spec.get("metrics"), f"{where} metrics", notes):
+        policy = _hpa_metric(metric, selector, place, notes)
         if policy is not None:
             policies.append(policy)
     if not policies and "metrics" not in spec and "targetCPUUtilizationPercentage" not in spec:
@@ -184,11 +184,19 @@ def _utilization(resource: str, percent: Any, selector: str) -> dict[str, Any]:
             "query": utilization_query(resource, selector), "target": float(percent)}
 
 
-def _hpa_metric(metric: Any, selector: str, where: str,
+def _objects(items: Any, where: str,
+             notes: list[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each object of a manifest's list, with its place (`where[i]`, counted from 1); an item
+    that is not an object is noted and passed over."""
+    for i, item in enumerate(items or [], 1):
+        if isinstance(item, Mapping):
+            yield f"{where}[{i}]", item
+        else:
+            notes.append(f"{where}[{i}]: not an object")
+
+
+def _hpa_metric(metric: Mapping[str, Any], selector: str, where: str,
                 notes: list[str]) -> dict[str, Any] | None:
-    if not isinstance(metric, Mapping):
-        notes.append(f"{where}: not an object")
-        return None
     kind = metric.get("type")
     resource = _mapping(metric.get("resource"))
     name = resource.get("name")
@@ -273,8 +281,8 @@ def _scaled_object(spec: Mapping[str, Any], name: str, namespace: str, where: st
         notes.append(f"{where}: fallback after {fallback.get('failureThreshold', '?')} failed "
                      "reads in KEDA; here from the first read that is not ok")
     policies: list[dict[str, Any]] = []
-    for i, trigger in enumerate(spec.get("triggers") or [], 1):
-        policy = _trigger(trigger, selector, f"{where} triggers[{i}]", notes, servers)
+    for place, trigger in _objects(spec.get("triggers"), f"{where} triggers", notes):
+        policy = _trigger(trigger, selector, place, notes, servers)
         if policy is not None:
             policies.append(policy)
     if not policies:
@@ -288,11 +296,8 @@ def _scaled_object(spec: Mapping[str, Any], name: str, namespace: str, where: st
     return target
 
 
-def _trigger(trigger: Any, selector: str, where: str, notes: list[str],
+def _trigger(trigger: Mapping[str, Any], selector: str, where: str, notes: list[str],
              servers: list[str]) -> dict[str, Any] | None:
-    if not isinstance(trigger, Mapping):
-        notes.append(f"{where}: not an object")
-        return None
     kind = trigger.get("type")
     meta = _mapping(trigger.get("metadata"))
     label = str(trigger.get("name") or kind)
