@@ -81,7 +81,8 @@ class SignalKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SignalRequest:
-    """One signal to read: `window` seconds of history, or 0 for only the latest value."""
+    """One signal to read: `window` seconds of history, or 0 for only the latest value;
+    `kind` says whether it is the live read of every tick or a long history range."""
 
     key: str
     query: str
