@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import select
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -43,6 +39,7 @@ from autoscaler.presets import (
 )
 from tests.support.e2e import prom_value
 from tests.support.kube import delete_namespace
+from tests.support.processes import emulator_process
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
 from tools.emulator import COUNTERS, Emulator, FixedInstances, KubernetesReplicas, Workload
@@ -236,32 +233,6 @@ def swarm_service(realenv: RealEnv, docker_client: docker.DockerClient) -> Itera
                    lambda: not any(s.name == name for s in docker_client.services.list()), 60)
 
 
-@contextmanager
-def emulator_process(args: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
-    """`python -m tools.emulator ARGS` on a free port; yields its URL, stops it after."""
-    with log.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.emulator", *args], cwd=REPO,
-            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        try:
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 60)
-            line = proc.stdout.readline() if ready else ""
-            match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-            if not match:
-                proc.kill()
-                pytest.fail(f"emulator did not start: {line!r}\n{log.read_text()}")
-            yield f"http://127.0.0.1:{match.group(1)}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
-    assert proc.returncode == 0, log.read_text()
-
-
 def test_follows_a_real_swarm_service(
     realenv: RealEnv, swarm_service: Any, prom: str, tmp_path: Path
 ) -> None:
@@ -269,8 +240,8 @@ def test_follows_a_real_swarm_service(
     prefix = f"{run}_"
     args = ["--swarm-service", swarm_service.name, "--prefix", prefix, "--demand", "36000",
             "--poll", "1s", "--startup-delay", "5s"]
-    with emulator_process(args, {"DOCKER_HOST": realenv.docker_host},
-                          tmp_path / "emulator.log") as url:
+    with emulator_process(args, tmp_path / "emulator.log",
+                          {"DOCKER_HOST": realenv.docker_host}) as url:
         address = url.removeprefix("http://")
         with scraped(realenv, address, run):
             wait_until("one running task", lambda: state(url)["running"] == 1, 120)

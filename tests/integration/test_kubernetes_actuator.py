@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -30,6 +29,7 @@ from autoscaler.kube import kubernetes_api_client
 from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import KUBERNETES_PREFIX, encode_state
 from tests.support.kube import fresh_namespace
+from tests.support.loopback import served
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
 
@@ -562,15 +562,8 @@ def endpoint(case: str, realenv: RealEnv) -> Iterator[str]:
             yield f"https://127.0.0.1:{silent.getsockname()[1]}"
     else:
         handler = type("Handler", (_Refusing,), {"status": int(case.split()[1])})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with served(handler) as server:
             yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +23,8 @@ from autoscaler.evaluate import evaluate
 from autoscaler.model import TargetStatus
 from autoscaler.telemetry import Health, Telemetry, TelemetryServer
 from tests.support.e2e import prom_result
+from tests.support.loopback import exposition, served
+from tests.support.processes import stop_process
 from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,26 +33,8 @@ pytestmark = pytest.mark.timeout(300)
 @contextmanager
 def serving(body: bytes) -> Iterator[str]:
     """A /metrics endpoint with a fixed exposition (a kube-state-metrics stand-in)."""
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(exposition(body)) as server:
         yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @contextmanager
@@ -94,8 +75,7 @@ def prometheus(tmp_path: Path, ours: str, ksm: str) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, 30)
 
 
 JOIN = ('autoscaler_target_current_replicas{{job="{job}"}} * on(namespace, workload) '

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ import requests
 from autoscaler.config import PrometheusConfig
 from autoscaler.model import Signal, SignalRequest, SignalState
 from autoscaler.sources.prometheus import PrometheusSource
+from tests.support.loopback import exposition, served
+from tests.support.processes import stop_process
 from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -54,33 +55,16 @@ def exporter() -> Iterator[Exporter]:
     name = f"eco_backend_{uuid.uuid4().hex[:8]}"
     body = (f'{name}{{service="a"}} 1\n{name}{{service="b"}} 2\n').encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    with served(exposition(body)) as server:
+        stopped = threading.Event()
 
-        def log_message(self, *args: Any) -> None:
-            pass
+        def stop() -> None:
+            if not stopped.is_set():
+                stopped.set()
+                server.shutdown()
+                server.server_close()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    stopped = threading.Event()
-
-    def stop() -> None:
-        if not stopped.is_set():
-            stopped.set()
-            server.shutdown()
-            server.server_close()
-
-    try:
         yield Exporter(name, f"127.0.0.1:{server.server_address[1]}", stop)
-    finally:
-        stop()
-        thread.join(timeout=10)
 
 
 def scrape_config(path: Path, address: str, scheme: str = "http") -> Path:
@@ -99,12 +83,7 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 30)
 
 
 def source(url: str, **extra: Any) -> PrometheusSource:

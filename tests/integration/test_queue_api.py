@@ -8,11 +8,6 @@ capacity keeps it flat: the community edition's "not growing" case that nothing 
 from __future__ import annotations
 
 import json
-import os
-import re
-import select
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -27,38 +22,24 @@ from autoscaler.cli import _engine
 from autoscaler.config import load_config_data
 from autoscaler.model import SignalRequest, SignalState
 from autoscaler.sources.stalwart_api import StalwartQueueSource
+from tests.support.processes import emulator_process
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "adm1n-" + uuid.uuid4().hex[:8]
 BACKLOG = 50_000
 
 
 @contextmanager
-def emulator_process(tmp_path: Path, *args: str) -> Iterator[str]:
+def emulator(tmp_path: Path, *args: str) -> Iterator[str]:
     """`python -m tools.emulator` with a standing backlog, at exactly its capacity."""
     secret = tmp_path / "admin-secret"
     secret.write_text(SECRET + "\n")
-    log = tmp_path / "emulator.log"
-    with log.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.emulator", "--replicas", "2", "--demand", "20000",
-             "--capacity-per-instance", "10000", "--initial-queue", str(BACKLOG),
-             "--admin-secret-file", str(secret), "--poll", "0.2", *args],
-            cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=stderr, text=True)
-        try:
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 60)
-            line = proc.stdout.readline() if ready else ""
-            match = re.search(r"http://127\.0\.0\.1:\d+", line)
-            if not match:
-                proc.kill()
-                pytest.fail(f"emulator did not start: {line!r}\n{log.read_text()}")
-            yield match.group(0)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+    with emulator_process(
+            ["--replicas", "2", "--demand", "20000", "--capacity-per-instance", "10000",
+             "--initial-queue", str(BACKLOG), "--admin-secret-file", str(secret), "--poll", "0.2",
+             *args], tmp_path / "emulator.log") as url:
+        yield url
 
 
 def calls(url: str) -> int:
@@ -73,7 +54,7 @@ def spec(url: str, password_file: Path, every: str = "2s") -> str:
 
 
 def test_reads_data_total_at_most_once_per_interval(tmp_path: Path) -> None:
-    with emulator_process(tmp_path) as url:
+    with emulator(tmp_path) as url:
         source = StalwartQueueSource()
         query = spec(url, tmp_path / "admin-secret", every="2s")
         try:
@@ -104,7 +85,7 @@ def test_reads_data_total_at_most_once_per_interval(tmp_path: Path) -> None:
 )
 def test_a_refused_or_unreadable_credential_is_an_error_naming_the_endpoint(
         tmp_path: Path, password: str | None, fragment: str) -> None:
-    with emulator_process(tmp_path) as url:
+    with emulator(tmp_path) as url:
         password_file = tmp_path / "other-secret"
         if password is not None:
             password_file.write_text(password)
@@ -132,7 +113,7 @@ def test_community_preset_drains_a_flat_backlog_read_from_the_api(
         realenv.busybox_image, ["sleep", "100000"], name=f"queue-{uuid.uuid4().hex[:6]}",
         mode=docker.types.ServiceMode("replicated", replicas=2))
     try:
-        with emulator_process(tmp_path) as url:
+        with emulator(tmp_path) as url:
             settings = load_config_data({
                 "evaluation_interval": "1s", "dry_run": True,
                 "prometheus": {"url": realenv.prometheus_url, "timeout": "3s",

@@ -19,6 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.telemetry import IDENTITY
+from tests.support.processes import stop_process
 
 STOP_TIMEOUT = 60.0
 
@@ -141,12 +142,7 @@ class DaemonProcess:
         """End the process whatever happened: a frozen one is thawed so it can act on SIGTERM."""
         if self.alive():
             os.kill(self.proc.pid, SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
+            stop_process(self.proc, STOP_TIMEOUT)
         self._log.close()
 
 

@@ -10,13 +10,16 @@ import signal
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Loopback", "Respond", "Seen", "Server", "answer", "serve_until_sigterm", "servers"]
+__all__ = [
+    "Loopback", "Respond", "Seen", "Server", "answer", "exposition", "serve_until_sigterm",
+    "served", "servers",
+]
 
 @dataclass
 class Seen:
@@ -55,6 +58,39 @@ def answer(handler: BaseHTTPRequestHandler, status: int, kind: str, body: bytes)
         pass
 
 
+@contextmanager
+def served(handler: type[BaseHTTPRequestHandler],
+           server_class: type[ThreadingHTTPServer] = Server,
+           tls: ssl.SSLContext | None = None) -> Iterator[ThreadingHTTPServer]:
+    """`handler` served by a `server_class` on a free 127.0.0.1 port from a thread, over TLS
+    with `tls`; stopped on leaving (stopping it earlier, with shutdown() and server_close(),
+    is fine)."""
+    server = server_class(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def exposition(body: bytes) -> type[BaseHTTPRequestHandler]:
+    """A handler that answers every GET with `body` as a Prometheus text exposition."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer(self, 200, "text/plain; version=0.0.4", body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
 def serve_until_sigterm(server: ThreadingHTTPServer) -> int:
     """A helper process's main loop: say "serving" (the parent waits for it), serve until
     SIGTERM, exit 0."""
@@ -69,8 +105,6 @@ def serve_until_sigterm(server: ThreadingHTTPServer) -> int:
 def servers() -> Iterator[Callable[..., Loopback]]:
     """Start HTTP(S) servers on free 127.0.0.1 ports answering with `respond(path, query,
     headers) -> (status, content type, body)`; all are stopped on leaving."""
-    started: list[tuple[ThreadingHTTPServer, threading.Thread, threading.Event]] = []
-
     def start(respond: Respond, tls: ssl.SSLContext | None = None) -> Loopback:
         seen, release = Seen(), threading.Event()
 
@@ -95,20 +129,10 @@ def servers() -> Iterator[Callable[..., Loopback]]:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = Server(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            server.socket = tls.wrap_socket(server.socket, server_side=True)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        started.append((server, thread, release))
+        server = stack.enter_context(served(Handler, Server, tls))
+        stack.callback(release.set)  # before the server stops: sleeping handlers wake
         scheme = "https" if tls else "http"
         return Loopback(f"{scheme}://127.0.0.1:{server.server_address[1]}", seen, release)
 
-    try:
+    with ExitStack() as stack:
         yield start
-    finally:
-        for server, thread, release in started:
-            release.set()
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)

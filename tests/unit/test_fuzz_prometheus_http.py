@@ -19,7 +19,6 @@ import json
 import math
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from autoscaler.evaluate import evaluate
 from autoscaler.model import Signal, SignalState, TargetStatus
 from autoscaler.registry import policy_types
 from autoscaler.sources.prometheus import PrometheusSource, SignalRequest
+from tests.support.loopback import served
 from tests.support.strategies import json_like, shaped
 
 EXAMPLES = int(os.environ.get("AUTOSCALER_FUZZ_EXAMPLES", "60"))
@@ -99,15 +99,9 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    srv = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with served(Handler, Server) as srv:
+        assert isinstance(srv, Server)
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
