@@ -29,6 +29,7 @@ from autoscaler.behavior import (
     stabilize,
 )
 from tests.support.reference_hpa import reference_normalize, reference_normalize_explained
+from tests.support.tier import examples
 
 NOW = 1000.0
 
@@ -736,7 +737,7 @@ def _theirs(s: dict[str, Any]) -> tuple[int, int, str]:
     )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(scenarios())
 def test_normalize_agrees_with_reference(s: dict[str, Any]) -> None:
     ours = normalize(
@@ -771,7 +772,7 @@ REASON_TO_LIMITED_BY = {
 }
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(scenarios())
 def test_explained_steps_agree_with_reference_conditions(s: dict[str, Any]) -> None:
     steps = _ours(s)
@@ -782,7 +783,7 @@ def test_explained_steps_agree_with_reference_conditions(s: dict[str, Any]) -> N
     assert (steps.limit is None) == (stabilized == s["current"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scenarios())
 def test_result_within_bounds_and_between_current_and_recommended(s: dict[str, Any]) -> None:
     steps = _ours(s)
@@ -792,14 +793,14 @@ def test_result_within_bounds_and_between_current_and_recommended(s: dict[str, A
     assert min(current, steps.stabilized) <= steps.bounded <= max(current, steps.stabilized)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scenarios(), st.integers(0, 120), st.integers(0, 120))
 def test_monotonic_in_recommended(s: dict[str, Any], a: int, b: int) -> None:
     low, high = sorted((a, b))
     assert _ours(s, recommended=low).bounded <= _ours(s, recommended=high).bounded
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(scenarios())
 def test_zero_windows_and_no_limits_follow_recommendation_within_bounds(s: dict[str, Any]) -> None:
     unlimited = Behavior.model_validate(
@@ -819,7 +820,7 @@ def test_zero_windows_and_no_limits_follow_recommendation_within_bounds(s: dict[
     assert got.limited_by != "rate_limit"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(scenarios())
 def test_disabled_both_ways_never_moves(s: dict[str, Any]) -> None:
     frozen = Behavior.model_validate(
@@ -828,7 +829,7 @@ def test_disabled_both_ways_never_moves(s: dict[str, Any]) -> None:
     assert _ours(s, behavior=frozen).bounded == s["current"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scenarios(), st.data())
 def test_history_older_than_horizons_is_irrelevant(s: dict[str, Any], data: st.DataObject) -> None:
     behavior: Behavior = s["behavior"]
@@ -859,7 +860,7 @@ def test_history_older_than_horizons_is_irrelevant(s: dict[str, Any], data: st.D
     assert padded == _ours(s)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scenarios())
 def test_up_limit_never_below_and_down_limit_never_above_current(s: dict[str, Any]) -> None:
     behavior: Behavior = s["behavior"]

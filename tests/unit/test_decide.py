@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -35,6 +34,7 @@ from autoscaler.model import (
     TargetStatus,
 )
 from tests.support.configs import FREE
+from tests.support.tier import examples
 
 OK, EMPTY, ERROR, NAN, STALE = (SignalState.OK, SignalState.EMPTY, SignalState.ERROR,
                                 SignalState.NAN, SignalState.STALE)
@@ -329,7 +329,7 @@ def test_a_written_scale_starts_the_cooldown_for_the_next_tick() -> None:
 
 # ------------------------------------------------------------------ invariants
 
-PROPERTY_EXAMPLES = int(os.environ.get("AUTOSCALER_PROPERTY_EXAMPLES", "300"))
+PROPERTY_EXAMPLES = examples(300, "AUTOSCALER_PROPERTY_EXAMPLES")
 replica = st.integers(min_value=0, max_value=60)
 states = st.sampled_from(list(SignalState))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -38,8 +37,9 @@ from autoscaler.registry import policy_types
 from autoscaler.sources.prometheus import PrometheusSource, SignalRequest
 from tests.support.loopback import served
 from tests.support.strategies import json_like, shaped
+from tests.support.tier import examples
 
-EXAMPLES = int(os.environ.get("AUTOSCALER_FUZZ_EXAMPLES", "60"))
+EXAMPLES = examples(60, "AUTOSCALER_FUZZ_EXAMPLES")
 TIMEOUT = 0.3  # seconds per attempt; a too-slow answer sleeps past it
 BUDGET = 0.45  # seconds per read (the tick's deadline): 5xx retries end within it
 SECRET = "fuzz-secret-header-value"

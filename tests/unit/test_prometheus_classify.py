@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from autoscaler.model import Sample, SignalState
 from autoscaler.sources.prometheus import classify_response, redact
 from tests.support.strategies import json_like, shaped
+from tests.support.tier import examples
 
 OK, EMPTY, NAN, STALE, ERROR = (SignalState.OK, SignalState.EMPTY, SignalState.NAN,
                                 SignalState.STALE, SignalState.ERROR)
@@ -294,7 +294,7 @@ def test_redact(text: str, secrets: list[str], expected: str) -> None:
 # ------------------------------------------------------------------------------ fuzz
 
 @settings(
-    max_examples=int(os.environ.get("AUTOSCALER_FUZZ_EXAMPLES", "300")),
+    max_examples=examples(300, "AUTOSCALER_FUZZ_EXAMPLES"),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
