@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from autoscaler.cli import _engine, main
 from autoscaler.config import load_config_data
+from autoscaler.loop import TargetOutcome
 from autoscaler.presets import cpu_per_core_query
 from tests.support.e2e import FAST_BEHAVIOR, prom_value, registered, running, spec_replicas
 from tests.support.kube import namespace_with_deployment
@@ -107,6 +109,30 @@ def settings(realenv: RealEnv, targets: list[dict[str, Any]], dry_run: bool = Fa
         "targets": targets}, environ={})
 
 
+def scale_smtp_up(realenv: RealEnv, targets: list[dict[str, Any]], what: str, *,
+                  smtp: Callable[[], int], imap: Callable[[], int]) -> set[int]:
+    """Run the engine (writing) until SMTP's size is 4 or more; the IMAP sizes seen meanwhile."""
+    live = settings(realenv, targets)
+    engine = _engine(live, dry_run=False, everything_dry=False)
+    imap_sizes: set[int] = set()
+    with running(engine, live.evaluation_interval):
+        def smtp_scaled() -> bool:
+            imap_sizes.add(imap())
+            return smtp() >= 4
+
+        wait_until(what, smtp_scaled, 240, every=1)
+    return imap_sizes
+
+
+def dry_tick(realenv: RealEnv, targets: list[dict[str, Any]]) -> dict[str, TargetOutcome]:
+    """One dry-run tick over `targets`: each target's outcome."""
+    probe = _engine(settings(realenv, targets, dry_run=True), dry_run=True, everything_dry=True)
+    try:
+        return {o.target: o for o in probe.tick()}
+    finally:
+        probe.close()
+
+
 def test_explain_says_when_cpu_reads_per_core(
         docker_env: RealEnv, docker_client: Any, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,26 +206,15 @@ def test_busy_smtp_and_idle_imap_only_smtp_scales_and_its_guard_reads_its_own_no
         targets = [target("smtp", smtp.name, "stalwart-smtp", 1, 8),
                    target("imap", imap.name, "stalwart-imap", 3, 6)]
         with Cluster(groups) as cluster, registered(docker_env, cluster):
-            live = settings(docker_env, targets)
-            engine = _engine(live, dry_run=False, everything_dry=False)
-            imap_sizes = set()
-            with running(engine, live.evaluation_interval):
-                def smtp_scaled() -> bool:
-                    imap_sizes.add(spec_replicas(docker_client, imap.name))
-                    return spec_replicas(docker_client, smtp.name) >= 4
-
-                wait_until("SMTP scaled up for its inflow", smtp_scaled, 240, every=1)
+            imap_sizes = scale_smtp_up(
+                docker_env, targets, "SMTP scaled up for its inflow",
+                smtp=lambda: spec_replicas(docker_client, smtp.name),
+                imap=lambda: spec_replicas(docker_client, imap.name))
             assert imap_sizes == {3}, "the idle IMAP service kept its size"
             wait_until("4+ SMTP nodes serving",
                        lambda: groups["smtp"].state()["serving"] >= 4, 60)
             time.sleep(3)  # a few scrapes of the new nodes' deliveries
-
-            probe = _engine(settings(docker_env, targets, dry_run=True), dry_run=True,
-                            everything_dry=True)
-            try:
-                outcomes = {o.target: o for o in probe.tick()}
-            finally:
-                probe.close()
+            outcomes = dry_tick(docker_env, targets)
             url = docker_env.prometheus_url
             own = prom_value(url, f'avg(delivery_active_connections{{service="{smtp.name}"}})')
             both = prom_value(
@@ -255,23 +270,11 @@ def test_on_kubernetes_busy_smtp_deployment_scales_and_idle_imap_statefulset_doe
             return int(read(name, ns).spec.replicas or 0)
 
         with Cluster(groups) as cluster, registered(docker_env, cluster):
-            live = settings(docker_env, targets)
-            engine = _engine(live, dry_run=False, everything_dry=False)
-            imap_sizes = set()
-            with running(engine, live.evaluation_interval):
-                def smtp_scaled() -> bool:
-                    imap_sizes.add(spec("statefulset", "imap"))
-                    return spec("deployment", "smtp") >= 4
-
-                wait_until("the SMTP Deployment scaled up for its inflow", smtp_scaled, 240,
-                           every=1)
+            imap_sizes = scale_smtp_up(
+                docker_env, targets, "the SMTP Deployment scaled up for its inflow",
+                smtp=lambda: spec("deployment", "smtp"), imap=lambda: spec("statefulset", "imap"))
             assert imap_sizes == {3}, "the idle IMAP StatefulSet kept its size"
-            probe = _engine(settings(docker_env, targets, dry_run=True), dry_run=True,
-                            everything_dry=True)
-            try:
-                outcomes = {o.target: o for o in probe.tick()}
-            finally:
-                probe.close()
+            outcomes = dry_tick(docker_env, targets)
     smtp = outcomes["smtp"].decision
     imap = outcomes["imap"].decision
     assert smtp is not None and imap is not None
