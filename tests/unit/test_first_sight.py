@@ -4,17 +4,15 @@ adds nothing. The real restart: tests/integration/test_restart_window_e2e.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
 from autoscaler.actuators.base import Actuator
 from autoscaler.config import load_config_data
 from autoscaler.loop import Engine
-from autoscaler.model import Sample, Signal, SignalRequest, TargetState, TargetStatus
-from autoscaler.sources.base import OnSignals, SignalSource
+from autoscaler.model import TargetState, TargetStatus
 from autoscaler.state import first_sight
 from autoscaler.telemetry import Telemetry
+from tests.support.fakes import ConstantSource
 
 
 @pytest.mark.parametrize(("on_target", "now", "current", "recommendations"), [
@@ -29,12 +27,8 @@ def test_first_sight(on_target: TargetState, now: float, current: int,
     assert seen.last_written == on_target.last_written  # only the history changes
 
 
-class Low(SignalSource):
-    """Every query reads 10000: the capacity policy below asks for 1 replica."""
-
-    def read(self, requests: Sequence[SignalRequest], now: float, deadline: float,
-             on_signals: OnSignals | None = None) -> dict[str, Signal]:
-        return {r.key: Signal.ok((Sample(now, 10000.0),)) for r in requests}
+# Every query reads 10000: the capacity policy below asks for 1 replica.
+LOW = ConstantSource(10000.0)
 
 
 class Workload(Actuator):
@@ -67,7 +61,7 @@ def engine(workload: Workload, clock: Clock) -> Engine:
         "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}},
         "policies": [{"type": "capacity", "query": "x", "per_instance": 10000,
                       "headroom": 1}]}]}, environ={})
-    return Engine(settings, source=Low(), actuator_factory=lambda _: workload,
+    return Engine(settings, source=LOW, actuator_factory=lambda _: workload,
                   telemetry=Telemetry(), clock=clock)
 
 

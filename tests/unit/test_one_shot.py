@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,9 @@ from autoscaler.actuators.factory import BackendClients, make_actuator
 from autoscaler.cli import ONE_SHOT_TIMEOUT, build_parser
 from autoscaler.config import TargetConfig, load_config_data
 from autoscaler.loop import Engine
-from autoscaler.model import Sample, Signal, SignalRequest
-from autoscaler.sources.base import OnSignals, SignalSource
 from autoscaler.telemetry import NAMESPACE, Telemetry
 from tests.support.daemon import registry_sample
+from tests.support.fakes import ConstantSource
 
 # Real processes that wait out deadlines (about 35 s): the full run, not the unit tier.
 pytestmark = pytest.mark.slow
@@ -38,17 +37,6 @@ pytestmark = pytest.mark.slow
 # machine is shared); the code before the fix took the whole 5-minute interval.
 PROCESS_DEADLINE = 90.0
 NO_DOCKER = "unix:///nonexistent/field-b-docker.sock"
-
-
-class OneValueSource(SignalSource):
-    """Every query reads 1.0: the engine tests here are about the backend, not the signals."""
-
-    def read(self, requests: Sequence[SignalRequest], now: float, deadline: float,
-             on_signals: OnSignals | None = None) -> dict[str, Signal]:
-        return {r.key: Signal.ok((Sample(now, 1.0),)) for r in requests}
-
-    def check_reachable(self, deadline: float) -> str | None:
-        return None
 
 
 def one_target_settings(**extra: Any) -> Any:
@@ -133,7 +121,7 @@ def test_timeout_argument_rejects(value: str, capsys: pytest.CaptureFixture[str]
     pytest.param(4.0, 4.0, id="one-shot-its-own"),
 ])
 def test_engine_tick_budget(tick_budget: float | None, expected: float) -> None:
-    engine = Engine(one_target_settings(evaluation_interval="5m"), source=OneValueSource(),
+    engine = Engine(one_target_settings(evaluation_interval="5m"), source=ConstantSource(1.0),
                     actuator_factory=unbuildable, tick_budget=tick_budget)
     try:
         assert engine.tick_budget() == expected
@@ -187,7 +175,7 @@ def test_a_backend_client_that_cannot_be_built_is_counted(
     def factory(t: TargetConfig) -> Any:
         return make_actuator(t, clients)
 
-    engine = Engine(one_target_settings(), source=OneValueSource(), actuator_factory=factory,
+    engine = Engine(one_target_settings(), source=ConstantSource(1.0), actuator_factory=factory,
                     telemetry=Telemetry())
     try:
         for tick in (1, 2):

@@ -7,29 +7,13 @@ test_faults_kubernetes.py (the "deleted and recreated" rows of docs/reliability.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
 from autoscaler.actuators.base import Actuator
 from autoscaler.config import load_config_data
 from autoscaler.loop import Engine
-from autoscaler.model import Sample, Signal, SignalRequest, TargetState, TargetStatus
-from autoscaler.sources.base import OnSignals, SignalSource
-
-
-class Source(SignalSource):
-    """Every query answers 30000: the capacity policy below wants 3."""
-
-    def read(self, requests: Sequence[SignalRequest], now: float, deadline: float,
-             on_signals: OnSignals | None = None) -> dict[str, Signal]:
-        return {r.key: Signal.ok((Sample(now, 30000.0),)) for r in requests}
-
-    def check_reachable(self, deadline: float) -> str | None:
-        return None
-
-    def close(self) -> None:
-        return None
+from autoscaler.model import TargetState, TargetStatus
+from tests.support.fakes import ConstantSource
 
 
 class Workload(Actuator):
@@ -87,7 +71,8 @@ def test_a_recreated_workload_is_adopted_as_it_is(next_uid: str, written: bool,
                                    "per_instance": 10000, "headroom": 1}]}],
     }, environ={})
     backend = Backend(Workload("first", 1))
-    engine = Engine(settings, source=Source(), actuator_factory=lambda _: backend)
+    engine = Engine(settings, source=ConstantSource(30000.0),  # the capacity policy wants 3
+                    actuator_factory=lambda _: backend)
     try:
         [first] = engine.tick()
         assert first.written and backend.workload.replicas == 3

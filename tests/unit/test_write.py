@@ -8,7 +8,6 @@ test_faults_kubernetes.py (conflicts, refused writes), test_lease_failover.py (l
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,16 +20,13 @@ from autoscaler.logs import decision_log
 from autoscaler.loop import Engine, TargetOutcome
 from autoscaler.model import (
     Outcome,
-    Sample,
-    Signal,
-    SignalRequest,
     TargetState,
     TargetStatus,
 )
-from autoscaler.sources.base import OnSignals, SignalSource
 from autoscaler.telemetry import Telemetry
 from autoscaler.write import GAVE_UP, LOST_LEADERSHIP, WriteGate, is_dry_run, write_gate
 from tests.support.daemon import registry_sample
+from tests.support.fakes import ConstantSource
 
 # --------------------------------------------------------------------------- the gate
 
@@ -90,12 +86,8 @@ def test_the_no_write_actuator_cannot_write_even_if_the_gate_were_wrong() -> Non
 # --------------------------------------------------------------------------- fakes
 
 
-class Source(SignalSource):
-    """Every query reads 50000: the capacity policy below asks for 5 replicas."""
-
-    def read(self, requests: Sequence[SignalRequest], now: float, deadline: float,
-             on_signals: OnSignals | None = None) -> dict[str, Signal]:
-        return {r.key: Signal.ok((Sample(now, 50000.0),)) for r in requests}
+# Every query reads 50000: the capacity policy below asks for 5 replicas.
+INFLOW = ConstantSource(50000.0)
 
 
 @dataclass
@@ -175,7 +167,7 @@ def settings(*, dry_run: bool = False, target_dry_run: bool = False,
 def ticks(actuator: Scripted, leader: Leader, n: int = 1,
           **cfg: Any) -> tuple[list[TargetOutcome], TargetState | None]:
     """`n` ticks; their outcomes and what the engine remembers of the target after them."""
-    engine = Engine(settings(**cfg), source=Source(), actuator_factory=lambda _: actuator,
+    engine = Engine(settings(**cfg), source=INFLOW, actuator_factory=lambda _: actuator,
                     telemetry=Telemetry(), leadership=leader)
     try:
         return [engine.tick()[0] for _ in range(n)], engine.runtimes[0].state
@@ -281,7 +273,7 @@ def test_an_hpa_is_checked_every_tick_writes_stop_while_it_exists_and_resume() -
     (a Warning event once, the target named in /statusz's problems, the metric at 1); writes
     resume at the first tick after it is gone."""
     actuator = Scripted(hpa=[None, HPA, HPA, None])
-    engine = Engine(settings(), source=Source(), actuator_factory=lambda _: actuator,
+    engine = Engine(settings(), source=INFLOW, actuator_factory=lambda _: actuator,
                     telemetry=Telemetry(), leadership=Leader(True))
 
     def conflict_metric() -> float | None:
@@ -315,7 +307,7 @@ def test_paused_replicas_is_written_once_held_and_then_scaling_resumes_without_c
     with the annotation removed scaling resumes at once (our write started no cooldown)."""
     now = [1000.0]
     actuator = Scripted(paused_replicas=2)
-    engine = Engine(settings(cooldown="600s"), source=Source(),
+    engine = Engine(settings(cooldown="600s"), source=INFLOW,
                     actuator_factory=lambda _: actuator, telemetry=Telemetry(),
                     leadership=Leader(True), clock=lambda: now[0])
 
