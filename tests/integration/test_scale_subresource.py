@@ -18,14 +18,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
 import pytest
 
-from autoscaler.actuators.base import ConflictError
+from autoscaler.actuators.base import ConflictError, NotAllowed
 from autoscaler.actuators.discovery import DiscoveryError
 from autoscaler.actuators.factory import BackendClients, make_actuator
 from autoscaler.actuators.kubernetes import KubernetesActuator
@@ -441,3 +441,70 @@ def test_a_failed_scale_after_the_pending_write_leaves_the_count_and_the_state(
     finally:
         proxy.fault(0)
         through_proxy.close()
+
+
+# --- RBAC per kind ----------------------------------------------------------------------------
+
+
+def test_the_documented_rules_are_exactly_what_a_kind_needs(
+        kube_api: kubernetes.client.ApiClient, realenv: RealEnv, crds: None) -> None:
+    """docs/operations.md, "Other kinds": get and patch on the resource, get and update on
+    its /scale. Granted one by one to a user with no other right, each missing one is named
+    in the refusal; with all four the scale goes through (discovery needs none: every
+    authenticated user may read it)."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(kube_api)
+    config = kubernetes.client.Configuration(
+        host=realenv.kube_api_url,
+        api_key={"authorization": "Bearer " + realenv.kube_user_a_token})
+    config.ssl_ca_cert = str(realenv.kube_ca_file)
+    with fresh_namespace(kube_api, "kscale-rbac") as ns, \
+            kubernetes.client.ApiClient(config) as user_api:
+        name = unique("rbac")
+        create_pool(kube_api, ns, name, 2)
+        a = actuator(user_api, ns, name)
+        resource = f"{PLURAL}.{GROUP}"
+        with pytest.raises(NotAllowed, match=f"forbidden: get {resource}/scale in namespace"):
+            a.status()
+
+        def role(verbs: list[str], scale_verbs: list[str]) -> dict[str, Any]:
+            return {"metadata": {"name": "kscale"}, "rules": [
+                {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": verbs},
+                {"apiGroups": [GROUP], "resources": [f"{PLURAL}/scale"], "verbs": scale_verbs}]}
+
+        rbac.create_namespaced_role(ns, kubernetes.client.V1Role.model_validate(
+            role(["get"], ["get"])))
+        rbac.create_namespaced_role_binding(ns, kubernetes.client.V1RoleBinding.model_validate({
+            "metadata": {"name": "kscale"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": "kscale"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                          "name": "rbac-user-a"}]}))
+
+        def refusal() -> str | None:
+            """The refusal of a scale to 3 (None once it went through)."""
+            try:
+                a.status()
+                a.scale(3, STATE, expected_current=2)
+            except NotAllowed as exc:
+                return str(exc)
+            return None
+
+        def refused_for(what: str) -> Callable[[], str | None]:
+            def check() -> str | None:
+                found = refusal()
+                return found if found is not None and what in found else None
+            return check
+
+        wait_until("refused for patch", refused_for(f"forbidden: patch {resource} in"), 30)
+        assert raw(kube_api, ns, name)["spec"]["replicas"] == 2
+        rbac.replace_namespaced_role("kscale", ns, kubernetes.client.V1Role.model_validate(
+            role(["get", "patch"], ["get"])))
+        wait_until("refused for update on /scale",
+                   refused_for(f"forbidden: update {resource}/scale in"), 30)
+        assert raw(kube_api, ns, name)["spec"]["replicas"] == 2
+        rbac.replace_namespaced_role("kscale", ns, kubernetes.client.V1Role.model_validate(
+            role(["get", "patch"], ["get", "update"])))
+        wait_until("the scale going through", lambda: refusal() is None, 30)
+        doc = raw(kube_api, ns, name)
+        assert doc["spec"]["replicas"] == 3
+        assert PENDING_KEY not in annotations_of(doc)
