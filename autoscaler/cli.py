@@ -487,6 +487,8 @@ def _explain_text(outcome: Any, runtime: Any) -> str:
                      + "  " + r[4])
     for c in d.clips:
         lines.append(f"  clip {c.kind}: {c.before} -> {c.after} ({c.reason})")
+    if d.released:
+        lines.append(f"  released: {d.released}")
     if outcome.error:
         lines.append(f"  error: {outcome.error}")
     return "\n".join(lines)

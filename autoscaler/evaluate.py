@@ -70,9 +70,10 @@ def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext,
         return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest,
                             rec.replicas, f"{rec.reason} (settling after a gap in its data)",
                             settling=True, alone=rec.alone, warnings=signal.detail,
-                            until=rec.until)
+                            until=rec.until, forecast=rec.forecast)
     return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest, rec.replicas,
-                        rec.reason, alone=rec.alone, warnings=signal.detail, until=rec.until)
+                        rec.reason, alone=rec.alone, warnings=signal.detail, until=rec.until,
+                        forecast=rec.forecast)
 
 
 def run_guard(guard: GuardSpec, signal: Signal) -> GuardResult:

@@ -105,6 +105,9 @@ class Recommendation:
     # burst is over. Once it has passed, the recommendations made during it stop holding the
     # scale-down window (`autoscaler.decide.forget_predicted`): the count comes down promptly.
     until: float | None = None
+    # What a forecasting policy expects its signal to read `lead` from now (seasonal, in
+    # every mode: the record and `autoscaler_policy_forecast` show it beside the value).
+    forecast: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,7 @@ class PolicyResult:
     alone: int | None = None  # Recommendation.alone
     warnings: str = ""  # what the metrics backend warned about with an ok answer
     until: float | None = None  # Recommendation.until: a predicted burst's end
+    forecast: float | None = None  # Recommendation.forecast
 
     def vote(self, alone: bool) -> int | None:
         """What it asks for: its `alone` vote while no other policy sizes the target."""
@@ -159,6 +163,8 @@ class PolicyResult:
             out["warnings"] = self.warnings
         if self.until is not None:
             out["until"] = self.until
+        if self.forecast is not None:
+            out["forecast"] = self.forecast
         return out
 
 

@@ -34,6 +34,7 @@ NAMESPACE = "autoscaler"
 IDENTITY = ("namespace", "workload_kind", "workload", "service")
 NO_IDENTITY = ("", "", "", "")
 _STATES = tuple((state, str(state)) for state in SignalState)
+FORECASTING = frozenset({"seasonal"})  # policy types that always show a forecast series
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -104,6 +105,10 @@ class DecisionGauges(Collector):
                                "A policy's replica proposal (NaN: no opinion)", (*t, "policy"))
         signal_state = gauge("signal_state", "1 for the current state of a policy's signal",
                              (*t, "policy", "state"))
+        forecast = gauge("policy_forecast",
+                         "What a forecasting policy (seasonal) expects its signal to read "
+                         "`lead` from now (NaN: no forecast, e.g. history loading)",
+                         (*t, "policy"))
         for name, one in last.items():
             d = one.decision
             who = (name, *identity.get(name, NO_IDENTITY))
@@ -120,8 +125,11 @@ class DecisionGauges(Collector):
                                           math.nan if p.replicas is None else p.replicas)
                 for state, label in _STATES:
                     signal_state.add_metric((*who, p.name, label), 1 if p.state is state else 0)
+                if p.forecast is not None or p.type in FORECASTING:
+                    forecast.add_metric((*who, p.name),
+                                        math.nan if p.forecast is None else p.forecast)
         return [desired, current, ready, low, high, paused, dry_run, value, recommendation,
-                signal_state]
+                signal_state, forecast]
 
 
 M = TypeVar("M", Counter, Histogram, Gauge)

@@ -273,7 +273,7 @@ class SeasonalPolicy(Policy):
             # usual level AND over the value now (a smooth day curve rises too slowly to be
             # one; during a burst the reactive policies already see it).
             return Recommendation(None, f"{about}: no burst ahead of {now_value:.0f}/h now, "
-                                        "no opinion")
+                                        "no opinion", forecast=forecast)
         before = self.phase_value(signal.history, st, now, period)
         if before is None or not self._burst(forecast, before):
             # The jump must be in the pattern itself: the past periods went from `before`
@@ -281,21 +281,21 @@ class SeasonalPolicy(Policy):
             # period, however today differs from it (a weekend under weekday history).
             was = "none" if before is None else f"{before:.0f}/h"
             return Recommendation(None, f"{about}: no jump in the past periods (they were at "
-                                        f"{was} at this phase), no opinion")
+                                        f"{was} at this phase), no opinion", forecast=forecast)
         due = now + self.lead
         if not self.seen_at(signal.history, st, due, period):
             # The phase bins say a burst is near; the points say when: in no past period
             # had it begun by this phase (+- a step). Raising now would only pay for idle
             # instances: wait until the earliest onset the history shows is `lead` away.
             return Recommendation(None, f"{about}: not due yet (no past period in a burst "
-                                        f"at this phase), no opinion")
+                                        f"at this phase), no opinion", forecast=forecast)
         wanted = ceil_exact(forecast / self.per_instance * self.headroom)
         until = self.burst_end(signal.history, st, due, period)
         formula = f"{about}: ceil({forecast:.0f} / {self.per_instance:g} x {self.headroom:g}) " \
                   f"= {wanted}, burst over in {until - now:.0f}s"
         if self.mode == "observe":
-            return Recommendation(None, f"observe: {formula}")
-        return Recommendation(wanted, formula, until=until)
+            return Recommendation(None, f"observe: {formula}", forecast=forecast)
+        return Recommendation(wanted, formula, until=until, forecast=forecast)
 
     def seen_at(self, history: History, st: Learned, t: float, period: float) -> bool:
         """Whether any of the recent past periods was in a burst at the phase of `t` (within

@@ -455,9 +455,18 @@ def test_dashboard_names_only_exported_metrics() -> None:
     "autoscaler_actuation_duration_seconds_bucket",
     "autoscaler_tick_duration_seconds_bucket",
     "autoscaler_leader",
+    "autoscaler_policy_forecast",
 ])
 def test_dashboard_shows(metric: str) -> None:
     assert any(metric in metric_names(expr) for expr in queries(dashboard()))
+
+
+def test_dashboard_has_a_forecast_vs_actual_panel() -> None:
+    """seasonal's forecast beside the actual value, both series the daemon exports."""
+    [panel] = [p for p in panels(dashboard()) if p["title"].startswith("Forecast vs actual")]
+    named = set().union(*(metric_names(t["expr"]) for t in panel["targets"]))
+    assert {"autoscaler_policy_forecast", "autoscaler_policy_value"} <= named
+    assert named <= exported_names()
 
 
 def test_dashboard_queries_are_valid_promql(realenv: RealEnv) -> None:

@@ -247,3 +247,16 @@ def test_a_quiet_day_under_a_day_curve_history_is_no_jump() -> None:
 
     replicas, reason = asked(weekend, 8, 7 * DAY + 8 * HOUR)
     assert replicas is None and "no jump in the past periods" in reason, reason
+
+
+@pytest.mark.parametrize("mode", ["active", "observe"])
+def test_the_forecast_is_handed_over_in_every_mode(mode: str) -> None:
+    """For the record and `autoscaler_policy_forecast`: what it expects `lead` from now."""
+    points = [(float(t), daily_burst()(t)) for t in range(0, int(8 * DAY), 60)]
+    now = 7 * DAY + 8 * HOUR - 60
+    policy = SeasonalPolicy.model_validate({"query": "q", "mode": mode})
+    rec = policy.recommend(Signal(SignalState.OK, (Sample(now, BASE),), "", history_of(points)),
+                           PolicyContext(2))
+    assert rec.forecast == PEAK
+    loading = policy.recommend(Signal.ok((Sample(now, BASE),)), PolicyContext(2))
+    assert loading.forecast is None and "history loading" in loading.reason

@@ -174,6 +174,28 @@ def test_policy_value_and_recommendation(result: PolicyResult, value: float,
         assert (math.isnan(got) if math.isnan(expected) else got == expected), (name, got)
 
 
+@pytest.mark.parametrize(("result", "expected"), [
+    pytest.param(PolicyResult("seasonal", "seasonal", SignalState.OK, 9000.0, None,
+                              "observe: ...", forecast=52000.0), 52000.0,
+                 id="forecast-beside-the-value-observe-too"),
+    pytest.param(PolicyResult("seasonal", "seasonal", SignalState.OK, 9000.0, None,
+                              "history loading: no opinion"), math.nan,
+                 id="history-loading-is-nan"),
+    pytest.param(policy("cpu"), None, id="no-series-for-a-policy-that-never-forecasts"),
+])
+def test_policy_forecast(result: PolicyResult, expected: float | None) -> None:
+    tel = Telemetry()
+    tel.record_decision(decision(policies=(result,)), 1, 10, paused=False)
+    got = sample(tel, "policy_forecast", target="smtp", policy=result.name)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and (math.isnan(got) if math.isnan(expected)
+                                    else got == expected)
+    if result.forecast is not None:
+        assert sample(tel, "policy_value", target="smtp", policy=result.name) == 9000.0
+
+
 @pytest.mark.parametrize("state", list(SignalState), ids=[str(s) for s in SignalState])
 def test_signal_state_is_one_hot(state: SignalState) -> None:
     tel = Telemetry()
