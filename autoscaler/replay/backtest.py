@@ -19,8 +19,10 @@ from typing import Any, TextIO
 from autoscaler.config import Settings, TargetConfig
 from autoscaler.model import Sample, Signal, SignalRequest, SignalState
 from autoscaler.replay.evaluations import ReplayTarget
-from autoscaler.replay.plant import window_signal
+from autoscaler.replay.plant import HistoryFeed, window_signal
+from autoscaler.sources.history import CHUNK_POINTS, CHUNK_TIMEOUT, grid, spans
 from autoscaler.units import parse_duration
+from policies.base import HISTORY_STEP
 
 MAX_POINTS_PER_QUERY = 9000  # Prometheus refuses more than 11,000 points per series
 
@@ -117,6 +119,37 @@ def fetch_history(
     return history
 
 
+def history_policies(target: TargetConfig) -> dict[str, tuple[str, float]]:
+    """The learning policies' history reads: label -> (query, seconds before the range)."""
+    return {p.label: (p.query, p.history_seconds()) for p in target.effective_policies()
+            if p.history_seconds() > 0}
+
+
+def history_spans(seconds: float, start: float, end: float) -> list[tuple[float, float]]:
+    """The chunks of a history read for a range: `seconds` before `start` up to `end`, on
+    the 60 s grid, at most CHUNK_POINTS points each (as the live load)."""
+    return spans(grid(start - seconds, HISTORY_STEP), grid(end, HISTORY_STEP), HISTORY_STEP,
+                 CHUNK_POINTS)
+
+
+def fetch_pasts(source: Any, reads: dict[str, tuple[str, float]], start: float, end: float,
+                progress: Callable[[], None] | None = None) -> dict[str, SeriesHistory]:
+    """Each learning policy's history over [start - its history, end] at the live step,
+    chunked; the replay hands it over only up to each evaluation's time."""
+    pasts = {label: SeriesHistory() for label in reads}
+    for label, (query, seconds) in reads.items():
+        for c0, c1 in history_spans(seconds, start, end):
+            got = source.fetch_range(query, c0, c1, HISTORY_STEP, CHUNK_TIMEOUT)
+            if isinstance(got, str):
+                pasts[label].gaps.append(f"history: {got}")
+            else:
+                pasts[label].extend(Signal.ok(tuple(Sample(t, v) for t, v in got))
+                                    if got else Signal.ok(()))
+            if progress is not None:
+                progress()
+    return pasts
+
+
 @dataclass
 class BacktestResult:
     target: str
@@ -128,8 +161,12 @@ class BacktestResult:
 def replay_history(
     settings: Settings, target: TargetConfig, history: dict[str, SeriesHistory],
     start: float, end: float, initial_replicas: int,
+    pasts: dict[str, SeriesHistory] | None = None,
 ) -> BacktestResult:
-    """Evaluate the target at every interval over [start, end] on the recorded samples."""
+    """Evaluate the target at every interval over [start, end] on the recorded samples.
+
+    `pasts` (label -> points at the live history step) feed the learning policies' history
+    reads through the same `History` arrays as live, never past the replayed clock."""
     policies = target.effective_policies()
     guards = target.effective_guards()
     replay = ReplayTarget(target.name, policies, guards, target.rules())
@@ -137,10 +174,14 @@ def replay_history(
     replicas = initial_replicas
     timeline: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    feeds = {label: HistoryFeed(HISTORY_STEP) for label in (pasts or {})}
     t = start
     while t <= end + 1e-9:
         psignals = {p.label: _signal(history, f"policy/{p.label}", t, p.window_seconds(),
                                      stale_after) for p in policies}
+        for label, feed in feeds.items():
+            if label in psignals and pasts is not None:
+                psignals[label] = feed.signal(psignals[label], pasts[label].samples, t)
         gsignals = {g.label: _signal(history, f"guard/{g.label}", t, 0.0, stale_after)
                     for g in guards}
         decision = replay.evaluate(t, replicas, None, psignals, gsignals)
@@ -156,6 +197,7 @@ def replay_history(
         replicas = decision.desired
         t += settings.evaluation_interval
     gaps = {key: h.gaps for key, h in history.items() if h.gaps}
+    gaps.update({f"history/{label}": h.gaps for label, h in (pasts or {}).items() if h.gaps})
     hours = max(end - start, 0.0) / 3600.0
     summary = {
         "target": target.name, "start": start, "end": end, "evaluations": len(timeline),
@@ -230,11 +272,14 @@ def run_backtest(settings: Settings, target: TargetConfig, start: float, end: fl
     step = settings.prometheus.scrape_interval
     need = lookback(target)
     pieces = chunks(start - need, end, step)
-    bar = Progress(len(pieces), stream)
+    reads = history_policies(target)
+    bar = Progress(len(pieces) + sum(len(history_spans(seconds, start, end))
+                                     for _, seconds in reads.values()), stream)
     history = fetch_history(source, history_queries(target), start - need, end, step,
                             settings.prometheus.timeout, bar.step)
+    pasts = fetch_pasts(source, reads, start, end, bar.step)
     return replay_history(settings, target, history, start, end,
-                          initial_replicas or target.min_replicas)
+                          initial_replicas or target.min_replicas, pasts)
 
 
 def summary_lines(result: BacktestResult) -> Sequence[str]:

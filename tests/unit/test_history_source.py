@@ -5,6 +5,7 @@ tests/integration/test_seasonal_history.py."""
 
 from __future__ import annotations
 
+import io
 import sys
 import threading
 import time
@@ -390,3 +391,30 @@ def test_engine_asks_a_history_read_per_learning_policy_and_reload_keeps_it() ->
     finally:
         engine.close()
 
+
+def test_backtest_feeds_the_real_history_before_its_range(fake: Any) -> None:
+    from autoscaler.config import load_config_data
+    from autoscaler.replay.backtest import run_backtest
+
+    _prom, server = fake
+    settings = load_config_data({
+        "evaluation_interval": "60s",
+        "prometheus": {"url": server.url, "timeout": "5s", "scrape_interval": "60s"},
+        "targets": [{"name": "smtp", "backend": "swarm", "service": "smtp",
+                     "min_replicas": 1, "max_replicas": 10,
+                     "policies": [{"type": "seasonal", "query": QUERY, "periods": ["1h", "1d"],
+                                   "history": "2d", "lead": "120s"}]}]}, environ={})
+    top = NOW - NOW % PERIOD + PERIOD  # a burst starts here
+    start, end = top - 1800, top - 60
+    with source_for(server.url) as source:
+        result = run_backtest(settings, settings.targets[0], start, end, 1, source,
+                              stream=io.StringIO())
+    asked = [q for q in ranges(server) if float(q["step"][0]) == STEP]
+    assert asked and min(float(q["start"][0]) for q in asked) == start - 2 * DAY
+    assert max(float(q["end"][0]) for q in asked) <= end  # never past the range
+    assert not result.summary["gaps"]
+    rows = result.timeline
+    assert rows[0]["replicas"] == 1  # half an hour before: no burst ahead
+    ahead = [r for r in rows if r["replicas"] == 6]  # ceil(50,000 / 10,000 x 1.1)
+    assert ahead, [r["replicas"] for r in rows]
+    assert all(r["t"] < top and r["values"]["seasonal"] == 1000.0 for r in ahead)
