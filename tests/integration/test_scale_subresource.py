@@ -320,6 +320,45 @@ def test_the_engine_scales_a_custom_resource_in_one_tick(
     assert rescale.involved_object.kind == KIND
 
 
+def test_an_apps_v1_deployment_named_by_ref_keeps_the_single_merge_patch(
+        kube_api: kubernetes.client.ApiClient, realenv: RealEnv, ns: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    name = unique("deploy")
+    apps = kubernetes.client.AppsV1Api(kube_api)
+    body = kubernetes.client.V1Deployment.model_validate({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "mail",
+                                                       "image": "busybox:local"}]}}}})
+    created: Any = apps.create_namespaced_deployment(ns, body)
+    version = created.metadata.resource_version
+    monkeypatch.setenv("KUBECONFIG", str(realenv.kubeconfig))
+    settings = load_config_data({
+        "prometheus": {"url": realenv.prometheus_url, "timeout": "3s"},
+        "targets": [{"name": name, "backend": "kubernetes", "namespace": ns,
+                     "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment",
+                                          "name": name},
+                     "max_replicas": 5,
+                     "policies": [{"type": "capacity", "query": "vector(30000)",
+                                   "per_instance": 10000, "headroom": 1}]}],
+    }, environ={})
+    clients = BackendClients(timeout=10)
+    try:
+        outcome = one_tick(settings, lambda target: make_actuator(target, clients))
+    finally:
+        clients.close()
+    assert outcome.error is None and outcome.written, outcome
+    response: Any = apps.list_namespaced_deployment(
+        ns, field_selector=f"metadata.name={name}", resource_version=version, watch=True,
+        timeout_seconds=1, _preload_content=False)
+    changes = [json.loads(line) for line in response.data.splitlines() if line.strip()]
+    [write] = [c["object"] for c in changes if c["type"] == "MODIFIED"]  # ONE write
+    assert write["spec"]["replicas"] == 3
+    notes = write["metadata"]["annotations"]
+    assert notes[KUBERNETES_PREFIX + "last-replicas"] == "3" and PENDING_KEY not in notes
+
+
 # --- the fault between the two writes ---------------------------------------------------------
 
 

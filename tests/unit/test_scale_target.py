@@ -267,3 +267,34 @@ def test_hpa_matches_a_crd_target_on_group_kind_and_name() -> None:
     hpas.append(hpa("d", "argoproj.io/v1", "Rollout", "smtp"))  # another version: same object
     assert conflicting_hpa(hpas, api_version="argoproj.io/v1alpha1", kind="Rollout",
                            name="smtp") == "d"
+
+
+# --- the actuator's choice of path ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "api_version", "path_kind", "through_scale"), [
+    ("Deployment", "apps/v1", "deployment", False),  # the shorthand's single merge patch
+    ("StatefulSet", "apps/v1", "statefulset", False),
+    ("deployment", None, "deployment", False),
+    ("Rollout", "argoproj.io/v1alpha1", "Rollout", True),
+    ("Deployment", "apps/v1beta2", "Deployment", True),  # not apps/v1: as any other kind
+])
+def test_apps_v1_workloads_keep_the_single_patch(kind: str, api_version: str | None,
+                                                  path_kind: str, through_scale: bool) -> None:
+    import kubernetes.client
+
+    from autoscaler.actuators.kubernetes import KubernetesActuator
+
+    with kubernetes.client.ApiClient() as client:
+        a = KubernetesActuator(client, kind, "mail", "smtp", api_version=api_version)
+    assert a.kind == path_kind
+    assert (a._scale_kind is not None) is through_scale
+
+
+def test_another_kind_needs_its_api_version() -> None:
+    import kubernetes.client
+
+    from autoscaler.actuators.kubernetes import KubernetesActuator
+
+    with kubernetes.client.ApiClient() as client, pytest.raises(ValueError, match="api_version"):
+        KubernetesActuator(client, "Rollout", "mail", "smtp")
