@@ -181,21 +181,10 @@ def test_effective_config_dump_keeps_duration_values(tmp_path: Path, seconds: fl
     assert again.simulation.startup_delay == seconds
 
 
-DURATION_DOC = """\
-evaluation_interval: {evaluation_interval}
-prometheus:
-  timeout: {timeout}
-targets:
-  - name: smtp
-    backend: swarm
-    service: stalwart_smtp
-    max_replicas: 5
-    preset: stalwart-smtp
-    cooldown:
-      up: {up}
-simulation:
-  startup_delay: {startup_delay}
-"""
+# TARGET with a duration in each place one can stand.
+DURATION_DOC = ("evaluation_interval: {evaluation_interval}\nprometheus:\n  timeout: {timeout}\n"
+                + TARGET
+                + "    cooldown:\n      up: {up}\nsimulation:\n  startup_delay: {startup_delay}\n")
 
 DURATION_KEYS = [
     pytest.param("evaluation_interval", "evaluation_interval",
