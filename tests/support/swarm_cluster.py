@@ -186,30 +186,21 @@ class Manager:
     proc: subprocess.Popen[bytes] | None = None
     node_id: str = ""
     _log: Any = field(default=None, repr=False)
+    # Where it lives, from its index: set by __post_init__.
+    name: str = field(init=False)
+    address: str = field(init=False)
+    root: Path = field(init=False, repr=False)
+    socket: Path = field(init=False, repr=False)
+    docker_host: str = field(init=False, repr=False)
+    log_path: Path = field(init=False, repr=False)
 
-    @property
-    def name(self) -> str:
-        return f"{PREFIX}-sw{self.index}"
-
-    @property
-    def address(self) -> str:
-        return f"{SUBNET}.{10 + self.index}"
-
-    @property
-    def root(self) -> Path:
-        return self.base / f"sw{self.index}"
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "docker.sock"
-
-    @property
-    def docker_host(self) -> str:
-        return f"unix://{self.socket}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"dockerd-{self.name}.log"
+    def __post_init__(self) -> None:
+        self.name = f"{PREFIX}-sw{self.index}"
+        self.address = f"{SUBNET}.{10 + self.index}"
+        self.root = self.base / f"sw{self.index}"
+        self.socket = self.root / "docker.sock"
+        self.docker_host = f"unix://{self.socket}"
+        self.log_path = self.log_dir / f"dockerd-{self.name}.log"
 
     @property
     def pid(self) -> int:
