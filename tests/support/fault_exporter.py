@@ -23,7 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.support.loopback import serve_until_sigterm
+from tests.support.loopback import answer, serve_until_sigterm
 
 SPECIAL = {"nan": "NaN", "+inf": "+Inf", "inf": "+Inf", "-inf": "-Inf"}
 
@@ -62,15 +62,8 @@ def serve(port: int, state: State) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-        def _send(self, code: int, body: bytes, kind: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_GET(self) -> None:
-            self._send(200, state.text().encode(), "text/plain; version=0.0.4")
+            answer(self, 200, "text/plain; version=0.0.4", state.text().encode())
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -81,9 +74,9 @@ def serve(port: int, state: State) -> ThreadingHTTPServer:
                     with state.lock:
                         state.load = text
             except (ValueError, TypeError) as exc:
-                self._send(400, f"{exc}\n".encode(), "text/plain")
+                answer(self, 400, "text/plain", f"{exc}\n".encode())
                 return
-            self._send(200, b"ok\n", "text/plain")
+            answer(self, 200, "text/plain", b"ok\n")
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
