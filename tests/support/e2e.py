@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -87,9 +87,11 @@ class OwnPrometheus:
     the shared one."""
 
     def __init__(self, workdir: Path, emulator_address: str = "", *,
-                 config_text: str | None = None) -> None:
-        """Scrapes the emulator at `emulator_address`, or runs `config_text` as written."""
+                 config_text: str | None = None, extra_args: Sequence[str] = ()) -> None:
+        """Scrapes the emulator at `emulator_address`, or runs `config_text` as written;
+        `extra_args` go on its command line (e.g. a retention longer than backfilled data)."""
         self.workdir = workdir
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "prometheus.yml"
@@ -105,7 +107,7 @@ class OwnPrometheus:
         self.proc = subprocess.Popen(
             [binary, f"--config.file={self.config}",
              f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
+             f"--web.listen-address=127.0.0.1:{self.port}", *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until("own prometheus ready", self._ready, 30)
 

@@ -1,0 +1,117 @@
+"""`seasonal` on real components: a Prometheus of the test's own holding DAYS of Stalwart
+inflow (hourly bursts) backfilled with `promtool tsdb create-blocks-from openmetrics`, read
+by the live source (chunked first load in its own thread, then at most one small range
+query per tick, counted on that Prometheus' own `prometheus_http_requests_total`).
+
+The figures (load time and queries, steady-state queries per tick, memory) are printed for
+docs/benchmarks.md ("History cost"); the assertions are on outcomes only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from autoscaler.config import PrometheusConfig
+from autoscaler.loop import with_history
+from autoscaler.model import PolicyContext, Signal, SignalKind, SignalRequest, SignalState
+from autoscaler.sources.prometheus import PrometheusSource
+from policies.seasonal import SeasonalPolicy
+from tests.support.backfill import METRIC, QUERY, Bursts, seasonal_prometheus
+from tests.support.wait import wait_until
+
+DAY = 86400.0
+QUERY_15D = f"sum(rate({METRIC}[10m])) * 3600"  # the same inflow, its own cache entry
+
+
+def test_live_source_loads_days_of_history_and_seasonal_forecasts_the_burst(  # noqa: PLR0915
+        tmp_path: Path) -> None:
+    now = time.time()
+    # 2,000/h, plus 60,000/h for 10 minutes every hour; the next burst in three minutes.
+    bursts = Bursts(base=2000, extra=60000, period=3600, duration=600, origin=now + 180)
+    hourly = SeasonalPolicy(query=QUERY, periods=[3600, DAY], lead=120)  # history 8d
+    weekly = SeasonalPolicy(query=QUERY_15D, lead=120)  # default periods: history 15d
+    with seasonal_prometheus(tmp_path, bursts, days=15, every=60) as prom, \
+            PrometheusSource(PrometheusConfig(url=prom.url, scrape_interval=1, timeout=5,
+                                              query_offset=0)) as source:
+        requests_ = [
+            SignalRequest("live", QUERY, 0.0),
+            SignalRequest("past", QUERY, hourly.history_seconds(), SignalKind.HISTORY),
+            SignalRequest("live15", QUERY_15D, 0.0),
+            SignalRequest("past15", QUERY_15D, weekly.history_seconds(), SignalKind.HISTORY),
+        ]
+
+        def tick() -> dict[str, Signal]:
+            return source.read(requests_, time.time(), time.monotonic() + 5)
+
+        before = prom.query_range_count()
+        started = time.monotonic()
+        first = tick()
+        took_tick = time.monotonic() - started
+        assert first["past"].state is SignalState.OK and first["past"].history is None
+        assert "history loading" in first["past"].detail
+        rec = hourly.recommend(with_history(first["live"], first["past"]), PolicyContext(1))
+        assert rec.replicas is None and "history loading" in rec.reason
+
+        def both_loaded() -> dict[str, Signal] | None:
+            got = tick()
+            return got if got["past"].history and got["past15"].history else None
+
+        got = wait_until("both histories loaded", both_loaded, 120, every=0.05)
+        load_queries = prom.query_range_count() - before
+        entry = source.history.entry(QUERY, 60.0)
+        entry15 = source.history.entry(QUERY_15D, 60.0)
+        assert entry is not None and entry15 is not None
+        past, past15 = got["past"].history, got["past15"].history
+        assert past is not None and past15 is not None
+        assert len(past.t) >= 8 * 1440 - 2 and len(past15.t) >= 15 * 1440 - 5
+
+        # Steady state, ticks every 2 s for at least 70 s (so 60 s grid points come due);
+        # the forecast: the hourly burst, once its onset is `lead` away, while the value now
+        # is still flat (the policy waits for the onset the history shows).
+        steady_from = prom.query_range_count()
+        ticks = 0
+        raised: list[tuple[float, float, str]] = []  # (time, live value, reason)
+        raised15: list[int] = []
+        end = time.monotonic() + 70
+        while time.monotonic() < end or not raised:
+            assert time.time() < bursts.origin, "no forecast before the burst came"
+            got = tick()
+            ticks += 1
+            signal = with_history(got["live"], got["past"])
+            rec = hourly.recommend(signal, PolicyContext(current=1))
+            if rec.replicas is not None:
+                assert signal.latest is not None
+                raised.append((time.time(), signal.latest, rec.reason))
+                assert rec.replicas == 7, rec.reason  # ceil(62,000 / 10,000 x 1.1)
+                assert "period 1h" in rec.reason
+            rec15 = weekly.recommend(with_history(got["live15"], got["past15"]),
+                                     PolicyContext(1))
+            if rec15.replicas is not None:
+                raised15.append(rec15.replicas)
+            time.sleep(2)
+        steady = prom.query_range_count() - steady_from
+        assert steady <= 2 * ticks  # at most one per tick per history read (two here)
+        first_raise, value_then, _ = raised[0]
+        assert first_raise < bursts.origin and value_then < 5000  # ahead, live still flat
+        assert raised15 and min(raised15) > 1  # the 15-day read forecasts it too
+        assert len(set(past.t)) == len(past.t)  # never a point twice
+        memory = sys.getsizeof(past15.t) + sys.getsizeof(past15.v)
+        assert memory < 1_000_000
+        figures = {
+            "backfill_samples": prom.samples, "backfill_seconds": round(prom.backfill_seconds, 1),
+            "first_tick_seconds": round(took_tick, 3),
+            "load_8d_seconds": round(entry.load_seconds or 0, 2),
+            "load_8d_queries": entry.load_queries,
+            "load_15d_seconds": round(entry15.load_seconds or 0, 2),
+            "load_15d_queries": entry15.load_queries,
+            "load_query_range_total": load_queries,
+            "steady_ticks": ticks, "steady_query_range": steady,
+            "steady_per_tick_per_policy": round(steady / ticks / 2, 3),
+            "raised_seconds_before_burst": round(bursts.origin - first_raise, 1),
+            "memory_15d_bytes": memory, "points_15d": len(past15.t),
+        }
+        print("HISTORY-COST", json.dumps(figures))
+
