@@ -1,7 +1,8 @@
 """`seasonal` on real components: a Prometheus of the test's own holding DAYS of Stalwart
 inflow (hourly bursts) backfilled with `promtool tsdb create-blocks-from openmetrics`, read
 by the live source (chunked first load in its own thread, then at most one small range
-query per tick, counted on that Prometheus' own `prometheus_http_requests_total`).
+query per tick, counted on that Prometheus' own `prometheus_http_requests_total`); and the
+daemon as a process scaling a real Swarm service BEFORE the next burst arrives.
 
 The figures (load time and queries, steady-state queries per tick, memory) are printed for
 docs/benchmarks.md ("History cost"); the assertions are on outcomes only.
@@ -13,6 +14,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from autoscaler.config import PrometheusConfig
 from autoscaler.loop import with_history
@@ -20,7 +22,10 @@ from autoscaler.model import PolicyContext, Signal, SignalKind, SignalRequest, S
 from autoscaler.sources.prometheus import PrometheusSource
 from policies.seasonal import SeasonalPolicy
 from tests.support.backfill import METRIC, QUERY, Bursts, seasonal_prometheus
-from tests.support.wait import wait_until
+from tests.support.daemon import daemon, daemon_env, write_yaml
+from tests.support.e2e import spec_replicas
+from tests.support.realenv import RealEnv
+from tests.support.wait import free_port, wait_until
 
 DAY = 86400.0
 QUERY_15D = f"sum(rate({METRIC}[10m])) * 3600"  # the same inflow, its own cache entry
@@ -115,3 +120,49 @@ def test_live_source_loads_days_of_history_and_seasonal_forecasts_the_burst(  # 
         }
         print("HISTORY-COST", json.dumps(figures))
 
+
+def test_daemon_scales_the_swarm_service_up_before_the_recurring_burst(
+        realenv: RealEnv, make_service: Any, docker_client: Any, tmp_path: Path) -> None:
+    now = time.time()
+    burst_at = now + 150  # the next hourly burst, as two days of history say
+    bursts = Bursts(base=2000, extra=60000, period=3600, duration=600, origin=burst_at)
+    service = make_service(replicas=1)
+    with seasonal_prometheus(tmp_path, bursts, days=2, every=30) as prom:
+        port = free_port()
+        config = write_yaml(tmp_path / "autoscaler.yaml", {
+            "evaluation_interval": "2s",
+            "prometheus": {"url": prom.url, "timeout": "3s", "scrape_interval": "1s"},
+            "listen": f"127.0.0.1:{port}",
+            "targets": [{
+                "name": "smtp", "backend": "swarm", "service": service,
+                "min_replicas": 1, "max_replicas": 4,
+                "cooldown": {"up": "0s", "down": "300s"},
+                "policies": [
+                    # reactive: the live inflow (flat until the burst) needs one instance
+                    {"type": "capacity", "name": "inflow", "query": QUERY,
+                     "per_instance": 10000, "headroom": 1.5},
+                    {"type": "seasonal", "name": "seasonal", "query": QUERY,
+                     "periods": ["1h", "1d"], "history": "2d", "lead": "120s"},
+                ]}]})
+        env = daemon_env(DOCKER_HOST=realenv.docker_host)
+        with daemon(config, env, tmp_path, port=port) as d:
+            def scaled() -> bool:
+                return spec_replicas(docker_client, service) > 1
+
+            wait_until("the service scaled up ahead of the burst", scaled,
+                       max(1.0, burst_at - time.time() - 5), every=0.5)
+            when = time.time()
+            assert when < burst_at, "scaled only once the burst had come"
+            written = [r for r in d.decisions("smtp") if r["written"]]
+            assert written, d.log_text()[-2000:]
+            first = written[0]
+            assert first["winner"] == "seasonal" and first["desired"] == 4  # clamped from 7
+            assert first["time"] < burst_at
+            inflow = next(p for p in first["policies"] if p["name"] == "inflow")
+            assert inflow["value"] < 5000 and inflow["replicas"] == 1  # live still flat
+            loading = [r for r in d.decisions("smtp")
+                       if "history loading" in next(p["reason"] for p in r["policies"]
+                                                    if p["name"] == "seasonal")]
+            print("HISTORY-E2E", json.dumps({
+                "scaled_seconds_before_burst": round(burst_at - when, 1),
+                "ticks_loading": len(loading), "decisions": len(d.decisions("smtp"))}))
