@@ -96,6 +96,17 @@ class PresetOptions(BaseModel):
         90.0, ge=0, description="how far ahead the inflow is forecast: start-up + 1m rate lag"
     )
     drain_within: Duration = Field(900.0, gt=0, description="time to drain a backlog in")
+    seasonal: Literal["active", "observe", "off"] = Field(
+        "active",
+        description="the `seasonal` policy on the inflow (smtp, all) and on the sessions "
+                    "(imap, http, all): silent until its history shows a recurring burst; "
+                    "observe: forecast, record and export only; off: none",
+    )
+    seasonal_lead: Duration = Field(
+        150.0, ge=0,
+        description="how far ahead seasonal is ready: start-up (60 s) + the 30 s scale-up "
+                    "window + a tick + the 1m rate's lag in the history",
+    )
     max_active_deliveries: float = Field(
         20.0, ge=0,
         description="no scale-down while a node has more outbound deliveries in flight "
@@ -331,6 +342,34 @@ def _mail_flow_policies(opts: PresetOptions, prefix: str,
     return policies
 
 
+def _seasonal_policy(name: str, query: str, per_instance: float, opts: PresetOptions,
+                     simulate_as: str | None = None) -> list[dict[str, Any]]:
+    """`seasonal` on a preset's sizing signal: a recurring burst the history shows is met
+    ready (the reactive policies pay start-up + lag at each one); no opinion otherwise."""
+    if opts.seasonal == "off":
+        return []
+    policy: dict[str, Any] = {
+        "type": "seasonal", "name": name, "query": query, "per_instance": per_instance,
+        "headroom": opts.headroom, "lead": opts.seasonal_lead, "mode": opts.seasonal}
+    if simulate_as is not None:
+        policy["simulate_as"] = simulate_as
+    return [policy]
+
+
+def _inflow_seasonal(opts: PresetOptions, prefix: str, scope: Scope) -> list[dict[str, Any]]:
+    return _seasonal_policy("inflow_seasonal", inflow_per_hour(prefix, "1m", scope),
+                            opts.per_instance, opts, "arrival_rate_1m")
+
+
+def _sessions_seasonal(protocol: str, opts: PresetOptions, prefix: str,
+                       scope: Scope) -> list[dict[str, Any]]:
+    # The sessions of the whole target (the sessions policy reads their average per node):
+    # sized per `connections_per_instance` like it.
+    query = f"sum({scope.stalwart(prefix, f'{protocol}_active_connections')})"
+    return _seasonal_policy(f"{protocol}_sessions_seasonal", query,
+                            opts.connections_per_instance, opts)
+
+
 def _sessions_policy(protocol: str, opts: PresetOptions, prefix: str,
                      scope: Scope) -> dict[str, Any]:
     return {
@@ -349,16 +388,21 @@ def preset_policies(
                             kind=kind)
     if preset == "stalwart-smtp":
         return [*_mail_flow_policies(options, prefix, scope),
-                *_resource_policies(options, scope, SMTP_CPU_BACKSTOP)]
+                *_resource_policies(options, scope, SMTP_CPU_BACKSTOP),
+                *_inflow_seasonal(options, prefix, scope)]
     resources = _resource_policies(options, scope, GUIDE_CPU)
     if preset == "stalwart-imap":
-        return [_sessions_policy("imap", options, prefix, scope), *resources]
+        return [_sessions_policy("imap", options, prefix, scope), *resources,
+                *_sessions_seasonal("imap", options, prefix, scope)]
     if preset == "stalwart-http":
-        return [_sessions_policy("http", options, prefix, scope), *resources]
+        return [_sessions_policy("http", options, prefix, scope), *resources,
+                *_sessions_seasonal("http", options, prefix, scope)]
     if preset == "stalwart-all":
         return [*_mail_flow_policies(options, prefix, scope),
                 _sessions_policy("imap", options, prefix, scope),
-                *_resource_policies(options, scope, SMTP_CPU_BACKSTOP)]
+                *_resource_policies(options, scope, SMTP_CPU_BACKSTOP),
+                *_inflow_seasonal(options, prefix, scope),
+                *_sessions_seasonal("imap", options, prefix, scope)]
     raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
 
 

@@ -112,4 +112,5 @@ def test_history_queries_names_policies_and_guards() -> None:
                                        "max_replicas": 5, "preset": "stalwart-smtp"}]},
                          environ={})
     keys = set(history_queries(s.targets[0]))
-    assert {"policy/inflow", "policy/cpu", "guard/active_deliveries"} == keys
+    assert {"policy/inflow", "policy/cpu", "policy/inflow_seasonal",
+            "guard/active_deliveries"} == keys

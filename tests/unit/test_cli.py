@@ -144,7 +144,8 @@ def test_check_config_prints_every_targets_effective_policies_and_guards(
     printed = json.loads(out) if as_json else yaml.safe_load(out)
     smtp, plain = (t["effective"] for t in printed["targets"])
     assert [(p["name"], p["type"]) for p in smtp["policies"]] == [
-        ("inflow", "forecast"), ("cpu", "threshold"), ("extra", "capacity")]
+        ("inflow", "forecast"), ("cpu", "threshold"), ("inflow_seasonal", "seasonal"),
+        ("extra", "capacity")]
     assert 'queue_queue_message{service="mail_smtp"}' in smtp["policies"][0]["query"]
     assert smtp["policies"][0]["lead"] == "1m30s", "durations as written in a config"
     assert [g["name"] for g in smtp["guards"]] == ["active_deliveries", "mine"]

@@ -785,8 +785,12 @@ def test_smtp_preset_expands_to_its_policies_and_guard() -> None:
     target = load_config_data(minimal(targets=[preset_target("stalwart-smtp")]),
                               environ=NO_ENV).targets[0]
     policies = target.effective_policies()
-    # Community edition: the inflow forecast and the CPU backstop (no net-inflow queue policy).
-    assert [(p.label, p.type) for p in policies] == [("inflow", "forecast"), ("cpu", "threshold")]
+    # Community edition: the inflow forecast, the CPU backstop (no net-inflow queue policy)
+    # and seasonal on the same inflow (silent until its history shows a recurring burst).
+    assert [(p.label, p.type) for p in policies] == [
+        ("inflow", "forecast"), ("cpu", "threshold"), ("inflow_seasonal", "seasonal")]
+    assert policies[2].query == policies[0].query
+    assert policies[2].mode == "active" and policies[2].lead == 150.0  # type: ignore[attr-defined]
     assert "[1m]" in policies[0].query, "the forecast reads the 1m inflow rate"
     assert policies[1].scale_up_above == 90.0  # type: ignore[attr-defined]
     assert [g.label for g in target.effective_guards()] == ["active_deliveries"]
@@ -798,9 +802,12 @@ def test_smtp_preset_expands_to_its_policies_and_guard() -> None:
 @pytest.mark.parametrize(
     ("preset", "labels", "guards"),
     [
-        pytest.param("stalwart-imap", ["imap_sessions", "cpu"], [], id="imap"),
-        pytest.param("stalwart-http", ["http_sessions", "cpu"], [], id="http"),
-        pytest.param("stalwart-all", ["inflow", "imap_sessions", "cpu"],
+        pytest.param("stalwart-imap", ["imap_sessions", "cpu", "imap_sessions_seasonal"], [],
+                     id="imap"),
+        pytest.param("stalwart-http", ["http_sessions", "cpu", "http_sessions_seasonal"], [],
+                     id="http"),
+        pytest.param("stalwart-all", ["inflow", "imap_sessions", "cpu", "inflow_seasonal",
+                                      "imap_sessions_seasonal"],
                      ["active_deliveries"], id="all"),
     ],
 )
@@ -860,7 +867,7 @@ def test_explicit_policies_come_after_the_presets() -> None:
         environ=NO_ENV,
     ).targets[0]
     assert [p.label for p in target.effective_policies()] == [
-        "inflow", "cpu", "latency", "mine"]
+        "inflow", "cpu", "inflow_seasonal", "latency", "mine"]
     assert [g.label for g in target.effective_guards()] == ["active_deliveries", "guard:g"]
 
 

@@ -40,8 +40,10 @@ def test_every_zero_for_an_absent_series_is_gated_on_a_scraped_node(
 @pytest.mark.parametrize(
     ("preset", "gated"),
     [
-        pytest.param("stalwart-smtp", {"inflow", "active_deliveries"}, id="smtp"),
-        pytest.param("stalwart-all", {"inflow", "active_deliveries"}, id="all"),
+        pytest.param("stalwart-smtp", {"inflow", "active_deliveries", "inflow_seasonal"},
+                     id="smtp"),
+        pytest.param("stalwart-all", {"inflow", "active_deliveries", "inflow_seasonal"},
+                     id="all"),
         pytest.param("stalwart-imap", set(), id="imap"),  # no counter, no 0 to give
         pytest.param("stalwart-http", set(), id="http"),
     ],
