@@ -324,7 +324,10 @@ def _engine(settings: Any, *, dry_run: bool, everything_dry: bool,
         leadership = NoElection()
     telemetry = Telemetry()
     health = Health(settings.evaluation_interval)
-    source = PrometheusSource(settings.prometheus)
+    # A one-shot command waits for a seasonal history within its own deadline (the daemon's
+    # ticks never wait: "history loading" until the load in the source's own thread is in).
+    source = PrometheusSource(settings.prometheus,
+                              wait_for_history=one_shot_timeout is not None)
     if settings.prometheus.query_offset == "auto":
         # Learn the backend's query offset before the first tick (the probe of every tick
         # keeps it current): VictoriaMetrics' first readings would be stale or empty.

@@ -376,8 +376,11 @@ class PrometheusSource(SignalSource):
     `check_reachable` (/readyz) may run at the same time.
     """
 
-    def __init__(self, config: PrometheusConfig) -> None:
+    def __init__(self, config: PrometheusConfig, *, wait_for_history: bool = False) -> None:
+        """`wait_for_history`: a one-shot command (explain, run --once) waits for a history
+        load within its own deadline; the daemon's ticks never do."""
         self.config = config
+        self.wait_for_history = wait_for_history
         self.endpoint = _public_url(config.url)
         session = requests.Session()
         session.verify = str(config.ca_file) if config.ca_file else config.verify_tls
@@ -467,6 +470,13 @@ class PrometheusSource(SignalSource):
         for future in extending.values():
             with contextlib.suppress(Exception):  # late or failed: the history as it was
                 future.result(timeout=max(0.0, deadline - MARGIN - time.monotonic()))
+        if self.wait_for_history:  # one-shot: the load within the command's own deadline
+            for key in {(r.query, HISTORY_STEP) for r in past}:
+                entry = self.history.entry(*key)
+                loading = entry.loading if entry is not None else None
+                if loading is not None:
+                    with contextlib.suppress(Exception):
+                        loading.result(timeout=max(0.0, deadline - MARGIN - time.monotonic()))
         out: dict[str, Signal] = {}
         for r in past:
             entry = self.history.entry(r.query, HISTORY_STEP)
@@ -485,6 +495,8 @@ class PrometheusSource(SignalSource):
             tick = self._tick()
         except _SecretError as exc:
             return Failure(str(exc))
+        if min(timeout, deadline - MARGIN - time.monotonic()) < MIN_ATTEMPT:
+            return Failure("the history load's time budget ran out")
         # One attempt: a failed load is retried as a whole, later, with its own backoff.
         try:
             answer = self._attempt(tick, query, max(span[1] - span[0], span[2]), span[1],

@@ -11,6 +11,7 @@ docs/benchmarks.md ("History cost"); the assertions are on outcomes only.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,14 @@ def test_daemon_scales_the_swarm_service_up_before_the_recurring_burst(
                      "periods": ["1h", "1d"], "history": "2d", "lead": "120s"},
                 ]}]})
         env = daemon_env(DOCKER_HOST=realenv.docker_host)
+        # `explain` (one shot) waits for the history within its own deadline: it shows the
+        # seasonal policy's view, not "history loading".
+        shown = subprocess.run([sys.executable, "-m", "autoscaler.cli", "explain", "--config",
+                                str(config), "--json"], env=env, cwd=tmp_path, timeout=120,
+                               capture_output=True, text=True, check=False)
+        assert shown.returncode == 0, shown.stderr
+        assert "history loading" not in shown.stdout and "period 1h" in shown.stdout, \
+            shown.stdout
         with daemon(config, env, tmp_path, port=port) as d:
             def scaled() -> bool:
                 return spec_replicas(docker_client, service) > 1

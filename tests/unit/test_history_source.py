@@ -418,3 +418,30 @@ def test_backtest_feeds_the_real_history_before_its_range(fake: Any) -> None:
     ahead = [r for r in rows if r["replicas"] == 6]  # ceil(50,000 / 10,000 x 1.1)
     assert ahead, [r["replicas"] for r in rows]
     assert all(r["t"] < top and r["values"]["seasonal"] == 1000.0 for r in ahead)
+
+
+def test_a_one_shot_command_waits_for_the_load_within_its_own_deadline(fake: Any) -> None:
+    _prom, server = fake
+    config = PrometheusConfig(url=server.url, scrape_interval=15, timeout=2, query_offset=0)
+    with PrometheusSource(config, wait_for_history=True) as source:
+        got = read(source, NOW)  # explain, run --once: one read, the history in it
+    assert got["past"].history is not None and len(got["past"].history.t) == 8 * 1440 + 1
+
+
+def test_a_load_past_its_budget_is_dropped_and_retried(
+        fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    prom, server = fake
+    monkeypatch.setattr(history_mod, "RETRY_FIRST", 0.2)
+    prom.hold.clear()
+    with source_for(server.url) as source:
+        source.history.load_budget = 0.5  # the first chunk is held past it
+        read(source, NOW)
+        time.sleep(1.0)
+        prom.hold.set()
+        deadline = time.monotonic() + 20
+        while "unavailable" not in (got := read(source, NOW))["past"].detail:
+            assert time.monotonic() < deadline, got["past"].detail
+            time.sleep(0.05)
+        assert "budget" in got["past"].detail or "timed out" in got["past"].detail
+        source.history.load_budget = 300.0
+        assert loaded(source, NOW)["past"].history is not None
