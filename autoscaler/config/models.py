@@ -353,13 +353,10 @@ class TargetConfig(Strict):
                 self.has_policies, self.preset_expands, self.unique_policy_names]
 
     def replica_bounds(self) -> list[tuple[str, str]]:
-        if self.min_replicas > self.max_replicas:
-            return [(
-                "min_replicas",
-                f"min_replicas ({self.min_replicas}) must be <= max_replicas "
-                f"({self.max_replicas})",
-            )]
-        return []
+        if self.min_replicas <= self.max_replicas:
+            return []
+        bounds = f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+        return [("min_replicas", bounds)]
 
     def backend_fields(self) -> list[tuple[str, str]]:
         return backend_field_errors(self)
