@@ -42,7 +42,6 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
 from typing import Any, Literal, Protocol, Self
 from urllib.parse import parse_qs
 
@@ -1056,16 +1055,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"emulator: {exc}", file=sys.stderr)
         return 2
     done = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    print(f"emulator listening on {emulator.url} (port {emulator.port}; /metrics/prometheus, "
-          f"/metrics, /control/state, POST /control/demand, GET /api/queue/messages) following "
-          f"{emulator.source.description}", flush=True)
-    try:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    try:  # the parent reads the URL from this line
+        print(f"emulator listening on {emulator.url} (port {emulator.port}; /metrics/prometheus,"
+              f" /metrics, /control/state, POST /control/demand, GET /api/queue/messages)"
+              f" following {emulator.source.description}", flush=True)
         done.wait()
     finally:
         emulator.stop()
@@ -1073,4 +1068,4 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
