@@ -4,14 +4,14 @@ a config that `check-config` accepts, with what has no equivalent listed."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from autoscaler.cli import main
 from autoscaler.config import load_config_data
 from autoscaler.importer import ManifestError, import_documents, pod_selector
 
@@ -257,23 +257,41 @@ def test_nothing_to_convert_is_an_error() -> None:
         import_documents([{"apiVersion": "apps/v1", "kind": "Deployment"}])
 
 
-def run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCALER_")}
-    return subprocess.run([sys.executable, "-m", "autoscaler.cli", *argv], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> Run:
+    """`autoscaler ARGV` in this process (the command's own main, as the console script
+    calls it), run in tmp_path without AUTOSCALER_* variables: (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    for variable in [v for v in os.environ if v.startswith("AUTOSCALER_")]:
+        monkeypatch.delenv(variable)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse
+            code = exc.code if isinstance(exc.code, int) else 2
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @pytest.mark.parametrize("manifest", [STALWART_HPA, KEDA, STALWART_HPA + "---\n" + KEDA],
                          ids=["stalwart-hpa", "keda", "both"])
-def test_check_config_passes_on_the_output(tmp_path: Path, manifest: str) -> None:
+def test_check_config_passes_on_the_output(tmp_path: Path, cli: Run, manifest: str) -> None:
     (tmp_path / "in.yaml").write_text(manifest)
-    done = run(tmp_path, "import", "in.yaml")
-    assert done.returncode == 0, done.stderr
-    (tmp_path / "out.yaml").write_text(done.stdout)
-    checked = run(tmp_path, "check-config", "out.yaml")
-    assert checked.returncode == 0, checked.stderr
-    assert done.stdout.startswith("# Converted by `autoscaler import in.yaml` from:")
-    assert ("Not converted:" in done.stdout) is (manifest is not STALWART_HPA)
+    code, out, err = cli("import", "in.yaml")
+    assert code == 0, err
+    (tmp_path / "out.yaml").write_text(out)
+    checked, _, checked_err = cli("check-config", "out.yaml")
+    assert checked == 0, checked_err
+    assert out.startswith("# Converted by `autoscaler import in.yaml` from:")
+    assert ("Not converted:" in out) is (manifest is not STALWART_HPA)
 
 
 @pytest.mark.parametrize(("text", "says"), [
@@ -283,8 +301,8 @@ def test_check_config_passes_on_the_output(tmp_path: Path, manifest: str) -> Non
     pytest.param(STALWART_HPA.replace("maxReplicas: 10", "maxReplicas: 2"),
                  "min_replicas", id="min-above-max"),
 ])
-def test_bad_input_exits_2_with_a_message(tmp_path: Path, text: str, says: str) -> None:
+def test_bad_input_exits_2_with_a_message(tmp_path: Path, cli: Run, text: str, says: str) -> None:
     (tmp_path / "in.yaml").write_text(text)
-    done = run(tmp_path, "import", "in.yaml")
-    assert done.returncode == 2 and done.stdout == ""
-    assert says in done.stderr and "Traceback" not in done.stderr
+    code, out, err = cli("import", "in.yaml")
+    assert code == 2 and out == ""
+    assert says in err and "Traceback" not in err
