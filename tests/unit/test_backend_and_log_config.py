@@ -108,7 +108,7 @@ def test_log_level_decides_what_the_process_logs(
     config.write_text(UNREACHABLE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCALER_")}
     done = subprocess.run([sys.executable, "-m", "autoscaler.cli", *argv, "--config",
-                           str(config), "--timeout", "3s"], capture_output=True, text=True,
+                           str(config), "--timeout", "1s"], capture_output=True, text=True,
                           env={**env, "DOCKER_HOST": f"unix://{tmp_path}/no.sock", **environ},
                           timeout=120, check=False)
     assert done.returncode == 1, done.stderr
