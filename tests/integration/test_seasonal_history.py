@@ -172,6 +172,22 @@ def test_daemon_scales_the_swarm_service_up_before_the_recurring_burst(
             loading = [r for r in d.decisions("smtp")
                        if "history loading" in next(p["reason"] for p in r["policies"]
                                                     if p["name"] == "seasonal")]
-            print("HISTORY-E2E", json.dumps({
-                "scaled_seconds_before_burst": round(burst_at - when, 1),
-                "ticks_loading": len(loading), "decisions": len(d.decisions("smtp"))}))
+        # `autoscaler backtest` over the burst an hour earlier: the seasonal policy is fed
+        # the REAL history before the range (chunked) and raises ahead of that burst too.
+        past_burst = burst_at - 3600
+        out = tmp_path / "backtest.json"
+        done = subprocess.run([sys.executable, "-m", "autoscaler.cli", "backtest", "--config",
+                               str(config), "--start", f"{past_burst - 600:.0f}",
+                               "--end", f"{past_burst + 60:.0f}", "--out", str(out)],
+                              env=env, cwd=tmp_path, timeout=300, capture_output=True,
+                              text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        timeline = json.loads(out.read_text())["timeline"]
+        up = next((r for r in timeline if r["replicas"] > 1), None)
+        assert up is not None, done.stdout
+        assert up["t"] < past_burst and up["winner"] == "seasonal"
+        assert up["values"]["inflow"] < 5000  # the replayed live value was still flat
+        print("HISTORY-E2E", json.dumps({
+            "backtest_raised_seconds_before_burst": round(past_burst - up["t"], 1),
+            "scaled_seconds_before_burst": round(burst_at - when, 1),
+            "ticks_loading": len(loading), "decisions": len(d.decisions("smtp"))}))
