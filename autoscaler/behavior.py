@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, NamedTuple
@@ -86,8 +87,11 @@ DEFAULT_TOLERANCE = 0.1
 
 # A Kubernetes resource.Quantity: a decimal number, then a binary-SI, decimal-SI or
 # exponent suffix ("50m", "0.05", "1e-1", "1Ki").
+# Digits and exponent are bounded so that every quantity the pattern (and so the JSON Schema)
+# accepts is a finite float (`1e400` or 400 digits would not be); no `-`: a tolerance is >= 0.
 _QUANTITY = re.compile(
-    r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+    r"^(\+?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30}))"
+    r"(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]{1,2})?$"
 )
 _QUANTITY_SUFFIX = {
     "": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
@@ -107,16 +111,18 @@ def parse_quantity(value: Any) -> float:
     """
     if isinstance(value, bool):
         raise ValueError("a quantity must be a number or a string such as 50m or 0.05")
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        raise ValueError("invalid quantity: too large")  # float() would raise OverflowError
     if isinstance(value, int | float):
         number = float(value)
     elif isinstance(value, str):
-        match = _QUANTITY.match(value.strip())
+        match = _QUANTITY.fullmatch(value)
         if match is None:
             raise ValueError(f"invalid quantity {value!r}: use a number or a string such as 50m")
         digits, suffix = match.group(1), match.group(2) or ""
         try:
-            scale = (Decimal(1).scaleb(int(suffix[1:])) if suffix[:1] in ("e", "E")
-                     else _QUANTITY_SUFFIX[suffix])
+            scale = (_QUANTITY_SUFFIX[suffix] if suffix in _QUANTITY_SUFFIX  # "Ei" too
+                     else Decimal(1).scaleb(int(suffix[1:])))
             number = float(Decimal(digits) * scale)
         except (InvalidOperation, OverflowError) as exc:
             raise ValueError(f"invalid quantity {value!r}") from exc
@@ -134,7 +140,7 @@ Tolerance = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": sys.float_info.max},
                 {"type": "string", "pattern": QUANTITY_PATTERN},
             ],
             "description": "a Kubernetes Quantity such as 50m (0.05), or a number",
@@ -152,13 +158,23 @@ class HPAScalingPolicy(BaseModel):
     model_config = _MODEL_CONFIG
 
     type: PolicyType
-    value: int = Field(gt=0, strict=True)
+    value: int = Field(gt=0, le=2**31 - 1, strict=True)  # an int32 in Kubernetes
     period_seconds: int = Field(ge=1, le=MAX_PERIOD_SECONDS, strict=True, alias="periodSeconds")
 
 
+def _nullable(schema: JsonDict) -> None:
+    """`null` reads as omitted (Kubernetes' SetDefaults), so the schema allows it too."""
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        for key, value in properties.items():
+            properties[key] = {"anyOf": [value, {"type": "null"}]}
+
+
 def _nothing_required(schema: JsonDict) -> None:
-    """In a config file every field of a direction may be omitted: Behavior fills it in."""
+    """In a config file every field of a direction may be omitted or null: Behavior fills it
+    in."""
     schema.pop("required", None)
+    _nullable(schema)
 
 
 class HPAScalingRules(BaseModel):
@@ -213,10 +229,14 @@ def _rules_with_defaults(rules: Any, defaults: Mapping[str, Any]) -> Any:
     return filled
 
 
+_BEHAVIOR_CONFIG = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
+                              json_schema_extra=_nullable)
+
+
 class Behavior(BaseModel):
     """An HPA ``spec.behavior`` block; accepts camelCase (as in Kubernetes) or snake_case."""
 
-    model_config = _MODEL_CONFIG
+    model_config = _BEHAVIOR_CONFIG
 
     scale_up: HPAScalingRules = Field(
         default_factory=lambda: HPAScalingRules.model_validate(_SCALE_UP_DEFAULTS),

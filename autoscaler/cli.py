@@ -76,17 +76,20 @@ def plotting_missing() -> str | None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from autoscaler.config import redacted_dump
+    from autoscaler.config import dump_json, redacted_dump
 
     settings = _load(args.file)
     if settings is None:
         return EXIT_BAD_INPUT
     _warn_security(settings, args.file, lambda w: _err(f"warning: {w}"))
     dumped = redacted_dump(settings)
+    if args.json and not args.expand:  # the config itself: valid against config-schema
+        print(dump_json(dumped))
+        return EXIT_OK
     for target, shown in zip(settings.targets, dumped["targets"], strict=True):
         shown["effective"] = target.expansion()
     if args.json:
-        print(json.dumps(dumped, indent=2))
+        print(dump_json(dumped))
     else:
         print(f"# {args.file}: valid. Effective configuration "
               "(defaults filled, environment applied; under each target, `effective` is "
@@ -690,7 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config file and print it effective")
     p.add_argument("file", help="YAML or TOML config file")
-    p.add_argument("--json", action="store_true", help="print the effective config as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the effective config as JSON (valid against config-schema)")
+    p.add_argument("--expand", action="store_true",
+                   help="with --json: add each target's `effective` policies, guards and "
+                        "selectors (the text output always shows them)")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("config-schema", help="print the JSON Schema of the config file")

@@ -30,9 +30,13 @@ GUIDE_CPU = 70.0  # the guide's rule: more instances above 70 % CPU
 SMTP_CPU_BACKSTOP = 90.0
 
 
-_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+_WS = r"[ \t\r\n]*"
+_MATCHER = rf'{_WS}[a-zA-Z_][a-zA-Z0-9_]*{_WS}(?:=~|!~|!=|=){_WS}"(?:[^"\\]|\\.)*"{_WS}'
 MATCHERS = re.compile(rf"{_MATCHER}(?:,{_MATCHER})*")
 """A comma-separated list of PromQL label matchers, without the braces."""
+# What `selector`/`container_selector` accept, as the validator and the config schema say it:
+# matchers, or nothing (blank).
+SELECTOR_PATTERN = rf"^(?:{_WS}|{_MATCHER}(?:,{_MATCHER})*)$"
 
 
 QUEUE_API_QUERY = "stalwart_queue_total"
@@ -42,7 +46,8 @@ QUEUE_API_QUERY = "stalwart_queue_total"
 class QueueApiOptions(BaseModel):
     """Stalwart's management API, for the queue depth the community edition does not export."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict numbers, no NaN/±Inf: as every config block (see config.models)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     url: str = Field(..., pattern=r"^https?://[^/@\s]+/?$",
                      description="base URL of a Stalwart node's HTTP listener, e.g. "
@@ -66,16 +71,18 @@ class QueueApiOptions(BaseModel):
 class PresetOptions(BaseModel):
     """Knobs of the presets; every one has a default that suits a typical cluster."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict numbers, no NaN/±Inf: as every config block (see config.models)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     edition: Literal["community", "enterprise"] = Field(
         "community", description="enterprise exports queue_count; community uses net inflow"
     )
     cpu_query: str | None = Field(
-        None, description="average CPU % per instance; default: cAdvisor for the workload"
+        None, min_length=1,
+        description="average CPU % per instance; default: cAdvisor for the workload",
     )
     memory_query: str | None = Field(
-        None, description="average memory % of limit per instance; default: none"
+        None, min_length=1, description="average memory % of limit per instance; default: none"
     )
     cpu_scale_up_above: float | None = Field(
         None, gt=0, le=100,
@@ -116,14 +123,14 @@ class PresetOptions(BaseModel):
         2000.0, gt=0, description="IMAP/HTTP sessions one instance should hold"
     )
     selector: str | None = Field(
-        None,
+        None, json_schema_extra={"pattern": SELECTOR_PATTERN},
         description="label matchers added to every per-node Stalwart metric of the preset's "
                     "queries and guards, e.g. 'service=\"mail_smtp\"'; default: swarm "
                     "service=\"<service>\", kubernetes namespace=\"<ns>\" and pod=~ the "
                     "workload's pod names; \"\" reads every scraped node",
     )
     container_selector: str | None = Field(
-        None,
+        None, json_schema_extra={"pattern": SELECTOR_PATTERN},
         description="label matchers of the workload's cAdvisor series; default: swarm "
                     "container_label_com_docker_swarm_service_name=\"<service>\", kubernetes "
                     "namespace, pod=~ the workload's pods, container!=\"\", "
@@ -145,12 +152,11 @@ class PresetOptions(BaseModel):
     def _matchers(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        value = value.strip().strip(",").strip()
-        if value and not MATCHERS.fullmatch(value):
+        if not re.fullmatch(SELECTOR_PATTERN, value):
             raise ValueError(
                 f"{value!r} is not a list of PromQL label matchers such as "
                 'service="smtp" or namespace="mail",pod=~"smtp-.*" (no braces)')
-        return value
+        return value.strip()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,10 @@ PLANT_SIGNALS: tuple[PlantSignal, ...] = get_args(PlantSignal)
 class Policy(BaseModel):
     """Base of every policy; subclasses add a `type` literal and their own parameters."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # Strict numbers and booleans (`"5"` or `on` for a number is an error, as the config
+    # schema says) and no NaN or ±Inf: a subclass inherits both.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True,
+                              allow_inf_nan=False)
 
     type: str
     name: str | None = Field(None, description="label in the decision record; default: type")

@@ -22,7 +22,7 @@ import functools
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,6 +37,35 @@ if TYPE_CHECKING:
 CRON_WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # One part of a numeric day-of-week list: `*`, `N`, `N-M`, each with an optional `/step`.
 _NUMERIC_PART = re.compile(r"(?:(?P<all>\*)|(?P<first>\d+)(?:-(?P<last>\d+))?)(?:/(?P<step>\d+))?")
+
+
+
+
+def _numbers(lo: int, hi: int) -> str:
+    values = [str(n) for n in range(lo, hi + 1)] + [f"0{n}" for n in range(lo, min(hi, 9) + 1)]
+    return "|".join(sorted(values, key=len, reverse=True))
+
+
+def _cron_field(lo: int, hi: int, names: tuple[str, ...] = ()) -> str:
+    value = "|".join([_numbers(lo, hi), *names])
+    part = rf"(?:\*|(?:{value})(?:-(?:{value}))?)(?:/[1-9][0-9]?)?"
+    return rf"{part}(?:,{part})*"
+
+
+# The crontab syntax and each field's bounds, as ONE pattern: the validator matches it and the
+# config's JSON Schema carries it. What a pattern cannot say (a range's start after its end, a
+# step longer than the field's range) is this policy's cross-field rule.
+CRON_FIELDS = (
+    ("minute", _cron_field(0, 59)),
+    ("hour", _cron_field(0, 23)),
+    ("day", _cron_field(1, 31)),
+    ("month", _cron_field(1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug",
+                                   "sep", "oct", "nov", "dec"))),
+    ("day of week", _cron_field(0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat"))),
+)
+CRON_PATTERN = "^[ \t]*" + "[ \t]+".join(f"(?:{f})" for _, f in CRON_FIELDS) + "[ \t]*$"
+# IANA zones known here, as the schema's enum and the validator's set.
+TIME_ZONES = tuple(sorted(available_timezones()))
 
 
 def crontab_weekdays(field: str) -> str:
@@ -105,18 +134,23 @@ def window_start(trigger: CronTrigger, duration: float, at: float) -> datetime |
 class ScheduleWindow(BaseModel):
     """One recurring window: from each time `cron` fires, for `duration`, at least `replicas`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict numbers, no NaN/±Inf, as the Policy base (and the config schema) says
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     cron: str = Field(..., description="crontab line: minute hour day month weekday "
-                                       "(weekday 0 or 7 = Sunday, 1-5 = Monday to Friday)")
+                                       "(weekday 0 or 7 = Sunday, 1-5 = Monday to Friday)",
+                      json_schema_extra={"pattern": CRON_PATTERN})
     duration: Duration = Field(..., gt=0, description="how long each window lasts")
     replicas: int = Field(..., ge=0, le=2**31 - 1, description="the least count in the window")
-    timezone: str = Field("UTC", description="IANA time zone the cron line is read in")
+    timezone: str = Field("UTC", description="IANA time zone the cron line is read in",
+                          json_schema_extra={"enum": list(TIME_ZONES)})
 
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
         try:
+            if value not in TIME_ZONES:
+                raise ZoneInfoNotFoundError(value)
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (an IANA name such as "
@@ -126,10 +160,17 @@ class ScheduleWindow(BaseModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        try:
-            cron_trigger(value, ZoneInfo("UTC"))
-        except ValueError as exc:
-            raise ValueError(f"invalid cron line {value!r}: {exc}") from exc
+        """The syntax and bounds of CRON_PATTERN; the rest is `cron_ranges`."""
+        fields = value.split()
+        if len(fields) != 5:
+            raise ValueError(f"invalid cron line {value!r}: a cron line has 5 fields (minute "
+                             f"hour day month weekday), not {len(fields)}")
+        if re.fullmatch(CRON_PATTERN, value) is None:
+            for (name, pattern), field in zip(CRON_FIELDS, fields, strict=True):
+                if re.fullmatch(pattern, field) is None:
+                    raise ValueError(f"invalid cron line {value!r}: {name} {field!r} is out of "
+                                     "range or not crontab syntax")
+            raise ValueError(f"invalid cron line {value!r}: separate the fields with spaces")
         return value
 
     def open_at(self, t: float) -> datetime | None:
@@ -151,6 +192,17 @@ class SchedulePolicy(Policy):
         "arrival_rate", description="in `simulate` only the signal's timestamps count; the "
                                     "trace's t = 0 is 1970-01-01 00:00 UTC (a Thursday)")
     windows: list[ScheduleWindow] = Field(..., min_length=1)
+
+    def cross_field_errors(self) -> list[tuple[str, str]]:
+        """What the cron pattern cannot say: a range's start after its end (`5-3`), a step
+        longer than the field's range; APScheduler's trigger decides."""
+        errors = []
+        for i, window in enumerate(self.windows):
+            try:
+                cron_trigger(window.cron, ZoneInfo(window.timezone))
+            except ValueError as exc:
+                errors.append((f"windows[{i}].cron", f"invalid cron line {window.cron!r}: {exc}"))
+        return errors
 
     def recommend(self, signal: Signal, ctx: PolicyContext) -> Recommendation:
         if not signal.samples:

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr
 
 from autoscaler.model import History, PolicyContext, Recommendation, Signal
 from autoscaler.units import Duration
@@ -147,20 +147,21 @@ class SeasonalPolicy(Policy):
     phase_window: Duration = Field(300.0, gt=0, description="jitter tolerated around a phase")
     mode: Literal["active", "observe"] = Field(
         "active", description="observe: forecast and record only, counts for nothing")
-    min_periods: int = Field(1, ge=1, description="past periods with data needed to forecast")
+    min_periods: int = Field(1, ge=1, le=2**31 - 1,
+                             description="past periods with data needed to forecast")
     min_score: float = Field(0.6, gt=0, le=1, description="the bar a period's score must pass")
-    min_burst_bins: int = Field(3, ge=1, description="burst bins a period must have seen")
+    min_burst_bins: int = Field(3, ge=1, le=2**31 - 1,
+                                description="burst bins a period must have seen")
     burst_ratio: float = Field(1.5, gt=1, description="a burst: this many times the level")
 
     _learned: Learned = PrivateAttr(default_factory=Learned)
 
-    @model_validator(mode="after")
-    def _periods_fit(self) -> SeasonalPolicy:
-        for p in self.periods:
-            if p < 2 * self.phase_window or p <= self.lead:
-                raise ValueError(f"period {period_name(p)} must be over twice phase_window "
-                                 f"and over lead")
-        return self
+    def cross_field_errors(self) -> list[tuple[str, str]]:
+        """Each period against phase_window and lead: a rule of several keys, so the config
+        schema does not carry it and check-config names it."""
+        return [("periods", f"period {period_name(p)} must be over twice phase_window "
+                            "and over lead")
+                for p in self.periods if p < 2 * self.phase_window or p <= self.lead]
 
     def history_seconds(self) -> float:
         """How much history to read (the source's `history` request)."""

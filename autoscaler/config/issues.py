@@ -14,10 +14,14 @@ class ConfigIssue:
     line: int | None
     key: str
     message: str
+    # The cross-field rule that found it (a rule of several keys, which the JSON Schema does
+    # not carry); None for a key's own constraint.
+    rule: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else self.source
-        return f"{where}: {self.key or '(top level)'}: {self.message}"
+        rule = f" [cross-field rule {self.rule}]" if self.rule else ""
+        return f"{where}: {self.key or '(top level)'}: {self.message}{rule}"
 
 
 class ConfigError(Exception):

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import TypeAdapter, ValidationError
 
 from autoscaler.config.environment import deep_merge, env_keys, read_environment
+from autoscaler.config.fields import PATTERN_HINTS
 from autoscaler.config.files import read_config_file
 from autoscaler.config.issues import ConfigError, ConfigIssue, Loc, format_key
 from autoscaler.config.models import (
@@ -32,12 +33,15 @@ from policies import Policy
 
 
 def _strip_union_tags(loc: Sequence[str | int], raw: Any) -> Loc:
-    """Drop the discriminator tags pydantic puts in error paths (`policies.0.threshold.x`)."""
+    """Drop the discriminator tags pydantic puts in error paths (`policies.0.threshold.x`),
+    and its `[key]` mark of a mapping key in error."""
     out: list[str | int] = []
     node = raw
     for part in loc:
         if isinstance(node, dict) and isinstance(part, str) and part not in node \
                 and node.get("type") == part:
+            continue
+        if part == "[key]":  # pydantic's mark for "the key itself" of a mapping: named already
             continue
         out.append(part)
         if isinstance(node, dict):
@@ -70,7 +74,8 @@ def _lenient(model: type[Strict] | type[Settings] | type[Policy], raw: Any) -> A
             annotation: Any = info.annotation
             if info.metadata:  # keep validators such as Duration's parser and ge/le bounds
                 annotation = Annotated[(annotation, *info.metadata)]
-            values[name] = TypeAdapter(annotation).validate_python(raw[key])
+            values[name] = TypeAdapter(annotation).validate_python(
+                raw[key], strict=model.model_config.get("strict"))
         except Exception:
             invalid.append(name)
     try:
@@ -82,16 +87,26 @@ def _lenient(model: type[Strict] | type[Settings] | type[Policy], raw: Any) -> A
     return obj
 
 
-def _cross_issues(obj: Any, loc: Loc) -> list[tuple[Loc, str]]:
-    try:
-        return [((*loc, key), msg) for key, msg in obj.cross_field_errors()]
-    except Exception:
-        return []
+def _cross_issues(obj: Any, loc: Loc) -> list[tuple[Loc, str, str]]:
+    """(key path, message, rule name) per broken rule of one block; a rule whose keys are
+    themselves invalid is skipped (their own errors are reported already)."""
+    if isinstance(obj, Policy):  # a policy's own rules (plugins too): one method, one name
+        rules = [(f"{obj.type}.cross_field_errors", obj.cross_field_errors)]
+    else:
+        rules = [(rule.__name__, rule) for rule in obj.cross_field_rules()]
+    found: list[tuple[Loc, str, str]] = []
+    for name, rule in rules:
+        try:
+            found.extend(((*loc, key), msg, name) for key, msg in rule())
+        except Exception:
+            continue
+    return found
 
 
-def cross_field_issues(raw: Mapping[str, Any]) -> list[tuple[Loc, str]]:
-    """Every cross-field rule, run on whatever parts of the raw data are valid."""
-    found: list[tuple[Loc, str]] = []
+def cross_field_issues(raw: Mapping[str, Any]) -> list[tuple[Loc, str, str]]:
+    """Every cross-field rule, run on whatever parts of the raw data are valid: (key path,
+    message, rule name)."""
+    found: list[tuple[Loc, str, str]] = []
     blocks: list[tuple[type[Any], Any, Loc]] = [
         (Settings, raw, ()),
         (PrometheusConfig, raw.get("prometheus"), ("prometheus",)),
@@ -121,13 +136,52 @@ def cross_field_issues(raw: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     return found
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:50] + f"... ({len(text)} characters)"
+
+
 def _friendly(error: Mapping[str, Any]) -> str:
-    if error["type"] == "extra_forbidden":
+    kind = error["type"]
+    if kind == "extra_forbidden":
         return "unknown key"
-    if error["type"] == "union_tag_invalid":
+    if kind == "union_tag_invalid":
         return f"unknown policy type; known: {', '.join(sorted(policy_types()))}"
+    if kind == "union_tag_not_found":
+        return f"a policy needs `type`; known: {', '.join(sorted(policy_types()))}"
+    if kind == "string_pattern_mismatch":
+        hint = PATTERN_HINTS.get(str(error.get("ctx", {}).get("pattern")))
+        if hint:
+            return f"{_shown(error['input'])} is not {hint}"
+    bounds = {"greater_than": ("gt", "above"), "greater_than_equal": ("ge", "at least"),
+              "less_than": ("lt", "below"), "less_than_equal": ("le", "at most")}
+    if kind in bounds:
+        name, words = bounds[kind]
+        return f"must be {words} {error.get('ctx', {}).get(name)} (got {_shown(error['input'])})"
+    if kind == "is_instance_of" and "Path" in str(error["msg"]):
+        return "should be text: a file path"
     msg = str(error["msg"])
     return msg.removeprefix("Value error, ")
+
+
+def nul_characters(data: Any) -> list[Loc]:
+    """Where a key or a text value holds a NUL character: no setting can (the schema says the
+    same of every string). Walked without recursion: the data may be nested deeply."""
+    found: list[Loc] = []
+    stack: list[tuple[Loc, Any]] = [((), data)]
+    while stack:
+        loc, node = stack.pop()
+        if isinstance(node, str) and "\x00" in node:
+            found.append(loc)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and "\x00" in key:
+                    found.append((*loc, key))
+                else:
+                    stack.append(((*loc, key), value))
+        elif isinstance(node, list):
+            stack.extend(((*loc, i), item) for i, item in enumerate(node))
+    return sorted(found, key=str)
 
 
 def load_config_data(
@@ -163,24 +217,26 @@ def load_config_data(
 
     seen: set[tuple[Loc, str]] = set()
 
-    def add(loc: Loc, message: str) -> None:
+    def add(loc: Loc, message: str, rule: str | None = None) -> None:
         if (loc, message) in seen:
             return
         seen.add((loc, message))
         src, line = where(loc)
-        issues.append(ConfigIssue(src, line, format_key(loc), message))
+        issues.append(ConfigIssue(src, line, format_key(loc), message, rule))
 
     for key in [k for k in merged if not isinstance(k, str)]:
         add((), f"top-level key {key!r} is not a name (keys are text such as `targets`)")
         del merged[key]
+    for loc in nul_characters(merged):
+        add(loc, "holds a NUL character, which no setting can")
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         for err in exc.errors():
             add(_strip_union_tags(err["loc"], merged), _friendly(err))
-    for loc, message in cross_field_issues(merged):
-        add(loc, message)
+    for loc, message, rule in cross_field_issues(merged):
+        add(loc, message, rule)
     if issues or settings is None:
         issues.sort(key=lambda i: (i.source != source, i.line or 0, i.key))
         raise ConfigError(issues)

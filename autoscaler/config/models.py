@@ -8,7 +8,6 @@ keys in `cross_field_rules`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -27,6 +26,16 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autoscaler.behavior import Behavior
+from autoscaler.config.fields import (
+    MAX_REPLICAS,
+    NAME_PATTERN,
+    FilePath,
+    HeaderName,
+    HeaderValue,
+    HttpUrl,
+    Listen,
+    Replicas,
+)
 from autoscaler.decide import TargetRules
 from autoscaler.model import GuardBlock
 from autoscaler.presets import (
@@ -38,22 +47,30 @@ from autoscaler.presets import (
     preset_policies,
 )
 from autoscaler.registry import policy_types
-from autoscaler.units import DURATION_PATTERN, Duration, format_duration, parse_duration
+from autoscaler.units import (
+    DURATION_MIN_LENGTH,
+    DURATION_PATTERN,
+    MAX_DURATION_SECONDS,
+    Duration,
+    format_duration,
+    parse_duration,
+)
 from policies import Policy
 from policies.base import PlantSignal
 
 ENV_PREFIX = "AUTOSCALER_"
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
-
-# Kubernetes keeps replicas in an int32; a larger count could not be written anywhere, and
-# 10**400 would not even fit the float of a metric.
-MAX_REPLICAS = 2**31 - 1
+__all__ = ["MAX_REPLICAS", "NAME_PATTERN"]  # re-exported: they were defined here
+# Strict numbers and booleans (`max_replicas: on` is an error, as the schema says), no NaN or
+# ±Inf. Enums and paths opt out of strictness field by field (their input is text).
+MODEL_CONFIG = ConfigDict(extra="forbid", populate_by_name=True, strict=True,
+                          allow_inf_nan=False)
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors; cross-field rules live in `cross_field_errors`."""
+    """Unknown keys are errors; single-key constraints live on the field (so the generated
+    schema carries them), rules that involve several keys in `cross_field_rules`."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = MODEL_CONFIG
 
     def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
         """The rules that involve several keys of this block."""
@@ -73,7 +90,7 @@ class Strict(BaseModel):
 
 class BasicAuth(Strict):
     username: str = Field(..., min_length=1)
-    password_file: Path = Field(..., description="file holding the password (not the password)")
+    password_file: FilePath = Field(..., description="file holding the password (not the password)")
 
 
 LogLevel = Annotated[
@@ -96,24 +113,30 @@ QueryOffset = Annotated[
     float | Literal["auto"],
     BeforeValidator(_query_offset),
     PlainSerializer(lambda v: v if v == "auto" else format_duration(v), return_type=str | float),
-    WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "number", "minimum": 0},
-                              {"type": "string", "pattern": DURATION_PATTERN}],
+    # the duration's own bounds and grammar (units.py), plus `auto`
+    WithJsonSchema({"anyOf": [{"const": "auto"},
+                              {"type": "number", "minimum": 0,
+                               "maximum": MAX_DURATION_SECONDS},
+                              {"type": "string", "pattern": DURATION_PATTERN,
+                               "minLength": DURATION_MIN_LENGTH}],
                     "description": "auto, seconds, or a duration such as 30s"}),
 ]
 
 
 class PrometheusConfig(Strict):
-    url: str = Field("http://127.0.0.1:9090", description="base URL of the Prometheus HTTP API")
-    timeout: Duration = Field(5.0, description="per query; retries stay within the tick")
-    bearer_token_file: Path | None = None
+    url: HttpUrl = Field("http://127.0.0.1:9090",
+                         description="base URL of the Prometheus HTTP API")
+    timeout: Duration = Field(5.0, gt=0, description="per query; retries stay within the tick")
+    bearer_token_file: FilePath | None = None
     basic_auth: BasicAuth | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    ca_file: Path | None = None
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    ca_file: FilePath | None = None
     verify_tls: bool = True
-    cert_file: Path | None = Field(
+    cert_file: FilePath | None = Field(
         None, description="client certificate (PEM) for a metrics endpoint that requires "
         "mutual TLS; with key_file")
-    key_file: Path | None = Field(None, description="the client certificate's private key (PEM)")
+    key_file: FilePath | None = Field(
+        None, description="the client certificate's private key (PEM)")
     query_offset: QueryOffset = Field(
         "auto",
         description="evaluate every query this far in the past: a backend that shows samples "
@@ -132,15 +155,8 @@ class PrometheusConfig(Strict):
         '(`label="value"`) as one query per tick, split by the label; default: one query each',
     )
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")) or len(url) < 10:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        return url.rstrip("/")
-
     def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
-        return [self.one_auth_method, self.positive_timeout, self.client_cert_pair]
+        return [self.one_auth_method, self.client_cert_pair]
 
     def client_cert_pair(self) -> list[tuple[str, str]]:
         """A client certificate needs its key and the other way round."""
@@ -158,9 +174,6 @@ class PrometheusConfig(Strict):
             return [("url", "credentials in the URL cannot be combined with "
                             "bearer_token_file or basic_auth")]
         return []
-
-    def positive_timeout(self) -> list[tuple[str, str]]:
-        return [("timeout", "timeout must be above 0")] if self.timeout <= 0 else []
 
 
 class LeaderElectionConfig(Strict):
@@ -194,7 +207,7 @@ class GuardConfig(Strict):
 
     name: str | None = None
     query: str = Field(..., min_length=1)
-    block: GuardBlock = GuardBlock.SCALE_DOWN
+    block: GuardBlock = Field(GuardBlock.SCALE_DOWN, strict=False)
     above: float | None = None
     below: float | None = None
     simulate_as: PlantSignal | None = None
@@ -288,7 +301,8 @@ APPS_SHORTHANDS = {"Deployment": "deployment", "StatefulSet": "statefulset"}
 
 
 class TargetConfig(Strict):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True,
+                              allow_inf_nan=False,  # as MODEL_CONFIG
                               defer_build=True)  # the policy types: see _PolicyTypes
     name: str = Field(..., pattern=NAME_PATTERN)
     backend: Literal["swarm", "kubernetes"]
@@ -299,13 +313,13 @@ class TargetConfig(Strict):
     scale_target_ref: ScaleTargetRef | None = Field(
         None, description="kubernetes: any workload with a scale subresource, as an HPA "
                           "names it (instead of `deployment` or `statefulset`)")
-    min_replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
-    max_replicas: int = Field(..., ge=1, le=MAX_REPLICAS)
+    min_replicas: Replicas = 1
+    max_replicas: Replicas
     dry_run: bool = False
     cooldown: Cooldown = Field(default_factory=Cooldown)
     behavior: Behavior = Field(default_factory=Behavior)
     on_metric_error: Literal["hold", "fallback"] = "hold"
-    fallback_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
+    fallback_replicas: Replicas | None = None
     preset: Preset | None = None
     prefix: str = Field("", pattern=r"^[a-zA-Z_:]?[a-zA-Z0-9_:]*$")
     preset_options: PresetOptions = Field(default_factory=PresetOptions)
@@ -496,17 +510,8 @@ def same_preset_scope_errors(targets: Sequence[Any]) -> list[tuple[str, str]]:
 class SimulationConfig(Strict):
     capacity_per_instance: float = Field(10000.0, gt=0, description="emails/hour per instance")
     startup_delay: Duration = Field(60.0, description="before a new instance serves")
-    scrape_interval: Duration = Field(15.0, description="how often the plant is sampled")
-    initial_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS,
-                                         description="default: min_replicas")
-
-    def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
-        return [self.positive_scrape]
-
-    def positive_scrape(self) -> list[tuple[str, str]]:
-        if self.scrape_interval <= 0:
-            return [("scrape_interval", "scrape_interval must be above 0")]
-        return []
+    scrape_interval: Duration = Field(15.0, gt=0, description="how often the plant is sampled")
+    initial_replicas: Replicas | None = Field(None, description="default: min_replicas")
 
 
 class Settings(BaseSettings):
@@ -514,16 +519,18 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
-        populate_by_name=True, defer_build=True,  # holds TargetConfig: see _PolicyTypes
+        populate_by_name=True, strict=True, allow_inf_nan=False,
+        case_sensitive=True,  # in the file, `Targets` is an unknown key (environment: any case)
+        defer_build=True,  # holds TargetConfig: see _PolicyTypes
     )
 
-    evaluation_interval: Duration = Field(15.0, description="time between ticks")
+    evaluation_interval: Duration = Field(15.0, gt=0, description="time between ticks")
     log_level: LogLevel = Field("INFO", description="least severe log line written "
                                 "(DEBUG, INFO, WARNING, ERROR, CRITICAL; any case); "
                                 "`run --log-level` wins over it")
     dry_run: bool = Field(False, description="compute and record every decision, write nothing")
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
-    listen: str = Field("127.0.0.1:9464", description="host:port of /metrics /healthz /readyz")
+    listen: Listen = Field("127.0.0.1:9464", description="host:port of /metrics /healthz /readyz")
     leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
     targets: list[TargetConfig] = Field(..., min_length=1)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
@@ -534,23 +541,19 @@ class Settings(BaseSettings):
         # The loader merges file and environment itself so it can say where a value came from.
         return (init_settings,)
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, listen: str) -> str:
-        host, sep, port = listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{listen!r} is not host:port (e.g. 127.0.0.1:9464)")
-        return listen
+    def cross_field_rules(self) -> list[Callable[[], list[tuple[str, str]]]]:
+        return [self.unique_target_names, self.distinct_preset_scopes]
 
     def cross_field_errors(self) -> list[tuple[str, str]]:
-        errors = []
-        if getattr(self, "evaluation_interval", 1.0) <= 0:
-            errors.append(("evaluation_interval", "evaluation_interval must be above 0"))
+        return Strict.cross_field_errors(self)  # type: ignore[arg-type]
+
+    def unique_target_names(self) -> list[tuple[str, str]]:
         names = [t.name for t in getattr(self, "targets", []) if hasattr(t, "name")]
-        errors.extend(("targets", f"two targets are named {dup!r}")
-                      for dup in sorted({n for n in names if names.count(n) > 1}))
-        errors.extend(same_preset_scope_errors(getattr(self, "targets", [])))
-        return errors
+        return [("targets", f"two targets are named {dup!r}")
+                for dup in sorted({n for n in names if names.count(n) > 1})]
+
+    def distinct_preset_scopes(self) -> list[tuple[str, str]]:
+        return same_preset_scope_errors(getattr(self, "targets", []))
 
     def target(self, name: str | None) -> TargetConfig:
         if name is None:

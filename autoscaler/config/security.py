@@ -40,7 +40,7 @@ def _open_to_others(path: Path) -> int | None:
     """The file's permission bits when group or others may read it, else None (or missing)."""
     try:
         mode = path.stat().st_mode & 0o777
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path (the loader refuses one)
         return None
     return mode if mode & 0o044 else None
 

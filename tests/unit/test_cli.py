@@ -111,9 +111,7 @@ def test_check_config_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check-config", str(EXAMPLE), "--json")
     assert code == 0
     printed = json.loads(out)
-    for target in printed["targets"]:
-        target.pop("effective")
-    assert printed == redacted_dump(load_config(EXAMPLE, environ={}))
+    assert printed == redacted_dump(load_config(EXAMPLE, environ={})), "the config, no more"
 
 
 EXPLICIT = """\
@@ -139,7 +137,8 @@ def test_check_config_prints_every_targets_effective_policies_and_guards(
 ) -> None:
     """The preset's expansion (with its selectors), then the explicit policies and guards."""
     path = write(tmp_path, "e.yaml", EXPLICIT)
-    code, out, _ = run(capsys, "check-config", str(path), *(["--json"] if as_json else []))
+    code, out, _ = run(capsys, "check-config", str(path),
+                       *(["--json", "--expand"] if as_json else []))
     assert code == 0
     printed = json.loads(out) if as_json else yaml.safe_load(out)
     smtp, plain = (t["effective"] for t in printed["targets"])
@@ -155,7 +154,7 @@ def test_check_config_prints_every_targets_effective_policies_and_guards(
         'container_label_com_docker_swarm_service_name="mail_smtp"')
     assert plain == {"policies": [{"type": "threshold", "query": "avg(z)", "tolerance": 0.0,
                                    "scale_up_above": 5.0, "for": "0s", "step": 1,
-                                       "spreads": True, "margin": 0.1}],
+                                   "spreads": True, "margin": 0.1}],
                      "guards": []}
 
 

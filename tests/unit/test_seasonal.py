@@ -215,11 +215,17 @@ def test_is_burst(value: float, level: float, expected: bool) -> None:
 @pytest.mark.parametrize(("params", "fragment"), [
     ({"periods": ["5m"]}, "over twice phase_window"),
     ({"periods": ["1h"], "lead": "2h"}, "over lead"),
-    ({"mode": "maybe"}, "mode"),
 ])
-def test_invalid_parameters(params: dict[str, object], fragment: str) -> None:
-    with pytest.raises(ValueError, match=fragment):
-        SeasonalPolicy.model_validate({"query": "q", **params})
+def test_periods_against_phase_window_and_lead(params: dict[str, object],
+                                               fragment: str) -> None:
+    """A rule of several keys: the policy's cross-field rule (check-config names it)."""
+    (error,) = SeasonalPolicy.model_validate({"query": "q", **params}).cross_field_errors()
+    assert error[0] == "periods" and fragment in error[1]
+
+
+def test_invalid_mode() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        SeasonalPolicy.model_validate({"query": "q", "mode": "maybe"})
 
 
 def test_history_length_follows_the_longest_period() -> None:

@@ -41,8 +41,9 @@ def test_promql_lookback(query: str, seconds: float) -> None:
 @pytest.mark.parametrize(("policy", "seconds"), [
     pytest.param(CapacityPolicy(type="capacity", query="sum(rate(x[5m])) * 3600"), 300,
                  id="capacity-on-a-5m-rate"),
-    pytest.param(ThresholdPolicy(type="threshold", query="avg(rate(cpu[1m]))",
-                                 scale_up_above=70, scale_down_below=30, **{"for": "2m"}),
+    pytest.param(ThresholdPolicy.model_validate({
+        "type": "threshold", "query": "avg(rate(cpu[1m]))", "scale_up_above": 70,
+        "scale_down_below": 30, "for": "2m"}),
                  180, id="threshold-window-plus-rate"),
     pytest.param(ThresholdPolicy(type="threshold", query="avg(cpu)", scale_up_above=70),
                  0, id="instant-latest-sample"),
