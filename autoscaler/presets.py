@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from autoscaler.units import Duration
 
@@ -31,12 +31,21 @@ SMTP_CPU_BACKSTOP = 90.0
 
 
 _WS = r"[ \t\r\n]*"
-_MATCHER = rf'{_WS}[a-zA-Z_][a-zA-Z0-9_]*{_WS}(?:=~|!~|!=|=){_WS}"(?:[^"\\]|\\.)*"{_WS}'
+# a quoted value: no NUL (refused in every text) and no control character after a backslash
+_VALUE = r'"(?:[^"\\\x00]|\\[^\x00-\x1f])*"'
+_MATCHER = rf"{_WS}[a-zA-Z_][a-zA-Z0-9_]*{_WS}(?:=~|!~|!=|=){_WS}{_VALUE}{_WS}"
 MATCHERS = re.compile(rf"{_MATCHER}(?:,{_MATCHER})*")
 """A comma-separated list of PromQL label matchers, without the braces."""
 # What `selector`/`container_selector` accept, as the validator and the config schema say it:
 # matchers, or nothing (blank).
-SELECTOR_PATTERN = rf"^(?:{_WS}|{_MATCHER}(?:,{_MATCHER})*)$"
+# Blank or commas at either end are tolerated (and trimmed), as a hand-edited list often has.
+_EDGE = r"[ \t\r\n,]*"
+SELECTOR_PATTERN = rf"^{_EDGE}(?:{_MATCHER}(?:,{_MATCHER})*)?{_EDGE}$"
+
+
+# The pattern on the string itself (not beside `anyOf: [string, null]`, where a generator or
+# an editor's completion would miss it); validated by `PresetOptions._selector` (a clear message).
+Selector = Annotated[str, WithJsonSchema({"type": "string", "pattern": SELECTOR_PATTERN})]
 
 
 QUEUE_API_QUERY = "stalwart_queue_total"
@@ -49,13 +58,13 @@ class QueueApiOptions(BaseModel):
     # strict numbers, no NaN/±Inf: as every config block (see config.models)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    url: str = Field(..., pattern=r"^https?://[^/@\s]+/?$",
+    url: str = Field(..., pattern=r"^https?://[^/@\x00-\x20\x7f]+/?$",
                      description="base URL of a Stalwart node's HTTP listener, e.g. "
                                  "http://stalwart:8080 (no credentials in it)")
-    password_file: str = Field(..., min_length=1, pattern=r"^\S+$",
+    password_file: str = Field(..., min_length=1, pattern=r"^[^\x00-\x20\x7f]+$",
                                description="file holding the admin's password (read at "
                                            "every call)")
-    user: str = Field("admin", pattern=r"^\S+$",
+    user: str = Field("admin", pattern=r"^[^\x00-\x20\x7f]+$",
                       description="an admin with the message-queue-list permission")
     every: Duration = Field(60.0, gt=0, description="at most one call per this long: each "
                                                     "call scans the whole queue")
@@ -122,15 +131,15 @@ class PresetOptions(BaseModel):
     connections_per_instance: float = Field(
         2000.0, gt=0, description="IMAP/HTTP sessions one instance should hold"
     )
-    selector: str | None = Field(
-        None, json_schema_extra={"pattern": SELECTOR_PATTERN},
+    selector: Selector | None = Field(
+        None,
         description="label matchers added to every per-node Stalwart metric of the preset's "
                     "queries and guards, e.g. 'service=\"mail_smtp\"'; default: swarm "
                     "service=\"<service>\", kubernetes namespace=\"<ns>\" and pod=~ the "
                     "workload's pod names; \"\" reads every scraped node",
     )
-    container_selector: str | None = Field(
-        None, json_schema_extra={"pattern": SELECTOR_PATTERN},
+    container_selector: Selector | None = Field(
+        None,
         description="label matchers of the workload's cAdvisor series; default: swarm "
                     "container_label_com_docker_swarm_service_name=\"<service>\", kubernetes "
                     "namespace, pod=~ the workload's pods, container!=\"\", "
@@ -156,7 +165,7 @@ class PresetOptions(BaseModel):
             raise ValueError(
                 f"{value!r} is not a list of PromQL label matchers such as "
                 'service="smtp" or namespace="mail",pod=~"smtp-.*" (no braces)')
-        return value.strip()
+        return value.strip().strip(",").strip()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, GetJsonSchemaHandler, PlainSerializer
+from pydantic import BeforeValidator, Field, GetJsonSchemaHandler, PlainSerializer
 from pydantic.json_schema import JsonSchemaValue
 
 # ~31 years: longer than any interval a config needs, short enough for time.sleep and socket
@@ -72,7 +72,7 @@ def _short(value: float) -> str:
     return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
 
 
-def format_duration(seconds: float) -> str | float:
+def format_duration(seconds: float) -> str | int | float:
     """Whole seconds as the shortest spelling (`1h30m`) that the grammar accepts back; anything
     finer, or more hours than the grammar's digits allow, as the number of seconds itself, so
     printing a config back never loses precision."""
@@ -118,7 +118,17 @@ class _DurationSchema:
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str | float),
+    PlainSerializer(format_duration, return_type=str | int | float),
+    _DurationSchema(),
+]
+
+# Above 0, for a field that is optional too (`PositiveDuration | None`): there a `gt=0` given on
+# the field would reach the schema as pydantic's own `gt` word, which JSON Schema ignores.
+PositiveDuration = Annotated[
+    float,
+    Field(gt=0),
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str | int | float),
     _DurationSchema(),
 ]
 

@@ -57,7 +57,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr
 
 from autoscaler.model import History, PolicyContext, Recommendation, Signal
-from autoscaler.units import Duration
+from autoscaler.units import Duration, PositiveDuration
 from policies.base import Policy, ceil_exact
 
 HOUR, DAY, WEEK = 3600.0, 86400.0, 604800.0
@@ -139,8 +139,8 @@ class SeasonalPolicy(Policy):
     periods: list[Duration] = Field(
         default_factory=lambda: [HOUR, DAY, WEEK], min_length=1,
         description="candidate periods; the best-scoring one that passes the bar acts")
-    history: Duration | None = Field(
-        None, gt=0, description="how far back to learn from; default 8d, 15d when a period "
+    history: PositiveDuration | None = Field(
+        None, description="how far back to learn from; default 8d, 15d when a period "
                                 "is a week or longer")
     lead: Duration = Field(90.0, ge=0, description="how far ahead to be ready: start-up delay "
                                                    "+ signal lag (the preset's lead)")

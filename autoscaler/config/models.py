@@ -112,7 +112,8 @@ def _query_offset(value: Any) -> float | str:
 QueryOffset = Annotated[
     float | Literal["auto"],
     BeforeValidator(_query_offset),
-    PlainSerializer(lambda v: v if v == "auto" else format_duration(v), return_type=str | float),
+    PlainSerializer(lambda v: v if v == "auto" else format_duration(v),
+                    return_type=str | int | float),
     # the duration's own bounds and grammar (units.py), plus `auto`
     WithJsonSchema({"anyOf": [{"const": "auto"},
                               {"type": "number", "minimum": 0,

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,19 @@ CASES: list[tuple[str, dict[str, Any], bool, str]] = [
      "targets[0].behavior.scaleUp.policies[0].value"),
     ("float-over-float-range", target(guards=[{"query": "q", "above": 10**400}]), False,
      "targets[0].guards[0].above"),
+    ("seasonal-history-0", target(policies=[{"type": "seasonal", "query": "q",
+                                             "history": "0s"}]), False,
+     "targets[0].policies[0].history"),
+    # NUL where a key's own pattern would have let one through (the loader refuses it)
+    ("selector-nul-in-value", target(preset_options={"selector": 'a="b\x00"'}), False,
+     "targets[0].preset_options.selector"),
+    ("queue-api-user-nul", target(preset_options={"queue_api": {
+        "url": "http://stalwart:8080", "password_file": "/p", "user": "a\x00"}}), False,
+     "targets[0].preset_options.queue_api.user"),
+    ("queue-api-url-nul", target(preset_options={"queue_api": {
+        "url": "http://st\x00alwart", "password_file": "/p"}}), False,
+     "targets[0].preset_options.queue_api.url"),
+    ("selector-trailing-commas", target(preset_options={"selector": ' ,a="b",'}), True, ""),
     # 6. a policy's `type` is required on both sides
     ("policy-without-type", target(policies=[{"query": "q", "scale_up_above": 1}]), False,
      "targets[0].policies[0]"),
@@ -168,6 +182,19 @@ def test_check_config_json_is_json_and_valid_against_the_schema(tmp_path: Path) 
     code, out, err = check_config(path, "--json")
     assert code == 0, err
     VALIDATOR.validate(json.loads(out))
+
+
+def test_a_duration_too_long_for_hours_prints_as_seconds_without_a_warning(
+        tmp_path: Path) -> None:
+    """More hours than the grammar's digits allow: printed as whole seconds, and pydantic does
+    not warn that the serializer returned an int (found by the schema property test)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(minimal(simulation={"scrape_interval": 999_999_999})))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, out, err = check_config(path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["simulation"]["scrape_interval"] == 999_999_999
 
 
 def test_check_config_names_nan_instead_of_printing_it(tmp_path: Path) -> None:
@@ -227,3 +254,50 @@ def test_policy_type_is_required_in_the_schema() -> None:
     for name in ("ThresholdPolicy", "QueueTrendPolicy", "CapacityPolicy", "TargetValuePolicy",
                  "ForecastPolicy"):
         assert "type" in defs[name]["required"], name
+
+
+JSON_SCHEMA_WORDS = {
+    "$schema", "$defs", "$ref", "title", "description", "default", "type", "anyOf", "oneOf",
+    "not", "discriminator", "properties", "required", "additionalProperties",
+    "patternProperties", "items", "minItems", "maxItems", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "pattern", "minLength", "maxLength", "enum",
+    "const", "format", "uniqueItems", "propertyName", "mapping"}
+
+
+def _keywords(node: Any, names: bool = False) -> set[str]:
+    """Every keyword used in a schema (the names under properties, $defs... are not)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not names:
+                found.add(key)
+            found |= _keywords(value, key in ("properties", "$defs", "patternProperties",
+                                              "mapping"))
+    elif isinstance(node, list):
+        for value in node:
+            found |= _keywords(value)
+    return found
+
+
+def test_the_schema_uses_json_schema_words_only() -> None:
+    """A constraint pydantic cannot translate (`gt` on an optional duration) would be left
+    as its own word, which every JSON Schema validator ignores: the schema would be looser
+    than the validator without saying so."""
+    assert _keywords(SCHEMA) <= JSON_SCHEMA_WORDS
+
+
+def test_no_keyword_beside_a_union() -> None:
+    """A pattern beside `anyOf: [string, null]` holds, but editors and generators look for a
+    string's pattern on the string: each constraint sits on the option it constrains."""
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("anyOf", "oneOf"):
+                if key in node:
+                    assert set(node) - {key, "title", "description", "default",
+                                        "discriminator"} == set(), node
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(SCHEMA)
