@@ -45,6 +45,23 @@ FUZZES = [
          "YAML tags, anchors/aliases and alias bombs; `autoscaler.cli.main(['check-config', "
          "F])` in-process: exit 0 and the effective config for a valid file, exit 2 naming "
          "the file for an invalid one (and the loader agrees), never a traceback"),
+    Fuzz("configs from the JSON Schema -> check-config",
+         "tests/unit/test_config_schema_property.py::test_configs_from_the_schema",
+         "configs generated from `autoscaler config-schema` (the schema walked, strings from "
+         "their patterns, other leaves from hypothesis-jsonschema; each checked against the "
+         "schema with jsonschema) through "
+         "`check-config --json`: never a traceback, exit 2 only with a named cross-field "
+         "rule, an accepted config's JSON validates against the schema and is accepted again "
+         "unchanged"),
+    Fuzz("configs from the narrowed schema -> check-config",
+         "tests/unit/test_config_schema_property.py::test_configs_from_the_narrowed_schema",
+         "the same property on the schema narrowed (never widened) so that most configs pass "
+         "the cross-field rules: the accepted-and-round-trips half exercised"),
+    Fuzz("schema mutants -> check-config",
+         "tests/unit/test_config_schema_property.py::test_mutants_are_refused_naming_the_key",
+         "valid configs with one key made wrong (wrong JSON type, unknown key, huge and "
+         "non-finite numbers, unicode look-alikes, NUL characters, deep nesting): exit 2 "
+         "with a message naming the key, and the schema refuses them too"),
     Fuzz("Prometheus answers -> PrometheusSource -> evaluate",
          "tests/unit/test_fuzz_prometheus_http.py::"
          "test_fuzz_every_answer_becomes_a_signal_state_and_never_lowers_the_size",
@@ -70,7 +87,7 @@ _NOISE = ("Retried draw", "Draw for", "Aborted test")
 
 def run_one(fuzz: Fuzz, examples: int) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCALER_")}
-    env["AUTOSCALER_FUZZ_EXAMPLES"] = str(examples)
+    env["AUTOSCALER_FUZZ_EXAMPLES"] = env["AUTOSCALER_SCHEMA_EXAMPLES"] = str(examples)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
@@ -132,7 +149,8 @@ def render(results: list[dict[str, Any]], examples: int, command: str, started: 
         "",
         "Commands: the default test run has each fuzz with a few dozen examples "
         "(`AUTOSCALER_FUZZ_EXAMPLES`, default 100 for check-config, 60 for the HTTP fuzz, "
-        "300 for the classifier); `scripts/reliability fuzz [--examples 10000]` runs each "
+        "300 for the classifier; `AUTOSCALER_SCHEMA_EXAMPLES`, default 100, for the schema "
+        "properties); `scripts/reliability fuzz [--examples 10000]` runs each "
         "with N examples in its own pytest process and rewrites this section.",
         "",
         f"Last run: `{command}`, {started} to {ended} (UTC), {examples:,} examples asked per "
