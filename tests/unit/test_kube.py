@@ -28,20 +28,26 @@ def status_error(status: int, reason: str = "", message: str = "",
     return exc
 
 
+# The bare statuses, as several calls meet them.
+FORBIDDEN = status_error(403, "Forbidden")
+NOT_FOUND = status_error(404, "Not Found")
+CONFLICT = status_error(409, "Conflict")
+
+
 @pytest.mark.parametrize(("verb", "ref", "exc", "kind", "text"), [
     ("patch", DEPLOYMENT, status_error(403, "Forbidden", "no"), NotAllowed,
      "forbidden: patch deployments.apps in namespace mail — grant it in the Role (no)"),
-    ("update", LEASE, status_error(403, "Forbidden"), NotAllowed,
+    ("update", LEASE, FORBIDDEN, NotAllowed,
      "forbidden: update leases.coordination.k8s.io in namespace mail — grant it in the Role"),
     ("get", DEPLOYMENT, status_error(401, "Unauthorized"), ActuatorError,
      "get deployments.apps mail/smtp: unauthorized"),
     ("get", DEPLOYMENT, status_error(404, "Not Found", "gone"), TargetMissing,
      "get deployments.apps mail/smtp: Deployment mail/smtp not found (gone)"),
-    ("get", LEASE, status_error(404, "Not Found"), TargetMissing,
+    ("get", LEASE, NOT_FOUND, TargetMissing,
      "get leases.coordination.k8s.io mail/autoscaler: Lease mail/autoscaler not found"),
-    ("list", HPAS, status_error(404, "Not Found"), ActuatorError,
+    ("list", HPAS, NOT_FOUND, ActuatorError,
      "list horizontalpodautoscalers.autoscaling in namespace mail: not found"),
-    ("patch", DEPLOYMENT, status_error(409, "Conflict"), ConflictError,
+    ("patch", DEPLOYMENT, CONFLICT, ConflictError,
      "patch deployments.apps mail/smtp: it changed since it was read"),
     ("create", LEASE, status_error(409, "AlreadyExists"), ConflictError,
      "create leases.coordination.k8s.io mail/autoscaler: it changed since it was read"),
