@@ -127,6 +127,10 @@ class Learned:
     open: int | None = None  # the bin being filled
     scores: dict[float, PeriodScore] = field(default_factory=dict)
     level: float = 0.0
+    # What a tick computed from the bins, kept until the next bin completes (they change
+    # only then): the best period, and the forecast of one (period, target bin).
+    best: tuple[int, tuple[float, PeriodScore] | None] = (-1, None)
+    forecast: tuple[tuple[int, float, int], tuple[float, int] | None] = ((-1, 0.0, 0), None)
 
 
 class SeasonalPolicy(Policy):
@@ -253,14 +257,21 @@ class SeasonalPolicy(Policy):
             return Recommendation(None, f"{detail}: no opinion")
         now = signal.samples[-1].t
         st = self.learn(signal.history, now)
-        best = self.best_period(st)
+        done = len(st.done)
+        if st.best[0] != done:
+            st.best = (done, self.best_period(st))
+        best = st.best[1]
         if best is None:
             return Recommendation(None, f"no recurring pattern passes the bar {self.min_score:g} "
                                         f"(scores: {self.explain_scores(st)}): no opinion")
         period, score = best
         pb = round(period / self.phase_window)
         target = math.floor((now + self.lead) / self.phase_window)
-        got = phase_forecast(st.bins, target, pb, self.max_periods(period), self.min_periods)
+        key = (done, period, target)
+        if st.forecast[0] != key:
+            st.forecast = (key, phase_forecast(st.bins, target, pb, self.max_periods(period),
+                                               self.min_periods))
+        got = st.forecast[1]
         name = period_name(period)
         if got is None:
             return Recommendation(None, f"period {name}: too little history for the phase "
