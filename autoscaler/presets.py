@@ -165,7 +165,7 @@ class PresetOptions(BaseModel):
             raise ValueError(
                 f"{value!r} is not a list of PromQL label matchers such as "
                 'service="smtp" or namespace="mail",pod=~"smtp-.*" (no braces)')
-        return value.strip().strip(",").strip()
+        return value.strip(" \t\r\n,")  # what _EDGE allows at either end, all of it
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ FUZZES = [
 
 _COUNTS = re.compile(r"(\d+) passing, (\d+) failing, and (\d+) invalid")
 _EVENT = re.compile(r"^\s+\* ([\d.]+)%, (.+)$", re.M)
-_NOISE = ("Retried draw", "Draw for", "Aborted test")
+_NOISE = ("Retried draw", "Draw for", "Aborted test", "gave up because")
 
 
 def run_one(fuzz: Fuzz, examples: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import yaml
 
 from autoscaler.cli import main
 from autoscaler.config import ConfigError, config_schema, load_config_data
+from autoscaler.presets import PresetOptions
 from tests.support.configs import minimal
 
 NO_ENV: dict[str, str] = {}
@@ -301,3 +302,13 @@ def test_no_keyword_beside_a_union() -> None:
             for value in node:
                 walk(value)
     walk(SCHEMA)
+
+
+@pytest.mark.parametrize("written", [", , ,", ' ,a="b", ,', "\n,\t", ""])
+def test_a_selector_is_trimmed_once_and_for_all(written: str) -> None:
+    """Blank and commas at either end go, all of them: what check-config prints is loaded back
+    unchanged (`, , ,` became `,` and then `` when loaded again; found by the property test)."""
+    once = PresetOptions(selector=written, container_selector=written)
+    again = PresetOptions(selector=once.selector, container_selector=once.container_selector)
+    assert once.selector == again.selector == once.container_selector
+    assert once.selector in ("", 'a="b"')

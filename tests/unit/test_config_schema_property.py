@@ -142,8 +142,11 @@ def _string(node: dict[str, Any]) -> st.SearchStrategy[str]:
     if pattern not in FREE_PATTERNS and (least or most is not None):
         text = text.filter(lambda v: least <= len(v) and (most is None or len(v) <= most))
     if "not" in node:
+        # a positive duration refuses all zeros: the first 0 made a 1 keeps the grammar's
+        # digit counts, so few draws are thrown away (the filter stays, for any other `not`)
         refused = re.compile(node["not"]["pattern"])
-        text = text.filter(lambda v: not refused.search(v))
+        text = text.map(lambda v: v.replace("0", "1", 1) if refused.search(v) else v).filter(
+            lambda v: not refused.search(v))
     return text
 
 
