@@ -291,25 +291,30 @@ def prune_history(
     return tuple(pairs[start:])
 
 
-Bursts = tuple[tuple[float, float], ...]
+Bursts = tuple[tuple[float, float, int], ...]  # (start, end, the count asked for it)
 
 
 def note_predicted(predicted: Bursts, now: float,
                    policies: Sequence[PolicyResult]) -> Bursts:
     """The predicted bursts with the one a policy raises for now: a policy that asks for a
     count AND says when the burst it predicts is over (`until`, e.g. `seasonal` ahead of a
-    recurring burst) starts one at `now`, or extends the one in progress."""
+    recurring burst) starts one at `now` (with the count it asks), or extends the one in
+    progress."""
     end: float | None = None
+    size = 0
     for p in policies:
         if p.until is not None and p.replicas is not None and p.state is SignalState.OK \
-                and p.until > now and (end is None or p.until > end):
-            end = p.until
+                and p.until > now:
+            end = p.until if end is None else max(end, p.until)
+            size = max(size, p.replicas)
     if end is None:
         return predicted
     if predicted and predicted[-1][1] >= now:  # in progress: extend it
-        start, last = predicted[-1]
-        return predicted if end <= last else (*predicted[:-1], (start, end))
-    return (*predicted, (now, end))
+        start, last, asked = predicted[-1]
+        if end <= last and size <= asked:
+            return predicted
+        return (*predicted[:-1], (start, max(end, last), max(size, asked)))
+    return (*predicted, (now, end, size))
 
 
 def with_predicted(state: TargetState, now: float,
@@ -323,26 +328,40 @@ def forget_predicted(
     recommendations: Sequence[tuple[float, int]], predicted: Bursts, now: float,
     recommended: int,
 ) -> tuple[Sequence[tuple[float, int]], tuple[tuple[float, int], ...]]:
-    """(what the stabilization windows read, what they no longer read): once a predicted
-    burst is over (its end has passed), the recommendations made during it that ask for
-    more than `recommended` stop holding the scale-down window.
+    """(what the stabilization windows read, what they no longer read). The window is sized
+    for surprises: it holds the highest recent ask in case the load comes back. A burst the
+    history predicted is no surprise:
 
-    The window is sized for surprises: it holds the highest recent ask in case the load
-    comes back. A burst the history predicted, and said was over, is no surprise; what is
-    asked AFTER its end is held as always (a burst that runs longer than predicted keeps
-    the count up through those asks). Only asks above `recommended` are left out, so the
-    scale-up window (the lowest recent ask, which `recommended` bounds) is unchanged; and
-    `recommended` is already held at `current` on missing or settling data, so this never
-    scales down on missing data.
+    - while it runs, an ask made during it above the count asked for it holds the window
+      at that count only: the reactive policies' overshoot on the predicted step is let
+      go as soon as they ask less, the count asked for the burst stays held, and a burst
+      bigger than predicted keeps the count up through the asks now;
+    - once its end has passed, every ask made during it above `recommended` is let go:
+      the count comes down at the predicted end, not a window later. Asks made AFTER the
+      end are held as always (a burst that runs longer than predicted keeps the count up).
+
+    Only asks above `recommended` are left out, so the scale-up window (the lowest recent
+    ask, which `recommended` bounds) is unchanged; and `recommended` is already held at
+    `current` on missing or settling data, so this never scales down on missing data.
     """
-    over = [(s, e) for s, e in predicted if e <= now]
-    if not over:
+    over = [(s, e) for s, e, _ in predicted if e <= now]
+    running = [(s, size) for s, e, size in predicted if s <= now < e]
+    if not over and not running:
         return recommendations, ()
     kept: list[tuple[float, int]] = []
     dropped: list[tuple[float, int]] = []
     for t, n in recommendations:
-        if n > recommended and any(s <= t < e for s, e in over):
+        if n <= recommended or any(s <= t < e for s, e in over):
+            if n > recommended:
+                dropped.append((t, n))
+            else:
+                kept.append((t, n))
+            continue
+        cap = max((size for s, size in running if t >= s), default=n)
+        if cap < n:  # asked during the running burst, over the count asked for it
             dropped.append((t, n))
+            if cap > recommended:
+                kept.append((t, cap))  # that count stays held
         else:
             kept.append((t, n))
     return (kept, tuple(dropped)) if dropped else (recommendations, ())
@@ -362,7 +381,7 @@ def next_state(
     recs = prune_history((*state.recommendations, (now, recommended)), now, keep)
     predicted = state.predicted
     if predicted and predicted[0][1] <= now - keep:  # over, and out of every window
-        predicted = tuple((s, e) for s, e in predicted if e > now - keep)
+        predicted = tuple(b for b in predicted if b[1] > now - keep)
     if not written or desired == current:
         # Built directly: dataclasses.replace is a hot spot in long replays.
         return TargetState(state.last_scale_time, state.last_scale_direction,
@@ -517,9 +536,13 @@ def released_note(dropped: Sequence[tuple[float, int]], predicted: Bursts, now: 
     held = max((n for t, n in dropped if t > now - down_window), default=0)
     if held <= stabilized:
         return ""
-    end = max(e for _, e in predicted if e <= now)
-    return (f"predicted burst over {now - end:.0f}s ago: its asks (up to {held}) no longer "
-            f"hold the scale-down window")
+    ends = [e for _, e, _ in predicted if e <= now]
+    if ends:
+        return (f"predicted burst over {now - max(ends):.0f}s ago: its asks (up to {held}) no "
+                f"longer hold the scale-down window")
+    size = max(n for s, e, n in predicted if s <= now < e)
+    return (f"predicted burst in progress: asks over the {size} asked for it (up to {held}) "
+            f"no longer hold the scale-down window")
 
 
 def _paused(target: str, now: float, status: TargetStatus, recommended: int,

@@ -258,10 +258,10 @@ class TargetState:
     manual_time: float | None = None
     manual_direction: int = 0
     pause_applied: int | None = None
-    # (start, end) of bursts a policy predicted and raised for (`Recommendation.until`).
-    # Kept in memory only: a restart forgets them and the window then holds as it always
-    # did (a scale-down can come later, never sooner).
-    predicted: tuple[tuple[float, float], ...] = ()
+    # (start, end, count asked) of bursts a policy predicted and raised for
+    # (`Recommendation.until`). Kept in memory only: a restart forgets them and the window
+    # then holds as it always did (a scale-down can come later, never sooner).
+    predicted: tuple[tuple[float, float, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

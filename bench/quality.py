@@ -214,18 +214,23 @@ tests/unit/test_seasonal_replay.py), so their figures are unchanged.
 
 The prompt come-down after a predicted burst, alone (this profile with the let-go of a
 predicted burst's asks turned off, then on; measured by simulate): hourly-job 188.4 ->
-164.0 replica-h, 300 s overload both (after each job the count comes down at its predicted
-end instead of holding the job's peak 10 min); daily-digest 351.4 -> 351.4 and
-weekly-campaign 683.1 -> 683.1 (a decaying burst's tail already asks little by its end).
+148.4 replica-h, 300 s overload both (while the job runs, the reactive policies' overshoot
+on its step (47,000/h rising 1,300,000/h per hour -> 79,000/h in 90 s: 8 instances) is held
+only at the 6 asked for the job; at its predicted end the count comes down at once instead
+of holding the peak 10 min); daily-digest 351.4 -> 349.4, 300 s both; weekly-campaign
+683.1 -> 683.1 (no campaign predicted yet: see below).
 
-What is not met, and why. hourly-job: of its 1.29x, the reactive `forecast` policy
-extrapolates the job's step (47,000/h and rising 1,300,000/h per hour -> 79,000/h in 90 s)
-and adds 2 instances over seasonal's 6 for the job's 10 minutes; headroom 1.1 asks 6 where
-the oracle keeps 5 (48,000/h). weekly-campaign: its second Monday is the pattern's first
-repeat, and the bar needs bursts the period has already forecast right (scored), so the 1w
-period acts from the third Monday on, past a 14-day trace: the second campaign pays the
-reactive 150 s. Every trace: the first one or two periods are learning (nothing to forecast
-from, then nothing scored yet)."""
+What is not met, and why. hourly-job: 1.17x, not the stretch 1.15x: headroom 1.1 asks 6
+where the oracle keeps 5 (48,000/h) for the job's 10 minutes. After the first period: the
+second occurrence is the pattern's first repeat, and the bar needs bursts the period has
+already forecast right (scored), so seasonal acts from the third occurrence on (hourly-job,
+daily-digest: 0 s overload from then; weekly-campaign's third Monday is past its 14 days,
+so its second campaign pays the reactive 150 s). Acting on a pattern seen once would also
+act on every one-off burst (newsletter-burst's campaigns a period later: cost with no
+overload saved) and on noisy-flat's spikes; the bar keeps those at "no opinion". The guide's
+rules (item 6 of the issue, not changed here) stay over 1.6x on hourly-job and just over it
+on newsletter-burst, with more overload than with the old floor there (not analysed in
+this change)."""
 
 
 def main() -> None:

@@ -68,9 +68,10 @@ def test_it_learns_the_hourly_job_and_scales_up_before_it(learned: RunResult) ->
 def test_learning_lowers_overload_at_little_cost(learned: RunResult) -> None:
     reactive = run("hourly-job", seasonal="off")
     # measured: 7200 s -> 300 s of overload (the first two jobs, before it has learned),
-    # 194 -> 164 replica-hours (ready at the job, down at its predicted end)
+    # 194 -> 148 replica-hours (ready at the job, the reactive overshoot held at seasonal's
+    # count while it runs, down at its predicted end)
     assert learned.summary["overload_seconds"] <= 300
-    assert learned.summary["replica_hours"] < reactive.summary["replica_hours"]
+    assert learned.summary["replica_hours"] < reactive.summary["replica_hours"] * 0.8
 
 
 @pytest.mark.parametrize("trace", ["noisy-flat", "slow-ramp"])
