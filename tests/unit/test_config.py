@@ -7,7 +7,6 @@ that ONE run of `check-config` lists them all, each with its key path, file and 
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
@@ -31,6 +30,7 @@ from autoscaler.config import (
 )
 from tests.support.configs import EXAMPLE, TARGET, example_data, minimal
 from tests.support.strategies import environments, file_contents
+from tests.support.tier import examples
 
 NO_ENV: dict[str, str] = {}
 
@@ -948,7 +948,7 @@ def test_redacted_dump_hides_header_values_only() -> None:
 # --------------------------------------------------------------------------- fuzz
 
 @hyp_settings(
-    max_examples=int(os.environ.get("AUTOSCALER_FUZZ_EXAMPLES", "300")),
+    max_examples=examples(300, "AUTOSCALER_FUZZ_EXAMPLES"),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

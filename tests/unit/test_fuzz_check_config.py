@@ -35,8 +35,9 @@ from autoscaler.cli import main
 from autoscaler.config import ConfigError, load_config
 from tests.support.configs import EXAMPLE, example_data
 from tests.support.strategies import PLAUSIBLE_KEYS, documents, keys, to_toml, values
+from tests.support.tier import examples
 
-EXAMPLES = int(os.environ.get("AUTOSCALER_FUZZ_EXAMPLES", "100"))
+EXAMPLES = examples(100, "AUTOSCALER_FUZZ_EXAMPLES")
 REPO = Path(__file__).resolve().parents[2]
 
 
