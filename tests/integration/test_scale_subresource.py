@@ -227,7 +227,8 @@ def test_the_pause_annotation_works_as_on_a_deployment(
     ("MailPoool", API_VERSION, f"serves no kind MailPoool in {API_VERSION}"),
     (NO_SCALE_KIND, API_VERSION, "has no scale subresource"),
     (KIND, "nowhere.example.com/v1", "does not serve nowhere.example.com/v1"),
-])
+], ids=["unknown-kind", "no-scale-subresource", "group-not-served"])  # GROUP is random: xdist
+# workers must collect the same ids
 def test_unusable_references_are_said_with_the_ref(
         kube_api: kubernetes.client.ApiClient, ns: str, kind: str, api_version: str,
         said: str) -> None:
