@@ -34,7 +34,6 @@ from array import array
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from autoscaler.model import History, Signal, SignalRequest, SignalState
 
@@ -48,8 +47,9 @@ RETRY_MAX = 1800.0
 TRIM_SLACK = 0.25  # fraction of the history kept beyond it before the oldest are dropped
 
 Key = tuple[str, float]  # (query, step)
-# (query, (start, end, step), monotonic deadline, timeout) -> a decoded body, or a Failure
-RangeFetch = Callable[[str, tuple[float, float, float], float, float], Any]
+Points = list[tuple[float, float]]  # finite (t, value), in time order
+# (query, (start, end, step), monotonic deadline, timeout) -> its points, or a Failure
+RangeFetch = Callable[[str, tuple[float, float, float], float, float], "Points | Failure"]
 
 
 @dataclass(frozen=True)
@@ -57,58 +57,6 @@ class Failure:
     """Why a range query gave no usable answer."""
 
     detail: str
-
-
-class Garbage(Exception):
-    """The answer is not a one-series matrix of [time, value] pairs."""
-
-
-def parse_matrix(payload: Any) -> list[tuple[float, float]]:
-    """The finite (t, value) points of a range answer, in time order; [] for no series.
-
-    Raises Garbage for anything else: an error status, a partial answer, several series,
-    points that are not [number, "number"] pairs.
-    """
-    if not isinstance(payload, dict):
-        raise Garbage("the body is not an object")
-    if payload.get("status") != "success":
-        said = payload.get("error")
-        raise Garbage(f"status {payload.get('status')!r}"
-                      + (f": {said}" if isinstance(said, str) and said else ""))
-    if payload.get("isPartial") is True:
-        raise Garbage("a partial response (some storage did not answer)")
-    data = payload.get("data")
-    if not isinstance(data, dict) or data.get("resultType") != "matrix":
-        raise Garbage("not a matrix result")
-    result = data.get("result")
-    if not isinstance(result, list):
-        raise Garbage("the result is not an array")
-    if not result:
-        return []
-    if len(result) > 1:
-        raise Garbage(f"{len(result)} series; aggregate it with sum/avg/max")
-    series = result[0]
-    values = series.get("values") if isinstance(series, dict) else None
-    if not isinstance(values, list):
-        raise Garbage("the series has no values array")
-    out = [p for p in map(_point, values) if p is not None]
-    out.sort()
-    return out
-
-
-def _point(point: Any) -> tuple[float, float] | None:
-    """A [time, "value"] pair as numbers; None when not finite; Garbage when not a pair."""
-    if not isinstance(point, list | tuple) or len(point) != 2:
-        raise Garbage("a point is not a [time, value] pair")
-    raw_t, raw_v = point
-    if isinstance(raw_t, bool) or not isinstance(raw_t, int | float | str) \
-            or not isinstance(raw_v, str):
-        raise Garbage("a point is not a [number, string] pair")
-    try:
-        t, v = float(raw_t), float(raw_v)
-    except ValueError as exc:
-        raise Garbage("a point is not a number") from exc
-    return (t, v) if math.isfinite(t) and math.isfinite(v) else None
 
 
 def grid(t: float, step: float) -> float:
@@ -315,13 +263,7 @@ class HistoryCache:
     def _ask(self, entry: _Entry, span: tuple[float, float], deadline: float,
              timeout: float) -> list[tuple[float, float]] | Failure:
         self.range_queries += 1
-        answer = self._fetch(entry.query, (span[0], span[1], entry.step), deadline, timeout)
-        if isinstance(answer, Failure):
-            return answer
-        try:
-            return parse_matrix(answer)
-        except Garbage as exc:
-            return Failure(f"unusable answer from {self._endpoint}: {exc}")
+        return self._fetch(entry.query, (span[0], span[1], entry.step), deadline, timeout)
 
     def _trim(self, entry: _Entry) -> None:
         """Past `seconds` + TRIM_SLACK of points, keep only the last `seconds` (new arrays)."""

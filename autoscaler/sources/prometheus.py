@@ -58,10 +58,10 @@ from autoscaler.sources.grouping import (
     split_result,
     template_of,
 )
-from autoscaler.sources.history import Failure, Garbage, HistoryCache, parse_matrix
+from autoscaler.sources.history import Failure, HistoryCache, Points
 from policies.base import HISTORY_STEP
 
-__all__ = ["PrometheusSource", "SignalRequest", "classify_response"]
+__all__ = ["PrometheusSource", "SignalRequest", "classify_response", "parse_matrix"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN")
 
 
 # --------------------------------------------------------------------------- classification
+
+
+class Garbage(Exception):
+    """A range answer is not a one-series matrix of [time, value] pairs (`parse_matrix`)."""
 
 
 class _Malformed(Exception):
@@ -189,7 +193,9 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return one_line(text)
 
 
-def _classify(payload: Any, now: float, stale_after: float, endpoint: str) -> Signal:
+def _result(payload: Any, endpoint: str) -> Signal | tuple[str, Any]:
+    """(resultType, result) of a successful answer; an ERROR signal for Prometheus' own
+    error or a partial answer; raises _Malformed for anything else."""
     if not isinstance(payload, dict):
         raise _Malformed(f"the body is {_json_type(payload)}, not an object")
     status = payload.get("status")
@@ -211,7 +217,14 @@ def _classify(payload: Any, now: float, stale_after: float, endpoint: str) -> Si
         raise _Malformed(f"resultType {shown} is not vector, matrix or scalar")
     if "result" not in data:
         raise _Malformed("no 'result'")
-    n_series, samples = _samples(result_type, data["result"])
+    return result_type, data["result"]
+
+
+def _classify(payload: Any, now: float, stale_after: float, endpoint: str) -> Signal:
+    head = _result(payload, endpoint)
+    if isinstance(head, Signal):
+        return head
+    n_series, samples = _samples(*head)
     if n_series > 1:
         return Signal.bad(
             SignalState.ERROR,
@@ -231,6 +244,29 @@ def _classify(payload: Any, now: float, stale_after: float, endpoint: str) -> Si
         )
     said = warnings_of(payload)
     return Signal(SignalState.OK, tuple(samples), f"{endpoint} warned: {said}" if said else "")
+
+
+def parse_matrix(payload: Any, endpoint: str = "Prometheus") -> list[tuple[float, float]]:
+    """The finite (t, value) points of a one-series range answer, in time order ([] for no
+    series): a history read, on the same checks as a live answer. A history has gaps anyway,
+    so a NaN or ±Inf point is left out rather than spoiling the whole answer.
+
+    Raises Garbage for anything else: an error, a partial answer, not a matrix, several
+    series, malformed points.
+    """
+    try:
+        head = _result(payload, endpoint)
+        if isinstance(head, Signal):
+            raise Garbage(head.detail)
+        result_type, result = head
+        if result_type != "matrix":
+            raise Garbage(f"a {result_type} result, not a matrix")
+        n_series, samples = _samples(result_type, result)
+    except _Malformed as exc:
+        raise Garbage(str(exc)) from exc
+    if n_series > 1:
+        raise Garbage(f"{n_series} series; aggregate it with sum/avg/max")
+    return sorted((x.t, x.value) for x in samples if math.isfinite(x.value))
 
 
 def warnings_of(payload: dict[str, Any]) -> str:
@@ -489,8 +525,10 @@ class PrometheusSource(SignalSource):
                 log.exception("on_signals failed")
         return out
 
-    def _range(self, query: str, span: Span, deadline: float, timeout: float) -> Any:
-        """One exact range query for the history cache: the decoded body, or a Failure."""
+    def _range(self, query: str, span: Span, deadline: float, timeout: float
+               ) -> Points | Failure:
+        """One exact range query for the history cache: its finite points in time order, or
+        why there are none."""
         try:
             tick = self._tick()
         except _SecretError as exc:
@@ -505,7 +543,10 @@ class PrometheusSource(SignalSource):
             return Failure(exc.signal.detail)
         if isinstance(answer, Signal):
             return Failure(answer.detail)
-        return answer.payload
+        try:
+            return parse_matrix(answer.payload, self.endpoint)
+        except Garbage as exc:
+            return Failure(f"unusable answer from {self.endpoint}: {exc}")
 
     def fetch_range(self, query: str, start: float, end: float, step: float,
                     timeout: float) -> list[tuple[float, float]] | str:
@@ -514,12 +555,7 @@ class PrometheusSource(SignalSource):
         history reads; the live ones go through the cache)."""
         answer = self._range(query, (start, end, step), time.monotonic() + timeout + 1.0,
                              timeout)
-        if isinstance(answer, Failure):
-            return answer.detail
-        try:
-            return parse_matrix(answer)
-        except Garbage as exc:
-            return f"unusable answer from {self.endpoint}: {exc}"
+        return answer.detail if isinstance(answer, Failure) else answer
 
     @property
     def query_offset(self) -> float:

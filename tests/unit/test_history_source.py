@@ -26,8 +26,8 @@ from autoscaler.model import (
     SignalState,
 )
 from autoscaler.sources import history as history_mod
-from autoscaler.sources.history import CHUNK_POINTS, parse_matrix, spans
-from autoscaler.sources.prometheus import PrometheusSource
+from autoscaler.sources.history import CHUNK_POINTS, spans
+from autoscaler.sources.prometheus import Garbage, PrometheusSource, parse_matrix
 from autoscaler.sources.stalwart_api import RoutedSource
 from policies.seasonal import SeasonalPolicy
 from tests.support.loopback import Loopback, servers
@@ -328,7 +328,7 @@ def test_the_management_api_answers_history_reads_without_history() -> None:
     {"status": "success", "data": {"resultType": "matrix", "result": [{"values": [["x", "1"]]}]}},
 ])
 def test_garbage_is_refused(payload: Any) -> None:
-    with pytest.raises(history_mod.Garbage):
+    with pytest.raises(Garbage):
         parse_matrix(payload)
 
 
