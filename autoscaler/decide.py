@@ -265,12 +265,9 @@ def pause_states(state: TargetState, now: float, recommended: int, current: int,
     the scale events do not move: the count is the operator's, not a scale of ours, so it
     starts no cooldown and counts against no rate limit.
     """
-    recs = prune_history(
-        (*state.recommendations, (now, recommended)), now, behavior.max_window_seconds()
-    )
-    held = replace(state, recommendations=recs,
-                   pause_applied=requested if desired == current else state.pause_applied)
+    held = next_state(state, now, recommended, current, desired, behavior, written=False)
     if desired == current:
+        held = replace(held, pause_applied=requested)
         return held, held
     return replace(held, last_written=desired, pause_applied=requested), held
 
@@ -560,24 +557,25 @@ def _paused(target: str, now: float, status: TargetStatus, recommended: int,
     paused = pause_at_count(current, status.paused_replicas, state.pause_applied,
                             rules.min_replicas, rules.max_replicas)
     clips.append(Clip(ClipKind.PAUSED, recommended, paused.desired, paused.reason))
-    return Decision(target, now, current, status.ready, recommended, paused.desired,
-                    Outcome.PAUSED, combined.winner, tuple(policies), tuple(guards),
-                    tuple(clips),
-                    *pause_states(state, now, recommended, current, status.paused_replicas,
-                                  paused.desired, rules.behavior),
-                    dry_run)
+    return _decision(target, now, status, recommended, paused.desired, Outcome.PAUSED,
+                     combined, policies, guards, clips, state, rules, dry_run,
+                     states=pause_states(state, now, recommended, current,
+                                         status.paused_replicas, paused.desired,
+                                         rules.behavior))
 
 
 def _decision(target: str, now: float, status: TargetStatus, recommended: int, desired: int,
               outcome: Outcome, combined: Combined, policies: Sequence[PolicyResult],
               guards: Sequence[GuardResult], clips: list[Clip], state: TargetState,
-              rules: TargetRules, dry_run: bool, released: str = "") -> Decision:
-    """The record, with the state to keep both ways."""
+              rules: TargetRules, dry_run: bool, released: str = "",
+              states: tuple[TargetState, TargetState] | None = None) -> Decision:
+    """The record, with the state to keep both ways (`states`, (if written, if not), when
+    the caller has its own: a pause at a count)."""
+    if states is None:
+        states = _both_states(state, now, recommended, status.current, desired, rules.behavior)
     return Decision(target, now, status.current, status.ready, recommended, desired, outcome,
                     combined.winner, tuple(policies), tuple(guards), tuple(clips),
-                    *_both_states(state, now, recommended, status.current, desired,
-                                  rules.behavior),
-                    dry_run, released)
+                    *states, dry_run, released)
 
 
 def _both_states(state: TargetState, now: float, recommended: int, current: int, desired: int,
