@@ -49,6 +49,7 @@ from autoscaler.state import (
     KUBERNETES_PREFIX,
     PAUSED,
     PENDING,
+    Pause,
     decode_state,
     encode_state,
     pending_replicas,
@@ -91,7 +92,7 @@ class _Read:
     resource_version: str
     uid: str
     replicas: int
-    paused: bool
+    pause: Pause  # the operator's switches, read once
 
 
 class KubernetesActuator(Actuator):
@@ -219,7 +220,7 @@ class KubernetesActuator(Actuator):
                          and not isinstance(ready_raw, bool) else None)
             read = _Read(str(replicas_from["metadata"]["resourceVersion"]),
                          str(metadata.get("uid") or ""),
-                         replicas, paused=read_pause(annotations, KUBERNETES_PREFIX).paused)
+                         replicas, pause=read_pause(annotations, KUBERNETES_PREFIX))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ActuatorError(
                 f"get {self._kind.resource} {self.namespace}/{self.name}: unexpected answer "
@@ -245,8 +246,8 @@ class KubernetesActuator(Actuator):
         state = with_pending(self._decode(annotations),
                              pending_replicas(annotations, KUBERNETES_PREFIX), read.replicas)
         self._read = read
-        pause = read_pause(annotations, KUBERNETES_PREFIX)
-        return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused,
+        pause = read.pause
+        return TargetStatus(current=read.replicas, ready=ready, state=state, paused=pause.paused,
                             paused_replicas=pause.replicas, pause_problem=pause.problem,
                             uid=read.uid)
 
@@ -267,7 +268,7 @@ class KubernetesActuator(Actuator):
             raise ConflictError(
                 f"{what}: it has {read.replicas} replicas, not the {expected_current} the "
                 "decision was made for; re-read and decide again")
-        if read.paused:
+        if read.pause.paused:
             raise NotAllowed(f"{what}: it is paused ({KUBERNETES_PREFIX}{PAUSED}=true)")
 
         annotations = encode_state(state, KUBERNETES_PREFIX)

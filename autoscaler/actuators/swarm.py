@@ -32,7 +32,14 @@ from autoscaler.actuators.base import (
     TargetMissing,
 )
 from autoscaler.model import TargetState, TargetStatus
-from autoscaler.state import PAUSED, SWARM_PREFIX, decode_state, encode_state, read_pause
+from autoscaler.state import (
+    PAUSED,
+    SWARM_PREFIX,
+    Pause,
+    decode_state,
+    encode_state,
+    read_pause,
+)
 
 __all__ = ["ServiceDirectory", "SwarmActuator", "swarm_client"]
 
@@ -73,7 +80,7 @@ class _Read:
     version: int
     spec: dict[str, Any]
     replicas: int
-    paused: bool
+    pause: Pause  # the operator's switches, read once
 
 
 class ServiceDirectory:
@@ -210,7 +217,7 @@ class SwarmActuator(Actuator):
             replicas = int(mode["Replicated"].get("Replicas", 0))
             labels: dict[str, str] = dict(spec.get("Labels") or {})
             read = _Read(str(raw["ID"]), int(raw["Version"]["Index"]), spec, replicas,
-                         paused=read_pause(labels, SWARM_PREFIX).paused)
+                         pause=read_pause(labels, SWARM_PREFIX))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ActuatorError(f"{verb}: unexpected answer ({exc!r})") from exc
         return read
@@ -258,11 +265,10 @@ class SwarmActuator(Actuator):
         else:
             read = self._inspect()
             ready = self._ready(read.service_id)
-        labels = dict(read.spec.get("Labels") or {})
-        state = self._decode(labels)
+        state = self._decode(dict(read.spec.get("Labels") or {}))
         self._read = read
-        pause = read_pause(labels, SWARM_PREFIX)
-        return TargetStatus(current=read.replicas, ready=ready, state=state, paused=read.paused,
+        pause = read.pause
+        return TargetStatus(current=read.replicas, ready=ready, state=state, paused=pause.paused,
                             paused_replicas=pause.replicas, pause_problem=pause.problem,
                             uid=read.service_id)
 
@@ -295,7 +301,7 @@ class SwarmActuator(Actuator):
             raise ConflictError(
                 f"{verb}: it has {read.replicas} replicas, not the {expected_current} the "
                 "decision was made for; re-read and decide again")
-        if read.paused:
+        if read.pause.paused:
             raise NotAllowed(f"{verb}: it is paused ({SWARM_PREFIX}{PAUSED}=true)")
 
         spec = copy.deepcopy(read.spec)
