@@ -39,8 +39,6 @@ CRON_WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NUMERIC_PART = re.compile(r"(?:(?P<all>\*)|(?P<first>\d+)(?:-(?P<last>\d+))?)(?:/(?P<step>\d+))?")
 
 
-
-
 def _numbers(lo: int, hi: int) -> str:
     values = [str(n) for n in range(lo, hi + 1)] + [f"0{n}" for n in range(lo, min(hi, 9) + 1)]
     return "|".join(sorted(values, key=len, reverse=True))

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any, Literal
@@ -313,25 +313,24 @@ class SeasonalPolicy(Policy):
         """Whether any of the recent past periods was in a burst at the phase of `t` (within
         a step either side), read from the points themselves: the phase bins find a burst,
         this times it. Any period, so a burst whose time jitters is met at its earliest."""
-        slack = TIMING_SLACK
+        return any(self._burst(history.v[i], st.level)
+                   for lo, hi in self._at_phase(history, st, t, period) for i in range(lo, hi))
+
+    def _at_phase(self, history: History, st: Learned, t: float,
+                  period: float) -> Iterator[tuple[int, int]]:
+        """For each recent past period (one back, two back, ...), the index range [lo, hi)
+        of its points read so far at the phase of `t`, within TIMING_SLACK either side."""
         for k in range(1, self.max_periods(period) + 1):
             at = t - k * period
-            lo = bisect_left(history.t, at - slack, 0, st.read)
-            hi = bisect_right(history.t, at + slack, lo, st.read)
-            for i in range(lo, hi):
-                if self._burst(history.v[i], st.level):
-                    return True
-        return False
+            lo = bisect_left(history.t, at - TIMING_SLACK, 0, st.read)
+            yield lo, bisect_right(history.t, at + TIMING_SLACK, lo, st.read)
 
     def phase_value(self, history: History, st: Learned, t: float,
                     period: float) -> float | None:
         """The median over the recent past periods of their lowest point at the phase of
         `t` (within a step either side); None with no point there."""
         found: list[float] = []
-        for k in range(1, self.max_periods(period) + 1):
-            at = t - k * period
-            lo = bisect_left(history.t, at - TIMING_SLACK, 0, st.read)
-            hi = bisect_right(history.t, at + TIMING_SLACK, lo, st.read)
+        for lo, hi in self._at_phase(history, st, t, period):
             near = [v for v in history.v[lo:hi] if math.isfinite(v)]
             if near:
                 found.append(max(min(near), 0.0))
@@ -347,6 +346,7 @@ class SeasonalPolicy(Policy):
             if not self.seen_at(history, st, t, period):
                 return t
         return last
+
 
 def history_of(points: Sequence[tuple[float, float]]) -> History:
     """A History from (t, value) pairs (tests, tools)."""
