@@ -54,7 +54,7 @@ from tests.support.daemon import (
 )
 from tests.support.e2e import FAST_BEHAVIOR
 from tests.support.kube import fresh_namespace
-from tests.support.kube_faults import FaultProxy
+from tests.support.kube_faults import FaultProxy, proxy_in_front
 from tests.support.realenv import RealEnv
 from tests.support.wait import free_port, wait_until
 
@@ -153,11 +153,7 @@ def own_apiserver(realenv: RealEnv, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def proxy(realenv: RealEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultProxy]:
-    p = FaultProxy(realenv, realenv.kube_api_url, tmp_path_factory.mktemp("kube-proxy"))
-    try:
-        yield p
-    finally:
-        p.close()
+    yield from proxy_in_front(realenv, tmp_path_factory.mktemp("kube-proxy"))
 
 
 # --------------------------------------------------------------------------- helpers

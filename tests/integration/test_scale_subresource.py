@@ -35,7 +35,7 @@ from autoscaler.model import TargetState
 from autoscaler.sources.prometheus import PrometheusSource
 from autoscaler.state import KUBERNETES_PREFIX, PENDING, encode_state
 from tests.support.kube import fresh_namespace
-from tests.support.kube_faults import FaultProxy
+from tests.support.kube_faults import FaultProxy, proxy_in_front
 from tests.support.realenv import RealEnv
 from tests.support.wait import wait_until
 
@@ -365,11 +365,7 @@ def test_an_apps_v1_deployment_named_by_ref_keeps_the_single_merge_patch(
 
 @pytest.fixture(scope="module")
 def proxy(realenv: RealEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultProxy]:
-    p = FaultProxy(realenv, realenv.kube_api_url, tmp_path_factory.mktemp("kscale-proxy"))
-    try:
-        yield p
-    finally:
-        p.close()
+    yield from proxy_in_front(realenv, tmp_path_factory.mktemp("kscale-proxy"))
 
 
 def proxied_client(realenv: RealEnv, url: str) -> kubernetes.client.ApiClient:

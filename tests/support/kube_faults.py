@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import requests
 from tests.support.realenv import RealEnv
 from tests.support.wait import free_port, wait_until
 
-__all__ = ["FaultProxy"]
+__all__ = ["FaultProxy", "proxy_in_front"]
 
 
 class FaultProxy:
@@ -63,3 +64,13 @@ class FaultProxy:
             self.proc.terminate()
             self.proc.wait(timeout=30)
         self._log.close()
+
+
+def proxy_in_front(realenv: RealEnv, workdir: Path) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of the test environment's API server, closed afterwards: a
+    fixture yields from it."""
+    proxy = FaultProxy(realenv, realenv.kube_api_url, workdir)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -9,7 +9,7 @@ import io
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -106,15 +106,17 @@ REQUESTS = [SignalRequest("live", QUERY, 0.0),
             SignalRequest("past", QUERY, 8 * DAY, SignalKind.HISTORY)]
 
 
-def read(source: PrometheusSource, now: float) -> dict[str, Signal]:
-    return source.read(REQUESTS, now, time.monotonic() + 5)
+def read(source: PrometheusSource, now: float,
+         requests: Sequence[SignalRequest] = REQUESTS) -> dict[str, Signal]:
+    return source.read(requests, now, time.monotonic() + 5)
 
 
-def loaded(source: PrometheusSource, now: float, timeout: float = 30) -> dict[str, Signal]:
-    """Read until the history is in (its load runs in the source's own thread)."""
+def loaded(source: PrometheusSource, now: float, timeout: float = 30,
+           requests: Sequence[SignalRequest] = REQUESTS) -> dict[str, Signal]:
+    """Read until the history of "past" is in (its load runs in the source's own thread)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        got = read(source, now)
+        got = read(source, now, requests)
         if got["past"].history is not None:
             return got
         time.sleep(0.05)
@@ -257,10 +259,7 @@ def test_memory_of_fifteen_days_is_under_a_megabyte(fake: Any) -> None:
     _prom, server = fake
     request = SignalRequest("past", QUERY, 15 * DAY, SignalKind.HISTORY)
     with source_for(server.url) as source:
-        end = time.monotonic() + 30
-        while (got := source.read([request], NOW, time.monotonic() + 5))["past"].history is None:
-            assert time.monotonic() < end
-            time.sleep(0.05)
+        got = loaded(source, NOW, requests=[request])
     history = got["past"].history
     assert history is not None and len(history.t) == 15 * 1440 + 1
     size = sys.getsizeof(history.t) + sys.getsizeof(history.v)
@@ -271,11 +270,7 @@ def test_arrays_are_trimmed_past_the_slack(fake: Any) -> None:
     _prom, server = fake
     request = SignalRequest("past", QUERY, 0.5 * DAY, SignalKind.HISTORY)
     with source_for(server.url) as source:
-        deadline = time.monotonic() + 30
-        while (got := source.read([request], NOW, time.monotonic() + 5))["past"].history is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        first = got["past"].history
+        first = loaded(source, NOW, requests=[request])["past"].history
         assert first is not None
         now = NOW
         for _ in range(25):  # 10 new points a read, one range query each
