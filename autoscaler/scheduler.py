@@ -11,6 +11,12 @@ from typing import Protocol, TypeVar
 
 log = logging.getLogger("autoscaler.loop")
 
+# How often the main thread wakes while it waits for a stop or a reload. CPython runs signal
+# handlers only in the main thread, between bytecodes; a signal the kernel delivered to one
+# of the daemon's other threads (the scheduler's, the HTTP server's) does not interrupt a bare
+# `Event.wait()` there, so a SIGHUP or SIGTERM could wait for some later signal.
+SIGNAL_POLL = 0.5
+
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -55,7 +61,8 @@ def run_forever(
     scheduler.start()
     try:
         while not stop.is_set():
-            (wake or stop).wait()
+            if not (wake or stop).wait(SIGNAL_POLL):
+                continue
             if stop.is_set() or wake is None:
                 break
             wake.clear()

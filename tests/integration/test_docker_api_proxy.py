@@ -38,6 +38,7 @@ import yaml
 from tests.support.daemon import daemon, daemon_env
 from tests.support.e2e import FAST_BEHAVIOR, spec_replicas
 from tests.support.realenv import RealEnv
+from tests.support.swarm import container_ids
 from tests.support.wait import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -470,7 +471,7 @@ def test_the_docker_sdk_sees_the_refusal_as_an_api_error(proxy: Proxy, realenv: 
         assert refused == dict.fromkeys(attempts, (403, True))
     finally:
         client.close()
-    assert not docker_client.containers.list(all=True, filters={"name": probe})
+    assert not container_ids(docker_client, name=probe)
     assert not [s for s in docker_client.services.list() if s.name == probe]
 
 
@@ -657,8 +658,8 @@ def test_the_stack_takes_the_proxy_socket_instead_of_the_engines(
         docker("stack", "rm", name)
         wait_until(f"stack {name} removed",
                    lambda: not docker_client.services.list(filters={"label": label}), 120)
-        wait_until(f"containers of {name} removed", lambda: not docker_client.containers.list(
-            all=True, filters={"label": label}), 120)
+        wait_until(f"containers of {name} removed", lambda: not container_ids(
+            docker_client, label=label), 120)
         wait_until("the stack's config removed", lambda: not docker_client.configs.list(
             filters={"name": f"stalwart-autoscaler-config-{suffix}"}), 120)
         secret.remove()

@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.support.e2e import prom_result
 from tests.support.kube import delete_namespace
 from tests.support.realenv import RealEnv
+from tests.support.swarm import container_ids
 from tests.support.wait import wait_until
 
 T = TypeVar("T")
@@ -149,9 +150,8 @@ def test_swarm_service_scales_to_two_running_tasks(
         "the service and its containers to be gone",
         lambda: (
             not docker_client.services.list(filters={"name": name})
-            and not docker_client.containers.list(
-                all=True, filters={"label": f"com.docker.swarm.service.name={name}"}
-            )
+            and not container_ids(docker_client,
+                                  label=f"com.docker.swarm.service.name={name}")
         ),
         60,
     )

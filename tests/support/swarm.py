@@ -13,8 +13,8 @@ from docker.types import ServiceMode
 
 from autoscaler.model import TargetState
 
-__all__ = ["STACK_LABELS", "STATE", "TASK_DEADLINE", "ServiceFactory", "service_factory",
-           "spec_of"]
+__all__ = ["STACK_LABELS", "STATE", "TASK_DEADLINE", "ServiceFactory", "container_ids",
+           "service_factory", "spec_of"]
 
 TASK_DEADLINE = 180.0  # tasks reach `running` in a few seconds here; vfs copies are slow
 STACK_LABELS = {"com.docker.stack.namespace": "mail", "owner": "ops"}
@@ -26,6 +26,16 @@ STATE = TargetState(last_scale_time=1_700_000_000.5, last_scale_direction=1, las
 def spec_of(client: docker.DockerClient, name: str) -> dict[str, Any]:
     spec: dict[str, Any] = client.api.inspect_service(name)["Spec"]
     return spec
+
+
+def container_ids(client: docker.DockerClient, **filters: str) -> list[str]:
+    """The ids of the containers (running or not) that match `filters`.
+
+    docker-py's `containers.list` inspects every container it lists, and raises NotFound
+    when one (a removed service's task) goes away between the list and the inspect; the
+    raw list call reads the ids in one request, so waiting for "none left" cannot race.
+    """
+    return [c["Id"] for c in client.api.containers(all=True, filters=filters)]
 
 
 ServiceFactory = Callable[..., str]
