@@ -136,10 +136,15 @@ def settings_for(prometheus_url: str, target: dict[str, Any], *, interval: str =
 
 def inflow_capacity(cluster: str = "", window: str = "10s") -> dict[str, Any]:
     """The capacity policy on Stalwart's inflow counters, with a short rate window so the
-    test reacts within seconds (the smtp preset uses `forecast` on a 1m rate read over 2m)."""
+    test reacts within seconds (the smtp preset uses `forecast` on a 1m rate read over 2m).
+
+    No `or vector(0)`: the emulator exports both counters on every node, so an absent series
+    is a missed scrape, and must read `empty` (hold) rather than 0 (a scale-down 3 s after a
+    missed scrape under a 10 s window was seen); the preset's `while_scraped` gate does the
+    same for a real cluster."""
     sel = f'{{cluster="{cluster}"}}' if cluster else ""
-    query = (f"(sum(rate(queue_queue_message{sel}[{window}])) or vector(0)) + "
-             f"(sum(rate(queue_queue_message_authenticated{sel}[{window}])) or vector(0))")
+    query = (f"sum(rate(queue_queue_message{sel}[{window}])) + "
+             f"sum(rate(queue_queue_message_authenticated{sel}[{window}]))")
     return {"type": "capacity", "name": "inflow", "query": f"({query}) * 3600",
             "per_instance": 10000, "headroom": 1.5}
 
