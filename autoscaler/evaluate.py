@@ -116,7 +116,7 @@ def evaluate(
     last_unreported: Mapping[str, float] | None = None,
 ) -> Decision:
     """Every policy and guard on its signal, then `decide`. `last_unreported` maps a
-    policy's label to the last time its signal was not ok (see `note_unreported`)."""
+    policy's label to when its last gap ended (see `note_unreported`)."""
     up, down = rules.behavior.tolerances()
     ctx = PolicyContext(current=status.current, ready=status.ready,
                         tolerance_up=up, tolerance_down=down)
@@ -129,8 +129,33 @@ def evaluate(
                   guards=guard_results, dry_run=dry_run)
 
 
-def note_unreported(last_unreported: dict[str, float], decision: Decision) -> None:
-    """Remember when each policy last did not report, for the next evaluations' settling."""
+class Unreported(dict[str, float]):
+    """Policy label -> when its data last had a gap, for the settling rule; `open` holds the
+    labels whose gap has not yet been followed by an ok answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: set[str] = set()
+
+    def forget(self, label: str) -> None:
+        """A policy a reload removed."""
+        self.pop(label, None)
+        self.open.discard(label)
+
+
+def note_unreported(last_unreported: Unreported, decision: Decision,
+                    answered: float | None = None) -> None:
+    """Remember when each policy's gap ended, for the next evaluations' settling.
+
+    The clock restarts at the first ok answer after a gap, at the time that answer arrived
+    (`answered`, the tick's reads done; the decision's time in replay): a tick that started
+    while Prometheus was frozen gets its ok answer after the thaw, and a rate() then still
+    spans the gap for its whole range. Counting from the last failed answer ended settling
+    while the data was still skewed (a scale-down 7 s after a 7 s freeze was seen)."""
     for p in decision.policies:
         if p.state is not SignalState.OK:
             last_unreported[p.name] = decision.time
+            last_unreported.open.add(p.name)
+        elif p.name in last_unreported.open:
+            last_unreported[p.name] = max(decision.time, answered or decision.time)
+            last_unreported.open.discard(p.name)

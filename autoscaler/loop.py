@@ -37,7 +37,7 @@ from autoscaler.config import (
     load_config,
 )
 from autoscaler.decide import clamp_to_bounds
-from autoscaler.evaluate import evaluate, note_unreported
+from autoscaler.evaluate import Unreported, evaluate, note_unreported
 from autoscaler.leader import Leadership, NoElection
 from autoscaler.logs import decision_log
 from autoscaler.model import (
@@ -87,8 +87,8 @@ class TargetRuntime:
     refused: str | None = None  # why not to write while it lasts (an HPA scales it)
     pause_problem: str = ""  # an unreadable paused-replicas value (warned once while it lasts)
     in_flight: Future[TargetOutcome] | None = None  # a run that outlived its tick (hung backend)
-    # policy label -> when its signal was last not ok (no scale-down on it while settling)
-    last_unreported: dict[str, float] = field(default_factory=dict)
+    # policy label -> when its last gap in data ended (no scale-down on it while settling)
+    last_unreported: Unreported = field(default_factory=Unreported)
 
     @property
     def name(self) -> str:
@@ -297,7 +297,7 @@ class Engine:
                 gone_policies = {p.label for p in rt.policies} - {p.label for p in fresh.policies}
                 self.telemetry.forget_policies(rt.name, gone_policies)
                 for label in gone_policies:
-                    rt.last_unreported.pop(label, None)
+                    rt.last_unreported.forget(label)
                 rt.config, rt.policies, rt.guards = fresh.config, fresh.policies, fresh.guards
                 rt.dry_run = fresh.dry_run
                 if rt.actuator is not None:
@@ -604,7 +604,7 @@ class Engine:
                            for g in rt.guards},
             rules=rt.config.rules(), dry_run=rt.dry_run, last_unreported=rt.last_unreported,
         )
-        note_unreported(rt.last_unreported, decision)
+        note_unreported(rt.last_unreported, decision, answered=self.clock())
         return decision
 
     def _requests(self, rt: TargetRuntime) -> list[SignalRequest]:

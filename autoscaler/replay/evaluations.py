@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from autoscaler.decide import TargetRules
-from autoscaler.evaluate import GuardSpec, evaluate, note_unreported
+from autoscaler.evaluate import GuardSpec, Unreported, evaluate, note_unreported
 from autoscaler.model import Decision, Signal, TargetState, TargetStatus
 from policies import Policy
 
@@ -26,7 +26,7 @@ class ReplayTarget:
     guards: Sequence[GuardSpec]
     rules: TargetRules
     state: TargetState = field(default_factory=TargetState)
-    unreported: dict[str, float] = field(default_factory=dict)  # policy -> last time not ok
+    unreported: Unreported = field(default_factory=Unreported)  # policy -> when its gap ended
     clips: dict[str, int] = field(default_factory=dict)  # clip kind -> how many times
 
     def evaluate(self, now: float, current: int, ready: int | None,

@@ -307,6 +307,17 @@ def measure_recovery(d: DaemonProcess, names: list[str], fault: str, cleared: fl
     print(f"\n[recovery] {fault}: {FIGURES[fault]}")
 
 
+def asked_for(record: dict[str, Any]) -> int:
+    """What the policies of a decision record asked for together, combined as the engine does
+    (`autoscaler.decide.combine_recommendations`): max wins over the ok answers, and a
+    two-sided threshold votes its `alone` answer (hold in band) while no other ok policy
+    sizes the target, else what its own metric needs (#10 item 6)."""
+    ok = [p for p in record["policies"] if p["state"] == "ok" and p["replicas"] is not None]
+    alone = not any("alone" not in p for p in ok)
+    votes = [p["alone"] if alone and "alone" in p else p["replicas"] for p in ok]
+    return max(votes, default=record["current"])
+
+
 def check_settling(d: DaemonProcess, names: list[str], fault: str, cleared: float) -> None:
     """Every decision after the fault in which a policy asked for fewer instances than the
     service has was held by the settling rule, not by luck: the gap's skewed data reached
@@ -314,15 +325,13 @@ def check_settling(d: DaemonProcess, names: list[str], fault: str, cleared: floa
     asked_less = held = 0
     for name in names:
         for r in since(d.decisions(name), cleared):
-            # Max wins: only when EVERY vote is below the size did the policies ask for
-            # fewer (a two-sided threshold beside a sizing policy votes what its own metric
-            # needs, below the size, while the sizing policy keeps it: #10 item 6).
-            votes = [p["replicas"] for p in r["policies"] if p["replicas"] is not None]
-            if votes and max(votes) < r["current"]:
+            if asked_for(r) < r["current"]:
                 asked_less += 1
                 kinds = [c["kind"] for c in r["clips"]]
-                assert "settling" in kinds, r
-                held += 1
+                # held by the settling rule, or by the missing-data rule where a policy
+                # still had no answer (a named rule too; settling then has nothing to hold)
+                assert "settling" in kinds or "metric_error" in kinds, r
+                held += int("settling" in kinds)
     FIGURES[fault] += f"; {held} decision(s) asking fewer held by the settling rule"
     print(f"[settling] {fault}: {held} decision(s) asking fewer held by the settling rule")
     if fault == "prometheus-down":  # the rig had settled, so the dip is certain (see FIGURES)

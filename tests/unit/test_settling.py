@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from autoscaler.decide import TargetRules, hold_while_settling, is_settling
-from autoscaler.evaluate import evaluate, note_unreported
+from autoscaler.evaluate import Unreported, evaluate, note_unreported
 from autoscaler.model import (
     ClipKind,
+    Decision,
     PolicyResult,
     Sample,
     Signal,
@@ -109,15 +110,45 @@ def test_evaluate_holds_a_scale_down_while_a_policy_settles(
     assert ("settling" in decision.policies[0].to_dict()) is bool(clips)
 
 
-def test_note_unreported_remembers_only_policies_that_did_not_report() -> None:
+def decision_at(now: float, rate: Signal) -> Decision:
     policy = CapacityPolicy(type="capacity", name="rate", query="rate(x[5m])")
     other = ThresholdPolicy(type="threshold", name="cpu", query="cpu", scale_up_above=70)
-    decision = evaluate(
-        target="smtp", now=42.0, status=TargetStatus(current=3, ready=None),
+    return evaluate(
+        target="smtp", now=now, status=TargetStatus(current=3, ready=None),
         policies=[policy, other],
-        policy_signals={"rate": Signal.bad(SignalState.ERROR, "timeout"),
-                        "cpu": Signal.ok((Sample(42.0, 50.0),))},
+        policy_signals={"rate": rate, "cpu": Signal.ok((Sample(now, 50.0),))},
         guards=[], guard_signals={}, rules=TargetRules(min_replicas=1, max_replicas=10))
-    remembered: dict[str, float] = {"cpu": 1.0}
-    note_unreported(remembered, decision)
-    assert remembered == {"rate": 42.0, "cpu": 1.0}
+
+
+FAILED = Signal.bad(SignalState.ERROR, "timeout")
+ANSWERED = Signal.ok((Sample(0.0, 10000.0),))
+
+
+@pytest.mark.parametrize(("ticks", "remembered"), [
+    pytest.param([(42.0, FAILED, None)], {"rate": 42.0}, id="a-gap-is-noted"),
+    pytest.param([(42.0, FAILED, None), (52.0, FAILED, None)], {"rate": 52.0},
+                 id="a-longer-gap-moves-with-it"),
+    # The clock restarts at the first ok answer, when that answer arrived: a tick that
+    # started while Prometheus was frozen (at 52) is answered after the thaw (at 58).
+    pytest.param([(42.0, FAILED, None), (52.0, ANSWERED, 58.0)], {"rate": 58.0},
+                 id="first-ok-answer-restarts-the-clock-at-its-arrival"),
+    pytest.param([(42.0, FAILED, None), (52.0, ANSWERED, None)], {"rate": 52.0},
+                 id="replay-answers-at-the-decision-time"),
+    pytest.param([(42.0, FAILED, None), (52.0, ANSWERED, 53.0), (62.0, ANSWERED, 63.0)],
+                 {"rate": 53.0}, id="later-ok-answers-leave-it"),
+    pytest.param([(42.0, ANSWERED, 43.0)], {}, id="no-gap-nothing-noted"),
+])
+def test_note_unreported_remembers_when_each_gap_ended(
+        ticks: list[tuple[float, Signal, float | None]], remembered: dict[str, float]) -> None:
+    gaps = Unreported()
+    for now, rate, answered in ticks:
+        note_unreported(gaps, decision_at(now, rate), answered)
+    assert dict(gaps) == remembered  # "cpu" always reported: never noted
+
+
+def test_a_gap_forgotten_with_its_policy() -> None:
+    gaps = Unreported()
+    note_unreported(gaps, decision_at(42.0, FAILED))
+    gaps.forget("rate")
+    note_unreported(gaps, decision_at(52.0, ANSWERED))
+    assert dict(gaps) == {} and not gaps.open
