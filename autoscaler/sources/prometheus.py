@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -369,6 +370,14 @@ Pair = tuple[str, float]  # (query, window): what one signal asks
 Span = tuple[float, float, float]  # (start, end, step) of an exact range query
 
 
+def late_with(late: Signal, last_error: str | None) -> Signal:
+    """The deadline's `error`, naming the last failed attempt's reason when there was one."""
+    if not last_error:
+        return late
+    return Signal.bad(SignalState.ERROR,
+                      f"{late.detail}; last attempt: {one_line(last_error, DETAIL_CHARS // 2)}")
+
+
 @dataclass(frozen=True)
 class _Job:
     """One HTTP query of a read: a query of its own, or a group's alternation.
@@ -679,11 +688,14 @@ class PrometheusSource(SignalSource):
         # concurrent.futures.wait(FIRST_COMPLETED) would touch every pending one per wake-up.
         finished: queue.SimpleQueue[Future[dict[Pair, Signal] | None]] = queue.SimpleQueue()
         pending: dict[Future[dict[Pair, Signal] | None], _Job] = {}
+        # job -> the last failed attempt's (redacted) detail, written by the worker retrying it
+        last_error: dict[_Job, str] = {}
         late = Signal.bad(SignalState.ERROR,
                           f"no answer from {self.endpoint} before the tick's deadline")
 
         def submit(job: _Job) -> None:
-            future = self._pool.submit(self._run, tick, job, now, deadline)
+            future = self._pool.submit(self._run, tick, job, now, deadline,
+                                       functools.partial(last_error.__setitem__, job))
             pending[future] = job
             future.add_done_callback(finished.put)
 
@@ -715,7 +727,7 @@ class PrometheusSource(SignalSource):
                 submit(_Job(query, window, ((query, window),)))
         for future, job in pending.items():
             future.cancel()  # not started yet: drop it; running: it ends on its timeout
-            results.update(dict.fromkeys(job.members, late))
+            results.update(dict.fromkeys(job.members, late_with(late, last_error.get(job))))
         return {r.key: results[(r.query, float(r.window))] for r in requests_}
 
     def _plan(self, pairs: Sequence[Pair]) -> list[_Job]:
@@ -775,11 +787,11 @@ class PrometheusSource(SignalSource):
                 "label, with a value not asked for, or a scalar): it is sent per target",
                 self.config.group_by_label, one_line(job.members[0][0]))
 
-    def _run(self, tick: _Tick, job: _Job, now: float, deadline: float
-             ) -> dict[Pair, Signal] | None:
+    def _run(self, tick: _Tick, job: _Job, now: float, deadline: float,
+             on_error: Callable[[str], None] | None = None) -> dict[Pair, Signal] | None:
         """The signal of every member of `job`; None when a grouped answer cannot be split."""
         where = self._where(job.window)
-        answer = self._fetch(tick, job.query, job.window, now, deadline)
+        answer = self._fetch(tick, job.query, job.window, now, deadline, on_error=on_error)
         if isinstance(answer, Signal):
             return dict.fromkeys(job.members, answer)
         step = self._step(job.window) if job.window > 0 else 0.0
@@ -800,17 +812,22 @@ class PrometheusSource(SignalSource):
 
     def _fetch(self, tick: _Tick, query: str, window: float, now: float,
                deadline: float, span: Span | None = None,
-               timeout: float | None = None) -> Signal | _Body:
+               timeout: float | None = None,
+               on_error: Callable[[str], None] | None = None) -> Signal | _Body:
         """One query, retried on transient failures with jittered backoff, never past deadline.
 
         The first attempt runs bare; tenacity is set up only once it failed. `span` (start,
         end, step) asks that exact range instead of the window's; `timeout` replaces the
-        configured per-query timeout (a history load's own).
+        configured per-query timeout (a history load's own). `on_error` hears each failed
+        attempt's detail: if the tick's deadline passes while this still retries, the late
+        signal says what went wrong, not only that no answer came.
         """
         try:
             return self._attempt(tick, query, window, now, deadline, span, timeout)
         except _Transient as exc:
             first = exc
+            if on_error is not None:
+                on_error(exc.signal.detail)
 
         def out_of_time(state: RetryCallState) -> bool:
             return time.monotonic() + state.upcoming_sleep + MARGIN + MIN_ATTEMPT >= deadline
@@ -830,8 +847,13 @@ class PrometheusSource(SignalSource):
                     if attempt.retry_state.attempt_number == 1:
                         raise first  # the attempt already made: the backoff starts after it
                     attempts += 1
-                    answer = self._attempt(tick, query, window, now, deadline, span,
-                                           timeout)
+                    try:
+                        answer = self._attempt(tick, query, window, now, deadline, span,
+                                               timeout)
+                    except _Transient as exc:
+                        if on_error is not None:
+                            on_error(exc.signal.detail)
+                        raise
         except _Transient as exc:
             if attempts > 1:  # already redacted: cutting it now leaks nothing
                 detail = one_line(exc.signal.detail, DETAIL_CHARS - 16)

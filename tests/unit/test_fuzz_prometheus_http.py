@@ -34,6 +34,7 @@ from autoscaler.decide import TargetRules
 from autoscaler.evaluate import evaluate
 from autoscaler.model import Signal, SignalState, TargetStatus
 from autoscaler.registry import policy_types
+from autoscaler.sources import prometheus
 from autoscaler.sources.prometheus import PrometheusSource, SignalRequest
 from tests.support.loopback import served
 from tests.support.strategies import json_like, shaped
@@ -50,7 +51,7 @@ SECRET = "fuzz-secret-header-value"
 
 @dataclass(frozen=True)
 class Answer:
-    mode: str  # normal | raw | short | close | slow
+    mode: str  # normal | raw | short | close | slow | then_slow (this answer once, then slow)
     status: int
     content_type: str | None
     body: bytes
@@ -61,6 +62,7 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 64
     answer = Answer("normal", 200, "application/json", b"{}")
     requests = 0
+    answered = 0  # requests answered since the answer was set (then_slow)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -79,8 +81,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            if a.mode == "slow":
+            if a.mode == "slow" or (a.mode == "then_slow" and self.server.answered):
                 time.sleep(TIMEOUT * 2)
+            self.server.answered += 1
             self.send_response(a.status)
             if a.content_type is not None:
                 self.send_header("Content-Type", a.content_type)
@@ -267,6 +270,20 @@ def test_the_server_answers_what_the_example_says(server: Server,
     got = source.read([SignalRequest("k", "q", 0.0)], now, time.monotonic() + 2)["k"]
     assert got.state is SignalState.ERROR and "HTTP 503" in got.detail
     assert server.requests - before >= 2, "a 5xx is retried within the deadline"
+
+
+def test_a_deadline_passing_during_retries_names_the_last_error(
+        server: Server, source: PrometheusSource, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 503, then a retry still running when the tick's deadline passes: the late signal
+    says what went wrong, not only that no answer came (MARGIN < 0 lets the retry outlive
+    the deadline, as a starved worker thread does)."""
+    monkeypatch.setattr(prometheus, "MARGIN", -0.5)
+    server.answered = 0
+    server.answer = Answer("then_slow", 503, "text/plain", b"down")
+    got = source.read([SignalRequest("k", "q", 0.0)], time.time(), time.monotonic() + 0.35)["k"]
+    assert got.state is SignalState.ERROR
+    assert "before the tick's deadline; last attempt: HTTP 503" in got.detail, got.detail
+    assert SECRET not in got.detail
 
 
 @pytest.mark.parametrize(("instant", "range_", "desired", "range_state"), [
