@@ -28,6 +28,15 @@ How, in one pass over the points and a little work per tick:
   policies cannot follow in time; a smooth day curve never is one, and during a burst they
   already see it). Otherwise: no opinion. Noise and trends are not recurring bursts: on
   them it never acts.
+- A FIRST REPEAT need not wait for the bar: a period whose record is unblemished (it made
+  forecasts, and since its history began never missed a burst nor forecast one that did not
+  come) may act on a burst it has seen once, if that burst lasted at least `phase_window`
+  (a spike waits for the bar). Its jitter is unknown, so it raises up to `phase_window`
+  before the onset it saw. It answers beside the best proven period only where that one
+  foresees no burst (a weekly campaign is invisible to a good daily period). A one-off burst
+  after a period's history began is a miss in its record, so that period never acts on it;
+  the cost: a pattern that stops may be forecast once more by a longer period whose history
+  began after it (one false alarm, which then blemishes it).
 - TIMING, from the points themselves (the bins find a burst; a bin is 5 minutes wide): it
   raises only once some recent past period was in a burst at the phase of now + lead
   (within a step): as late as the earliest onset the history shows allows, not a bin or
@@ -52,7 +61,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, PrivateAttr
 
@@ -95,16 +104,25 @@ def is_burst(value: float, level: float, ratio: float, per_instance: float) -> b
 
 @dataclass
 class PeriodScore:
-    """Decayed counts of one period's self-evaluation."""
+    """Decayed counts of one period's self-evaluation, and how many bins it was scored on."""
 
     hits: float = 0.0
     misses: float = 0.0
     false_alarms: float = 0.0
+    bins: int = 0
 
     def add(self, decay: float, hit: bool, miss: bool, false_alarm: bool) -> None:
         self.hits = self.hits * decay + hit
         self.misses = self.misses * decay + miss
         self.false_alarms = self.false_alarms * decay + false_alarm
+        self.bins += 1
+
+    @property
+    def unblemished(self) -> bool:
+        """Forecasts made, and since its history began never a burst it did not forecast nor
+        one it forecast that did not come (a decayed count is exactly 0 only if it never
+        counted anything)."""
+        return self.bins > 0 and self.misses == 0 and self.false_alarms == 0
 
     @property
     def bursts(self) -> float:
@@ -127,10 +145,21 @@ class Learned:
     open: int | None = None  # the bin being filled
     scores: dict[float, PeriodScore] = field(default_factory=dict)
     level: float = 0.0
-    # What a tick computed from the bins, kept until the next bin completes (they change
-    # only then): the best period, and the forecast of one (period, target bin).
-    best: tuple[int, tuple[float, PeriodScore] | None] = (-1, None)
-    forecast: tuple[tuple[int, float, int], tuple[float, int] | None] = ((-1, 0.0, 0), None)
+    # What ticks computed from the bins, kept until the next bin completes (they change
+    # only then): the periods that may act, and the forecasts of (period, target bin).
+    acting: tuple[int, list[Acting]] = (-1, [])
+    forecasts: dict[tuple[float, int], tuple[float, int] | None] = field(default_factory=dict)
+    forecasts_at: int = -1  # len(done) the forecasts were made at
+
+
+@dataclass(frozen=True)
+class Acting:
+    """A period that may act: `proven` passed the bar (the best such); the others are
+    unblemished, so may act on a burst's first repeat (see `SeasonalPolicy.period_answer`)."""
+
+    period: float
+    score: PeriodScore
+    proven: bool
 
 
 class SeasonalPolicy(Policy):
@@ -249,6 +278,28 @@ class SeasonalPolicy(Policy):
 
     # ------------------------------------------------------------------ recommend
 
+    def acting_periods(self, st: Learned) -> list[Acting]:
+        """The best period that passes the bar first, then every other unblemished one."""
+        best = self.best_period(st)
+        out = [] if best is None else [Acting(best[0], best[1], proven=True)]
+        for period in sorted(self.periods):
+            score = st.scores.get(period)
+            if score is not None and score.unblemished and (best is None or period != best[0]):
+                out.append(Acting(period, score, proven=False))
+        return out
+
+    def forecast_at(self, st: Learned, period: float, target: int) -> tuple[float, int] | None:
+        """`phase_forecast` for (period, target bin), memoized until the next bin completes."""
+        if st.forecasts_at != len(st.done):
+            st.forecasts, st.forecasts_at = {}, len(st.done)
+        key = (period, target)
+        if key not in st.forecasts:
+            st.forecasts[key] = phase_forecast(st.bins, target, round(period / self.phase_window),
+                                               self.max_periods(period), self.min_periods)
+        return st.forecasts[key]
+
+    # ------------------------------------------------------------------ recommend
+
     def recommend(self, signal: Signal, ctx: PolicyContext) -> Recommendation:
         if not signal.samples:
             return Recommendation(None, "no sample")
@@ -258,26 +309,45 @@ class SeasonalPolicy(Policy):
         now = signal.samples[-1].t
         st = self.learn(signal.history, now)
         done = len(st.done)
-        if st.best[0] != done:
-            st.best = (done, self.best_period(st))
-        best = st.best[1]
-        if best is None:
+        if st.acting[0] != done:
+            st.acting = (done, self.acting_periods(st))
+        acting = st.acting[1]
+        if not acting:
             return Recommendation(None, f"no recurring pattern passes the bar {self.min_score:g} "
                                         f"(scores: {self.explain_scores(st)}): no opinion")
-        period, score = best
-        pb = round(period / self.phase_window)
+        answers: list[Recommendation] = []
+        for a in acting:
+            rec, foresees = self.period_answer(a, signal, st, now)
+            if a.proven and foresees:
+                return rec  # a proven period that sees a burst coming times it alone
+            answers.append(rec)
+        raised = [r for r in answers if r.replicas is not None]
+        if not raised:
+            return answers[0]
+        return max(raised, key=lambda r: r.replicas or 0)
+
+    def period_answer(self, a: Acting, signal: Signal, st: Learned,
+                      now: float) -> tuple[Recommendation, bool]:
+        """One period's answer, and whether it foresees a burst (raising now or later).
+
+        A proven period raises once some recent past period was in a burst at the phase of
+        now + lead (within a step). An unblemished one acts on a burst it saw once (its
+        first repeat), if that burst lasted at least `phase_window` (a spike waits for the
+        bar); its jitter is unknown, so it raises up to `phase_window` before the onset it
+        saw, sized for the burst at that onset."""
+        history = signal.history
+        assert history is not None
+        period = a.period
         target = math.floor((now + self.lead) / self.phase_window)
-        key = (done, period, target)
-        if st.forecast[0] != key:
-            st.forecast = (key, phase_forecast(st.bins, target, pb, self.max_periods(period),
-                                               self.min_periods))
-        got = st.forecast[1]
+        got = self.forecast_at(st, period, target)
         name = period_name(period)
         if got is None:
             return Recommendation(None, f"period {name}: too little history for the phase "
-                                        f"in {self.lead:g}s: no opinion")
+                                        f"in {self.lead:g}s: no opinion"), False
         forecast, seen = got
-        about = (f"period {name} score {score.score:.2f}: forecast {forecast:.0f}/h in "
+        standing = (f"score {a.score.score:.2f}" if a.proven
+                    else "first repeat (no miss, no false alarm yet)")
+        about = (f"period {name} {standing}: forecast {forecast:.0f}/h in "
                  f"{self.lead:g}s (median of {seen} periods, level {st.level:.0f}/h)")
         now_value = max(signal.samples[-1].value, 0.0)
         if not (self._burst(forecast, st.level) and self._burst(forecast, now_value)):
@@ -285,36 +355,58 @@ class SeasonalPolicy(Policy):
             # usual level AND over the value now (a smooth day curve rises too slowly to be
             # one; during a burst the reactive policies already see it).
             return Recommendation(None, f"{about}: no burst ahead of {now_value:.0f}/h now, "
-                                        "no opinion", forecast=forecast)
-        before = self.phase_value(signal.history, st, now, period)
+                                        "no opinion", forecast=forecast), False
+        before = self.phase_value(history, st, now, period)
         if before is None or not self._burst(forecast, before):
             # The jump must be in the pattern itself: the past periods went from `before`
             # at this phase to the burst `lead` later. A day curve is smooth in every past
             # period, however today differs from it (a weekend under weekday history).
             was = "none" if before is None else f"{before:.0f}/h"
             return Recommendation(None, f"{about}: no jump in the past periods (they were at "
-                                        f"{was} at this phase), no opinion", forecast=forecast)
+                                        f"{was} at this phase), no opinion",
+                                  forecast=forecast), False
         due = now + self.lead
-        if not self.seen_at(signal.history, st, due, period):
+        slack = TIMING_SLACK if a.proven else self.phase_window
+        onset = self.onset(history, st, due, period, slack)
+        if onset is None:
             # The phase bins say a burst is near; the points say when: in no past period
             # had it begun by this phase (+- a step). Raising now would only pay for idle
             # instances: wait until the earliest onset the history shows is `lead` away.
             return Recommendation(None, f"{about}: not due yet (no past period in a burst "
-                                        f"at this phase), no opinion", forecast=forecast)
+                                        f"at this phase), no opinion", forecast=forecast), True
+        until = self.burst_end(history, st, max(due, onset), period)
+        if not a.proven:
+            if until - onset - TIMING_SLACK < self.phase_window:
+                return Recommendation(None, f"{about}: a burst shorter than phase_window "
+                                            "waits for the bar, no opinion",
+                                      forecast=forecast), True
+            at_onset = self.forecast_at(st, period, math.floor(onset / self.phase_window))
+            if onset > due and at_onset is not None:
+                forecast = max(forecast, at_onset[0])
         wanted = ceil_exact(forecast / self.per_instance * self.headroom)
-        until = self.burst_end(signal.history, st, due, period)
         formula = f"{about}: ceil({forecast:.0f} / {self.per_instance:g} x {self.headroom:g}) " \
                   f"= {wanted}, burst over in {until - now:.0f}s"
         if self.mode == "observe":
-            return Recommendation(None, f"observe: {formula}", forecast=forecast)
-        return Recommendation(wanted, formula, until=until, forecast=forecast)
+            return Recommendation(None, f"observe: {formula}", forecast=forecast), True
+        return Recommendation(wanted, formula, until=until, forecast=forecast), True
 
-    def seen_at(self, history: History, st: Learned, t: float, period: float) -> bool:
-        """Whether any of the recent past periods was in a burst at the phase of `t` (within
-        a step either side), read from the points themselves: the phase bins find a burst,
-        this times it. Any period, so a burst whose time jitters is met at its earliest."""
-        return any(self._burst(history.v[i], st.level)
-                   for lo, hi in self._at_phase(history, st, t, period) for i in range(lo, hi))
+    def onset(self, history: History, st: Learned, t: float, period: float,
+              slack: float) -> float | None:
+        """The earliest moment (in today's time) at which a recent past period was in a
+        burst at a phase from `t` - TIMING_SLACK to `t` + `slack`, read from the points
+        themselves (the phase bins find a burst; this times it); None if none was. Any
+        period counts, so a burst whose time jitters is met at its earliest."""
+        first: float | None = None
+        for k in range(1, self.max_periods(period) + 1):
+            back = k * period
+            lo = bisect_left(history.t, t - back - TIMING_SLACK, 0, st.read)
+            hi = bisect_right(history.t, t - back + slack, lo, st.read)
+            for i in range(lo, hi):
+                if self._burst(history.v[i], st.level):
+                    if first is None or history.t[i] + back < first:
+                        first = history.t[i] + back
+                    break
+        return first
 
     def _at_phase(self, history: History, st: Learned, t: float,
                   period: float) -> Iterator[tuple[int, int]]:
@@ -336,14 +428,14 @@ class SeasonalPolicy(Policy):
                 found.append(max(min(near), 0.0))
         return median(found) if len(found) >= self.min_periods else None
 
-    def burst_end(self, history: History, st: Learned, due: float, period: float) -> float:
-        """When the burst due at `due` is over, as the history says: the first later phase
-        (in steps of TIMING_SLACK) at which no recent past period was in a burst; at most
-        half a period on. A burst that jitters ends at its latest."""
-        t, last = due, due + period / 2
+    def burst_end(self, history: History, st: Learned, start: float, period: float) -> float:
+        """When the burst under way at `start` is over, as the history says: the first later
+        phase (in steps of TIMING_SLACK) at which no recent past period was in a burst; at
+        most half a period on. A burst that jitters ends at its latest."""
+        t, last = start, start + period / 2
         while t < last:
             t += TIMING_SLACK
-            if not self.seen_at(history, st, t, period):
+            if self.onset(history, st, t, period, TIMING_SLACK) is None:
                 return t
         return last
 
@@ -353,15 +445,6 @@ def history_of(points: Sequence[tuple[float, float]]) -> History:
     from array import array
 
     return History(array("d", [t for t, _ in points]), array("d", [v for _, v in points]))
-
-
-def describe(policy: SeasonalPolicy) -> dict[str, Any]:
-    """What the policy has learned, for the decision record and metrics."""
-    st = policy._learned
-    best = policy.best_period(st)
-    return {"level": st.level, "scores": {period_name(p): round(s.score, 3)
-                                          for p, s in st.scores.items()},
-            "period": None if best is None else period_name(best[0])}
 
 
 POLICY = SeasonalPolicy

@@ -69,6 +69,11 @@ def with_resets(shape: Shape) -> Shape:
     return lambda t: -5000.0 if 8 * HOUR + 600 <= t % DAY < 8 * HOUR + 720 else shape(t)
 
 
+def one_off(at: float, length: float = 1800.0) -> Shape:
+    """One burst, never again."""
+    return lambda t: PEAK if at <= t < at + length else BASE
+
+
 def stops_after(shape: Shape, day: int) -> Shape:
     return lambda t: shape(t) if t < day * DAY else BASE
 
@@ -124,8 +129,25 @@ BURST_NEED = math.ceil(PEAK / 10_000 * 1.1)  # 7
     pytest.param(daily_burst(), 8, 7 * DAY + 12 * HOUR, None, "1d", id="between-bursts"),
     pytest.param(daily_burst(), 8, 7 * DAY + 8 * HOUR + 1800 + 400, None, "1d",
                  id="burst-over"),
-    pytest.param(daily_burst(), 1.5, DAY + 8 * HOUR - 60, None, None, id="too-little-history"),
-    pytest.param(stops_after(daily_burst(), 3), 8, 7 * DAY + 8 * HOUR - 60, None, None,
+    # a burst's first repeat: the daily period saw it once, and never since its history
+    # began missed a burst or forecast one that did not come (unblemished), so it acts;
+    # its jitter unknown, from up to phase_window (300 s) before the onset it saw
+    pytest.param(daily_burst(), 1.5, DAY + 8 * HOUR - 60, BURST_NEED, "1d", id="first-repeat"),
+    pytest.param(daily_burst(), 1.5, DAY + 8 * HOUR - 90 - 290, BURST_NEED, "1d",
+                 id="first-repeat-allows-the-jitter-tolerated"),
+    pytest.param(daily_burst(), 1.5, DAY + 8 * HOUR - 90 - 360, None, None,
+                 id="first-repeat-not-earlier-than-that"),
+    pytest.param(daily_burst(length=180), 1.5, DAY + 8 * HOUR - 60, None, "1d",
+                 id="first-repeat-of-a-spike-waits-for-the-bar"),
+    pytest.param(one_off(DAY + 8 * HOUR), 2.5, 2 * DAY + 8 * HOUR - 60, None, None,
+                 id="a-one-off-after-history-began-is-a-miss"),
+    pytest.param(daily_burst(), 0.9, 8 * HOUR - 60, None, None, id="too-little-history"),
+    # a pattern that stops: the daily period's false alarm on day 3 ends it there; the
+    # weekly period, whose history begins on day 7, sees day 0's burst once (known cost:
+    # one first repeat), and its false alarm then ends it too
+    pytest.param(stops_after(daily_burst(), 3), 8, 7 * DAY + 8 * HOUR - 60, BURST_NEED, "1w",
+                 id="a-pattern-that-stops-one-weekly-first-repeat"),
+    pytest.param(stops_after(daily_burst(), 3), 9, 8 * DAY + 8 * HOUR - 60, None, None,
                  id="a-pattern-that-stops"),
     pytest.param(noisy_flat, 8, 7 * DAY + 8 * HOUR, None, None, id="noise-is-no-pattern"),
     pytest.param(smooth_day, 8, 7 * DAY + 8 * HOUR, None, None, id="a-smooth-day-is-no-jump"),
@@ -141,13 +163,19 @@ def test_forecaster(shape: Shape, days: float, now: float, expected: int | None,
         assert reason.startswith(f"period {period} "), reason
 
 
-def test_a_weekly_campaign_is_found_after_two_weeks() -> None:
-    monday_10 = 2 * WEEK + 4 * DAY + 10 * HOUR  # t = 0 is a Thursday
+@pytest.mark.parametrize(("weeks", "standing"), [
+    # the second Monday: the weekly period saw one campaign, and nothing since its history
+    # began (day 7) went wrong; the daily and hourly ones missed the first campaign
+    pytest.param(1, "first repeat", id="at-its-first-repeat"),
+    pytest.param(2, "score 1.00", id="scored"),
+])
+def test_a_weekly_campaign(weeks: int, standing: str) -> None:
+    monday_10 = weeks * WEEK + 4 * DAY + 10 * HOUR  # t = 0 is a Thursday
     replicas, reason = asked(weekly_campaign, 19, monday_10 - 60)
     assert replicas == BURST_NEED, reason
-    assert reason.startswith("period 1w "), reason
-    # a week earlier it had seen one campaign only, never forecast: no opinion yet
-    assert asked(weekly_campaign, 19, monday_10 - WEEK - 60)[0] is None
+    assert reason.startswith(f"period 1w {standing}"), reason
+    # the first Monday: nothing seen before it, no opinion
+    assert asked(weekly_campaign, 19, 4 * DAY + 10 * HOUR - 60)[0] is None
 
 
 def test_observe_mode_computes_and_counts_for_nothing() -> None:
