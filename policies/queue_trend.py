@@ -2,8 +2,9 @@
 
 Growth is the least-squares slope of the queue depth over `window`. Stalwart's community
 edition exports no depth gauge; with `signal: growth` the query returns the net inflow
-(inflow - outflow, messages/hour) instead, and the backlog is estimated by integrating it.
-A shrinking queue gives no opinion: it neither blocks nor holds a scale-down. A flat one
+(inflow - outflow, messages/hour) instead, and the backlog is estimated by integrating it;
+a newest net inflow below -tolerance x per_instance is a queue shrinking now. A shrinking
+queue gives no opinion: it neither blocks nor holds a scale-down. A flat one
 with a backlog that would take more than `tolerance` of an instance to drain within
 `drain_within` asks for that much more (a standing 50,000 messages is not "fine" because it
 stopped growing); a flat, small queue gives no opinion.
@@ -74,6 +75,14 @@ class QueueTrendPolicy(Policy):
                 return Recommendation(None, "need two samples for a trend")
             depth = max(window[-1].value, 0.0)
         else:
+            floor = self.tolerance * self.per_instance
+            newest = window[-1].value
+            if newest < -floor:
+                # Draining now: the window's mean still remembers the growth before, and
+                # added instances to a queue already shrinking (the contract: no opinion).
+                return Recommendation(
+                    None, f"queue shrinking now (net {newest:+.0f}/h at the newest sample, "
+                          f"beyond -{floor:g}/h): no opinion")
             growth = sum(s.value for s in window) / len(window)
             depth = backlog_from_growth(window)
         floor = self.tolerance * self.per_instance

@@ -163,6 +163,12 @@ def test_backlog_from_growth_integrates_positive_growth() -> None:
     # 20,000/h for 300 s is a backlog of 1,667: ceil((20000 + 1667/0.25)/10000) = 3
     pytest.param({"signal": "growth"}, (20000.0,) * 21, 4, 7, id="growth-signal"),
     pytest.param({"signal": "growth"}, (-500.0,) * 21, 4, None, id="growth-negative"),
+    # The window's mean still says growing, but the queue drains now (newest -2,000/h is
+    # beyond -tolerance x per_instance = -1,000/h): no opinion, as for a shrinking depth.
+    pytest.param({"signal": "growth"}, (20000.0,) * 20 + (-2000.0,), 4, None,
+                 id="growth-shrinking-at-the-newest-sample"),
+    pytest.param({"signal": "growth"}, (20000.0,) * 20 + (-500.0,), 4, 7,
+                 id="growth-newest-within-tolerance-still-counts"),
     pytest.param({}, (100.0,), 4, None, id="one-sample"),
 ])
 def test_queue_trend(params: dict[str, object], values: tuple[float, ...], current: int,
