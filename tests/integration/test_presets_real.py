@@ -192,7 +192,8 @@ def settled_tick(realenv: RealEnv, targets: list[dict[str, Any]],
         outcomes = dry_tick(realenv, targets)
         for o in outcomes.values():
             d = o.decision
-            if d is None or any(r.state != "ok" for r in (*d.policies, *d.guards)):
+            if d is None or any(p.state != "ok" for p in d.policies) \
+                    or any(g.state != "ok" for g in d.guards):
                 return None
         return outcomes
 
