@@ -119,7 +119,8 @@ def with_history(live: Signal, past: Signal | None) -> Signal:
     if past is None or live.state is not SignalState.OK:
         return live
     if past.history is None:
-        return Signal(live.state, live.samples, past.detail or "history loading")
+        return Signal(live.state, live.samples, live.detail,
+                      history_detail=past.detail or "history loading")
     return Signal(live.state, live.samples, live.detail, past.history)
 
 

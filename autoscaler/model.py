@@ -52,6 +52,9 @@ class Signal:
     detail: str = ""
     # A `history` read's past (None while it loads, after a failure, or for a live read).
     history: History | None = field(default=None, compare=False, repr=False)
+    # Why there is no past ("history loading (3/9 chunks)", a failure): beside `detail`, so
+    # the live read's own warnings still reach the decision record.
+    history_detail: str = ""
 
     @property
     def latest(self) -> float | None:

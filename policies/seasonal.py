@@ -304,7 +304,7 @@ class SeasonalPolicy(Policy):
         if not signal.samples:
             return Recommendation(None, "no sample")
         if signal.history is None or not signal.history.t:
-            detail = signal.detail or "history loading"
+            detail = signal.history_detail or "history loading"
             return Recommendation(None, f"{detail}: no opinion")
         now = signal.samples[-1].t
         st = self.learn(signal.history, now)

@@ -291,7 +291,12 @@ def test_with_history_keeps_the_live_state() -> None:
     assert with_history(bad, past) is bad
     loading = with_history(live, Signal(SignalState.OK, (), "history loading (1/9 chunks)"))
     assert loading.state is SignalState.OK and loading.history is None
-    assert loading.detail == "history loading (1/9 chunks)"
+    assert loading.history_detail == "history loading (1/9 chunks)"
+    # the live read's own words (a backend's warning) stay the signal's detail beside it
+    warned = Signal(SignalState.OK, (Sample(NOW, 5.0),), "partial response from a store")
+    loading = with_history(warned, Signal(SignalState.OK, (), "history unavailable: HTTP 503"))
+    assert loading.detail == "partial response from a store"
+    assert loading.history_detail == "history unavailable: HTTP 503"
 
 
 def test_the_management_api_answers_history_reads_without_history() -> None:
@@ -379,6 +384,7 @@ def test_engine_asks_a_history_read_per_learning_policy_and_reload_keeps_it() ->
         seasonal = next(p for p in outcome.decision.policies if p.type == "seasonal")
         assert seasonal.state is SignalState.OK and seasonal.replicas is None
         assert "history loading (0/9 chunks): no opinion" in seasonal.reason
+        assert "history" not in seasonal.warnings  # the load's state is no backend warning
         engine.reload(cfg(True))
         assert source.kept[-1] == {(QUERY, STEP)}
         engine.reload(cfg(False))
