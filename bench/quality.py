@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,16 @@ from autoscaler.replay.simulate import (
     simulate,
     static_contender,
 )
-from autoscaler.trace import bundled_traces, load_trace
+from autoscaler.trace import Trace, bundled_traces, load_trace
 from bench.report import doc_path, machine, write_section
 
 # The recurring traces of scripts/make_traces.py and their period: seasonal's goals (#10)
 # are counted after the first period (before it there is nothing to learn from).
 PERIODS = {"daily-digest": 86400.0, "hourly-job": 3600.0, "weekly-campaign": 604800.0}
+# The recurring traces whose burst jitters by minutes (goal: <= 15 s per burst after the
+# first period); the others are exact (goal: 0 s). One burst per period in each.
+JITTERS = {"daily-digest"}
+JITTER_GOAL = 15.0  # s of overload per burst
 # The guide's own rules as the guide writes them (#10 item 6): CPU 70/35, capacity x1.5 on
 # the 5m inflow, the queue trend, a 5-minute down cooldown; the revised threshold votes only
 # what its own CPU needs beside the others; `spreads: false` is the floor it was before.
@@ -57,10 +62,18 @@ def guide_contender(settings: Settings, target: TargetConfig, name: str,
                      settings.evaluation_interval)
 
 
-def run_trace(path: Path) -> tuple[str, list[Any], float]:
+def first_hours(trace: Trace, hours: float | None) -> Trace:
+    """The trace's first `hours` (all of it when None): a quick run of every contender."""
+    if hours is None:
+        return trace
+    cut = bisect_right(trace.t, trace.t[0] + hours * 3600.0)
+    return Trace(trace.name, trace.t[:cut], trace.demand[:cut])
+
+
+def run_trace(path: Path, hours: float | None = None) -> tuple[str, list[Any], float]:
     settings = load_config(bundled_config_path())
     target = settings.targets[0]
-    trace = load_trace(path)
+    trace = first_hours(load_trace(path), hours)
     sim = settings.simulation
     params = PlantParams(sim.capacity_per_instance, sim.startup_delay, sim.scrape_interval)
     interval = settings.evaluation_interval
@@ -110,11 +123,15 @@ def seasonal_verdict(name: str, results: list[Any]) -> list[str]:
     after = sum(per[1:])
     later = sum(per[2:])
     some = ", ".join(f"{v:.0f} s in period {k + 1}" for k, v in enumerate(per) if v > 0)
+    if name in JITTERS:
+        worst = max(per[1:], default=0.0)
+        goal = (f"{'met' if worst <= JITTER_GOAL else 'not met'}: it jitters by minutes, goal "
+                f"<= {JITTER_GOAL:g} s per burst; worst {worst:.0f} s")
+    else:
+        goal = f"{'met' if after == 0 else 'not met'}: an exact schedule, goal 0 s"
     return [
         f"profile overload by period ({len(per)} periods): {some or 'none'}; after the first "
-        f"period {after:.0f} s ({'met' if after == 0 else 'not met'}: goal 0 s where the "
-        f"schedule is exact, <= 15 s per burst where it jitters), after the second "
-        f"{later:.0f} s",
+        f"period {after:.0f} s ({goal}), after the second {later:.0f} s",
         f"profile replica-hours {ratio:.2f}x clairvoyant ("
         f"{'met' if ratio <= 1.2 else 'not met'}: goal <= 1.2x; stretch <= 1.15x "
         f"{'met' if ratio <= 1.15 else 'not met'})",
@@ -236,6 +253,9 @@ this change)."""
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("traces", nargs="*", type=Path, help="extra trace CSVs")
+    parser.add_argument("--hours", type=float, default=None,
+                        help="replay only each trace's first HOURS (a quick run; the figures "
+                             "are then not the goals' figures)")
     args = parser.parse_args()
     paths = list(bundled_traces().values()) + list(args.traces)
     lines = [
@@ -256,11 +276,13 @@ def main() -> None:
         "Deterministic: one run is the figure. Goals (benchmark issue): overload <= hpa-cpu,",
         "replica-hours <= 1.25x clairvoyant, scale events <= hpa-cpu.",
         "",
+        *([f"**A quick run: each trace's first {args.hours:g} h only (`--hours`); not the "
+           "goals' figures.**", ""] if args.hours is not None else []),
     ]
     summary: list[str] = []
     cpu: dict[str, float] = {}
     for path in paths:
-        name, results, cpu[name] = run_trace(path)
+        name, results, cpu[name] = run_trace(path, args.hours)
         rows = {r.contender: r.summary for r in results}
         summary.append(summary_row(name, rows))
         clair = rows["clairvoyant-oracle"]["replica_hours"] or 1.0

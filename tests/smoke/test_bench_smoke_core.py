@@ -43,11 +43,23 @@ def test_quality_benchmark_covers_every_trace_and_contender(tmp_path: Path) -> N
     extra.write_text("t,demand\n" + "".join(
         f"{t},{5000 if t < 3600 else 45000}\n" for t in range(0, 7200, 60)))
     published = (REPO / "docs" / "benchmarks.md").read_text()
-    section = run_bench("quality", [str(extra)], tmp_path / "benchmarks.md")
-    for trace in ("diurnal-week", "newsletter-burst", "noisy-flat", "slow-ramp", "step-up"):
+    # the first 3 h of each trace: every contender and every line, not the weeks' figures
+    section = run_bench("quality", ["--hours", "3", str(extra)], tmp_path / "benchmarks.md")
+    assert "first 3 h only" in section
+    tables = {}
+    for trace in ("diurnal-week", "newsletter-burst", "noisy-flat", "slow-ramp", "step-up",
+                  "daily-digest", "hourly-job", "weekly-campaign"):
         assert f"### {trace}" in section, trace
         assert (tmp_path / "benchmarks" / f"quality-{trace}.png").stat().st_size > 1000
-        table = section.split(f"### {trace}", 1)[1].split("###", 1)[0]
-        assert all(f"| {c} |" in table for c in CONTENDERS), (trace, table)
+        tables[trace] = section.split(f"### {trace}", 1)[1].split("###", 1)[0]
+        assert all(f"| {c} |" in tables[trace] for c in (*CONTENDERS, "guide", "guide-floor")), \
+            (trace, tables[trace])
     assert "| step-up |" in section  # its line in the goals table
+    # #10's lines: per period on the recurring traces (3 hourly periods in 3 h), the guide's
+    # rules against the clairvoyant oracle there and on newsletter-burst
+    assert "profile overload by period (3 periods)" in tables["hourly-job"]
+    assert "it jitters by minutes, goal <= 15 s per burst" in tables["daily-digest"]
+    assert "an exact schedule, goal 0 s" in tables["weekly-campaign"]
+    for trace in ("daily-digest", "hourly-job", "weekly-campaign", "newsletter-burst"):
+        assert "guide's rules " in tables[trace] and "x clairvoyant" in tables[trace], trace
     assert (REPO / "docs" / "benchmarks.md").read_text() == published
