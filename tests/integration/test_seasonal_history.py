@@ -194,3 +194,38 @@ def test_daemon_scales_the_swarm_service_up_before_the_recurring_burst(
             "backtest_raised_seconds_before_burst": round(past_burst - up["t"], 1),
             "scaled_seconds_before_burst": round(burst_at - when, 1),
             "ticks_loading": len(loading), "decisions": len(d.decisions("smtp"))}))
+
+
+def test_first_repeat_on_one_day_of_real_history(tmp_path: Path) -> None:
+    """A day and a bit of real history holding ONE daily burst: the daily period, whose
+    record since its history began is clean, acts on that burst's first repeat (the hourly
+    one missed it, so it never does): raised while the live value is flat, no earlier than
+    lead + phase_window + a step (the 5m rate's lag in the history) before the onset."""
+    now = time.time()
+    bursts = Bursts(base=2000, extra=60000, period=DAY, duration=1800, origin=now + 390)
+    policy = SeasonalPolicy(query=QUERY, periods=[3600, DAY], lead=120, history=1.1 * DAY)
+    with seasonal_prometheus(tmp_path, bursts, days=1.1, every=60) as prom, \
+            PrometheusSource(PrometheusConfig(url=prom.url, scrape_interval=1, timeout=5,
+                                              query_offset=0)) as source:
+        requests_ = [SignalRequest("live", QUERY, 0.0),
+                     SignalRequest("past", QUERY, policy.history_seconds(), SignalKind.HISTORY)]
+
+        def tick() -> Signal:
+            got = source.read(requests_, time.time(), time.monotonic() + 5)
+            return with_history(got["live"], got["past"])
+
+        wait_until("the history loaded", lambda: tick().history is not None, 120, every=0.2)
+        while True:
+            assert time.time() < bursts.origin, "no raise before the burst came"
+            signal = tick()
+            rec = policy.recommend(signal, PolicyContext(current=1))
+            if rec.replicas is not None:
+                break
+            time.sleep(1)
+        raised = time.time()
+    assert rec.replicas == 7, rec.reason  # ceil(62,000 / 10,000 x 1.1)
+    assert rec.reason.startswith("period 1d first repeat"), rec.reason
+    assert signal.latest is not None and signal.latest < 5000  # the live inflow still flat
+    assert bursts.origin - raised <= 120 + 300 + 60 + 2, rec.reason
+    print("FIRST-REPEAT", json.dumps({"raised_seconds_before_burst":
+                                      round(bursts.origin - raised, 1)}))
