@@ -32,7 +32,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from autoscaler.model import History, Signal, SignalRequest, SignalState
@@ -45,6 +45,7 @@ LOAD_BUDGET = 300.0  # seconds a whole load may take before it is dropped and re
 RETRY_FIRST = 30.0  # seconds before the first retry of a failed load; doubles each time
 RETRY_MAX = 1800.0
 TRIM_SLACK = 0.25  # fraction of the history kept beyond it before the oldest are dropped
+CLOSE_WAIT = 2.0  # seconds `close` waits for a load in flight (its connection is closing)
 
 Key = tuple[str, float]  # (query, step)
 Points = list[tuple[float, float]]  # finite (t, value), in time order
@@ -189,8 +190,17 @@ class HistoryCache:
             return self._entries.get((query, step))
 
     def close(self) -> None:
+        """No new load; a queued one is dropped, the one in flight stops at its next chunk."""
         self._closed.set()
         self._loader.shutdown(wait=False, cancel_futures=True)
+
+    def join(self, timeout: float = CLOSE_WAIT) -> bool:
+        """Wait (bounded: a stop must not hang on a slow Prometheus) for the load in flight
+        to end after `close`, so none runs on past its source; True when none does."""
+        with self._lock:
+            entries = list(self._entries.values())
+        loads = [f for e in entries if (f := e.loading) is not None]
+        return not wait(loads, timeout=timeout).not_done
 
     # ------------------------------------------------------------------ loads
 
@@ -244,11 +254,13 @@ class HistoryCache:
             entry.load_queries = queries
             if failure is not None:
                 entry.failures += 1
-                wait = min(RETRY_MAX, RETRY_FIRST * 2 ** (entry.failures - 1))
-                entry.retry_at = self._clock() + wait
-                entry.detail = f"history unavailable ({failure}); retry in {wait:g}s"
-                log.warning("history of %s from %s not loaded: %s; retry in %gs",
-                            entry.query, self._endpoint, failure, wait)
+                pause = min(RETRY_MAX, RETRY_FIRST * 2 ** (entry.failures - 1))
+                entry.retry_at = self._clock() + pause
+                entry.detail = f"history unavailable ({failure}); retry in {pause:g}s"
+                # closing: the failure is the stop's own doing, not news for the operator
+                (log.debug if self._closed.is_set() else log.warning)(
+                    "history of %s from %s not loaded: %s; retry in %gs",
+                    entry.query, self._endpoint, failure, pause)
                 return
             entry.failures = 0
             entry.load_seconds = took

@@ -624,10 +624,12 @@ class PrometheusSource(SignalSource):
                      "far back (prometheus.query_offset: auto)", self.endpoint, offset, old)
 
     def close(self) -> None:
-        """Stop the workers (queued queries are dropped) and close the connections."""
+        """Stop the workers (queued queries are dropped), close the connections, and wait a
+        little for a history load in flight to end (bounded: `history.CLOSE_WAIT`)."""
         self.history.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()
+        self.history.join()
 
     def __enter__(self) -> PrometheusSource:
         return self

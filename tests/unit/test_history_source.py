@@ -6,6 +6,7 @@ tests/integration/test_seasonal_history.py."""
 from __future__ import annotations
 
 import io
+import logging
 import sys
 import threading
 import time
@@ -448,3 +449,28 @@ def test_a_load_past_its_budget_is_dropped_and_retried(
         assert "budget" in got["past"].detail or "timed out" in got["past"].detail
         source.history.load_budget = 300.0
         assert loaded(source, NOW)["past"].history is not None
+
+
+def test_close_waits_a_bounded_time_and_a_load_it_stopped_is_no_warning(
+        fake: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A stop never hangs on a load in flight (a slow Prometheus), and the load it stops
+    says nothing above debug: the stop's own doing is no news for the operator."""
+    prom, server = fake
+    prom.hold.clear()  # the first chunk is held
+    source = source_for(server.url)
+    read(source, NOW)
+    entry = source.history.entry(QUERY, STEP)
+    assert entry is not None
+    loading = entry.loading
+    assert loading is not None
+    with caplog.at_level(logging.DEBUG, logger="autoscaler.sources.history"):
+        started = time.monotonic()
+        source.close()
+        took = time.monotonic() - started
+        assert took < history_mod.CLOSE_WAIT + 1.0
+        prom.hold.set()
+        loading.result(timeout=30)  # the held chunk answers; the load sees the close
+        assert source.history.join(0.0)
+    stopped = [r for r in caplog.records if "not loaded" in r.getMessage()]
+    assert stopped and all(r.levelno == logging.DEBUG for r in stopped), stopped
+    assert entry.history is None
