@@ -66,14 +66,24 @@ def run_policy(policy: Policy, signal: Signal, ctx: PolicyContext,
         return PolicyResult(policy.label, policy.type, SignalState.ERROR, signal.latest, None,
                             f"not reported: cannot compute from {signal.latest:.4g} "
                             f"({type(exc).__name__})")
+    held = history_held(policy, signal)
     if settling:
         return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest,
                             rec.replicas, f"{rec.reason} (settling after a gap in its data)",
                             settling=True, alone=rec.alone, warnings=signal.detail,
-                            until=rec.until, forecast=rec.forecast)
+                            until=rec.until, forecast=rec.forecast, history_seconds=held)
     return PolicyResult(policy.label, policy.type, SignalState.OK, signal.latest, rec.replicas,
                         rec.reason, alone=rec.alone, warnings=signal.detail, until=rec.until,
-                        forecast=rec.forecast)
+                        forecast=rec.forecast, history_seconds=held)
+
+
+def history_held(policy: Policy, signal: Signal) -> float | None:
+    """Seconds of history a learning policy was handed (0 while it loads or after a
+    failure): `autoscaler_policy_history_seconds`. None for a policy that reads none."""
+    if policy.history_seconds() <= 0:
+        return None
+    past = signal.history
+    return past.t[-1] - past.t[0] if past is not None and len(past.t) > 1 else 0.0
 
 
 def run_guard(guard: GuardSpec, signal: Signal) -> GuardResult:

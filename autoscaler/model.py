@@ -144,6 +144,9 @@ class PolicyResult:
     warnings: str = ""  # what the metrics backend warned about with an ok answer
     until: float | None = None  # Recommendation.until: a predicted burst's end
     forecast: float | None = None  # Recommendation.forecast
+    # A learning policy's history: seconds of it held (0 while it loads or after a failure);
+    # None for a policy that reads none.
+    history_seconds: float | None = None
 
     def vote(self, alone: bool) -> int | None:
         """What it asks for: its `alone` vote while no other policy sizes the target."""
@@ -168,6 +171,8 @@ class PolicyResult:
             out["until"] = self.until
         if self.forecast is not None:
             out["forecast"] = self.forecast
+        if self.history_seconds is not None:
+            out["history_seconds"] = self.history_seconds
         return out
 
 

@@ -109,6 +109,10 @@ class DecisionGauges(Collector):
                          "What a forecasting policy (seasonal) expects its signal to read "
                          "`lead` from now (NaN: no forecast, e.g. history loading)",
                          (*t, "policy"))
+        history = gauge("policy_history_seconds",
+                        "Seconds of history a learning policy (seasonal) was handed at its "
+                        "last evaluation (0 while it loads or after a failed load)",
+                        (*t, "policy"))
         for name, one in last.items():
             d = one.decision
             who = (name, *identity.get(name, NO_IDENTITY))
@@ -128,8 +132,10 @@ class DecisionGauges(Collector):
                 if p.forecast is not None or p.type in FORECASTING:
                     forecast.add_metric((*who, p.name),
                                         math.nan if p.forecast is None else p.forecast)
+                if p.history_seconds is not None:
+                    history.add_metric((*who, p.name), p.history_seconds)
         return [desired, current, ready, low, high, paused, dry_run, value, recommendation,
-                signal_state, forecast]
+                signal_state, forecast, history]
 
 
 M = TypeVar("M", Counter, Histogram, Gauge)

@@ -6,8 +6,11 @@ import math
 
 import pytest
 
-from autoscaler.evaluate import checked_signal
+from autoscaler.evaluate import checked_signal, history_held
 from autoscaler.model import Sample, Signal, SignalState
+from policies import Policy
+from policies.capacity import CapacityPolicy
+from policies.seasonal import SeasonalPolicy, history_of
 
 OK, EMPTY, NAN, STALE = SignalState.OK, SignalState.EMPTY, SignalState.NAN, SignalState.STALE
 
@@ -32,3 +35,22 @@ def test_checked_signal(signal: Signal, state: SignalState) -> None:
     checked = checked_signal(signal)
     assert checked.state is state
     assert checked == signal if state is signal.state else not checked.samples
+
+
+SEASONAL = SeasonalPolicy(query="q")
+LIVE = (Sample(1000.0, 5.0),)
+
+
+@pytest.mark.parametrize(("policy", "signal", "held"), [
+    pytest.param(CapacityPolicy(type="capacity", query="q"), Signal.ok(LIVE), None,
+                 id="a-policy-that-reads-no-history"),
+    pytest.param(SEASONAL, Signal(SignalState.OK, LIVE, history_detail="history loading"), 0.0,
+                 id="loading-is-zero"),
+    pytest.param(SEASONAL, Signal(SignalState.OK, LIVE, "", history_of([(0.0, 1.0)])), 0.0,
+                 id="one-point-is-zero"),
+    pytest.param(SEASONAL, Signal(SignalState.OK, LIVE, "",
+                                  history_of([(100.0, 1.0), (160.0, 1.0), (820.0, 2.0)])),
+                 720.0, id="first-to-last-point"),
+])
+def test_history_held(policy: Policy, signal: Signal, held: float | None) -> None:
+    assert history_held(policy, signal) == held

@@ -196,6 +196,20 @@ def test_policy_forecast(result: PolicyResult, expected: float | None) -> None:
         assert sample(tel, "policy_value", target="smtp", policy=result.name) == 9000.0
 
 
+@pytest.mark.parametrize(("result", "expected"), [
+    pytest.param(PolicyResult("seasonal", "seasonal", SignalState.OK, 9000.0, None, "...",
+                              history_seconds=691_200.0), 691_200.0, id="eight-days-held"),
+    pytest.param(PolicyResult("seasonal", "seasonal", SignalState.OK, 9000.0, None,
+                              "history loading: no opinion", history_seconds=0.0), 0.0,
+                 id="loading-is-zero"),
+    pytest.param(policy("cpu"), None, id="no-series-for-a-policy-that-reads-no-history"),
+])
+def test_policy_history_seconds(result: PolicyResult, expected: float | None) -> None:
+    tel = Telemetry()
+    tel.record_decision(decision(policies=(result,)), 1, 10, paused=False)
+    assert sample(tel, "policy_history_seconds", target="smtp", policy=result.name) == expected
+
+
 @pytest.mark.parametrize("state", list(SignalState), ids=[str(s) for s in SignalState])
 def test_signal_state_is_one_hot(state: SignalState) -> None:
     tel = Telemetry()
