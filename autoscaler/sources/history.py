@@ -194,13 +194,14 @@ class HistoryCache:
         self._closed.set()
         self._loader.shutdown(wait=False, cancel_futures=True)
 
-    def join(self, timeout: float = CLOSE_WAIT) -> bool:
-        """Wait (bounded: a stop must not hang on a slow Prometheus) for the load in flight
-        to end after `close`, so none runs on past its source; True when none does."""
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait (bounded, CLOSE_WAIT by default: a stop must not hang on a slow Prometheus)
+        for the load in flight to end after `close`, so none runs on past its source; True
+        when none does."""
         with self._lock:
             entries = list(self._entries.values())
         loads = [f for e in entries if (f := e.loading) is not None]
-        return not wait(loads, timeout=timeout).not_done
+        return not wait(loads, timeout=CLOSE_WAIT if timeout is None else timeout).not_done
 
     # ------------------------------------------------------------------ loads
 
