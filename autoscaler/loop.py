@@ -312,19 +312,30 @@ class Engine:
                 old_pool.shutdown(wait=False, cancel_futures=True)
             self.runtimes = runtimes
             self.telemetry.identify({rt.name: rt.config.metric_identity() for rt in runtimes})
-            if new_source is None:  # the same source: keep the histories still read
-                self._retain_histories(runtimes)
             self.settings = settings
             self.health.interval = self.tick_budget() + 2.0
             if new_source is not None:
                 old_source, self.source = self.source, new_source
+                self._adopt_histories(old_source)
                 try:
                     old_source.close()
                 except Exception:
                     log.warning("closing the previous Prometheus source failed", exc_info=True)
+            self._retain_histories(runtimes)  # keep the histories still read
         finally:
             self._lock.release()
         return plan.summary
+
+    def _adopt_histories(self, old_source: SignalSource) -> None:
+        """A changed `prometheus` block reading the same series (a timeout, a credential):
+        the new source takes the loaded histories over instead of loading days again."""
+        try:
+            taken = self.source.adopt_history(old_source)
+        except Exception:
+            log.warning("taking over the loaded histories failed", exc_info=True)
+            return
+        if taken:
+            log.info("%d loaded histories kept across the prometheus change", taken)
 
     def _retain_histories(self, runtimes: Sequence[TargetRuntime]) -> None:
         """Keep the source's cached histories whose (query, step) is still read."""

@@ -35,6 +35,12 @@ class SignalSource(Protocol):
         pairs and drop the others (a source that caches none has nothing to do)."""
         return None
 
+    def adopt_history(self, previous: SignalSource) -> int:
+        """After a reload that built this source to replace `previous`: take over its loaded
+        histories when both read the same data (a changed timeout or credential leaves the
+        series as they were; another URL or tenant does not); how many were taken."""
+        return 0
+
     def check_reachable(self, deadline: float) -> str | None:
         """None when the source answers, else why not (shown in /readyz)."""
         return None

@@ -181,6 +181,22 @@ class HistoryCache:
             for key in [k for k in self._entries if k not in wanted]:
                 del self._entries[key]
 
+    def adopt(self, other: HistoryCache) -> int:
+        """Take over `other`'s loaded histories (a reload's new source, same data): they go
+        on being extended here; a load still in flight there is left to it (it loads here
+        anew). How many were taken."""
+        with other._lock:
+            entries = dict(other._entries)
+        taken = {}
+        for key, entry in entries.items():
+            with entry.lock:
+                if entry.history is not None and entry.loading is None:
+                    taken[key] = entry
+        with self._lock:
+            for key, entry in taken.items():
+                self._entries.setdefault(key, entry)
+        return len(taken)
+
     def keys(self) -> list[Key]:
         with self._lock:
             return list(self._entries)

@@ -490,6 +490,15 @@ class PrometheusSource(SignalSource):
         """After a reload: keep the histories of these (query, step) pairs, drop the rest."""
         self.history.retain(keep)
 
+    def adopt_history(self, previous: SignalSource) -> int:
+        """The previous source's loaded histories, when it read the same series: the same
+        URL (path prefix included) and the same headers (a tenant's `X-Scope-OrgID`)."""
+        if not isinstance(previous, PrometheusSource) or (
+                str(previous.config.url), previous.config.headers) != (
+                str(self.config.url), self.config.headers):
+            return 0
+        return self.history.adopt(previous.history)
+
     def _extend_history(self, past: Sequence[SignalRequest], now: float,
                         deadline: float) -> dict[tuple[str, float], Future[None]]:
         """Start the loads that are due (their own thread) and this tick's extensions (at

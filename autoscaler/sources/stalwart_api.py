@@ -242,6 +242,10 @@ class RoutedSource(SignalSource):
     def retain_history(self, keep: Collection[tuple[str, float]]) -> None:
         self.prometheus.retain_history(keep)
 
+    def adopt_history(self, previous: SignalSource) -> int:
+        return self.prometheus.adopt_history(
+            previous.prometheus if isinstance(previous, RoutedSource) else previous)
+
     def check_reachable(self, deadline: float) -> str | None:
         return self.prometheus.check_reachable(deadline)
 

@@ -475,3 +475,54 @@ def test_close_waits_a_bounded_time_and_a_load_it_stopped_is_no_warning(
     stopped = [r for r in caplog.records if "not loaded" in r.getMessage()]
     assert stopped and all(r.levelno == logging.DEBUG for r in stopped), stopped
     assert entry.history is None
+
+
+def test_a_prometheus_change_reading_the_same_series_keeps_the_loaded_histories(
+        fake: Any) -> None:
+    """A reload that changes the `prometheus` block gets a new source; one that reads the
+    same series (here: a timeout) takes the loaded history over instead of loading days again,
+    one that reads other series (another URL; a tenant header) starts afresh."""
+    from autoscaler.config import load_config_data
+    from autoscaler.loop import Engine
+    from tests.unit.test_reload import Backend
+
+    _prom, server = fake
+
+    def cfg(prometheus: dict[str, Any]) -> Any:
+        return load_config_data({
+            "evaluation_interval": "1s",
+            "prometheus": {"scrape_interval": "15s", "query_offset": 0, **prometheus},
+            "targets": [{"name": "smtp", "backend": "swarm", "service": "smtp",
+                         "min_replicas": 1, "max_replicas": 5, "policies": [
+                             {"type": "seasonal", "name": "s", "query": QUERY,
+                              "periods": ["1h", "1d"]}]}]}, environ={})
+
+    def held() -> float | None:
+        [outcome] = engine.tick()
+        assert outcome.decision is not None
+        return outcome.decision.policies[0].history_seconds
+
+    first = cfg({"url": server.url, "timeout": "2s"})
+    engine = Engine(first, source=PrometheusSource(first.prometheus),
+                    actuator_factory=Backend(1).factory)
+    try:
+        deadline = time.monotonic() + 30
+        while not held():
+            assert time.monotonic() < deadline, "history never loaded"
+            time.sleep(0.05)
+        loads = len(ranges(server))
+        cases = [
+            ({"url": server.url, "timeout": "3s"}, True),  # the same series: kept
+            ({"url": server.url, "timeout": "3s", "headers": {"X-Scope-OrgID": "b"}}, False),
+            ({"url": server.url + "/prefix", "timeout": "3s"}, False),  # another URL
+        ]
+        for prometheus, kept in cases:
+            engine.reload(cfg(prometheus))
+            assert (held() or 0.0) > 0 if kept else held() == 0.0, prometheus
+            if kept:
+                assert len(ranges(server)) <= loads + 1, "at most this tick's extension"
+            while not held():  # let the new source load before the next case
+                time.sleep(0.05)
+            loads = len(ranges(server))
+    finally:
+        engine.close()
