@@ -276,7 +276,7 @@ class SeasonalPolicy(Policy):
         return ", ".join(f"{period_name(p)} {st.scores[p].score:.2f}"
                          for p in sorted(self.periods) if p in st.scores) or "none yet"
 
-    # ------------------------------------------------------------------ recommend
+    # ------------------------------------------------------------------ which periods act
 
     def acting_periods(self, st: Learned) -> list[Acting]:
         """The best period that passes the bar first, then every other unblemished one."""
