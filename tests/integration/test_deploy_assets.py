@@ -332,6 +332,14 @@ ALERT_CASES: list[tuple[str, list[Doc], list[tuple[str, str, list[dict[str, str]
         series("autoscaler_config_reload_failures_total", "0 0 0 1x40", instance="a:9464")],
      [("5m", "StalwartAutoscalerConfigReloadFailed", [A]),
       ("40m", "StalwartAutoscalerConfigReloadFailed", [])]),  # an hour later: forgotten
+    ("a history that never loads", [
+        series("autoscaler_policy_history_seconds", "0x80", target="smtp",
+               policy="inflow_seasonal", instance="a:9464"),
+        series("autoscaler_policy_history_seconds", "0x10 691200x70", target="imap",
+               policy="imap_sessions_seasonal", instance="a:9464")],
+     [("50m", "StalwartAutoscalerHistoryUnavailable", []),  # pending: not yet an hour
+      ("65m", "StalwartAutoscalerHistoryUnavailable",
+       [{**J, "target": "smtp", "policy": "inflow_seasonal"}])]),
     ("targets fail every tick", [
         series("autoscaler_last_successful_tick_timestamp_seconds", "60x30",
                instance="a:9464"),
