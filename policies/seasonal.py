@@ -146,10 +146,11 @@ class Learned:
     scores: dict[float, PeriodScore] = field(default_factory=dict)
     level: float = 0.0
     # What ticks computed from the bins, kept until the next bin completes (they change
-    # only then): the periods that may act, and the forecasts of (period, target bin).
-    acting: tuple[int, list[Acting]] = (-1, [])
+    # only then, so `memo_at` is len(done) when these were made): the periods that may act,
+    # and the forecasts of (period, target bin).
+    memo_at: int = -1
+    acting: list[Acting] = field(default_factory=list)
     forecasts: dict[tuple[float, int], tuple[float, int] | None] = field(default_factory=dict)
-    forecasts_at: int = -1  # len(done) the forecasts were made at
 
 
 @dataclass(frozen=True)
@@ -289,9 +290,8 @@ class SeasonalPolicy(Policy):
         return out
 
     def forecast_at(self, st: Learned, period: float, target: int) -> tuple[float, int] | None:
-        """`phase_forecast` for (period, target bin), memoized until the next bin completes."""
-        if st.forecasts_at != len(st.done):
-            st.forecasts, st.forecasts_at = {}, len(st.done)
+        """`phase_forecast` for (period, target bin), memoized until the next bin completes
+        (`recommend` empties the memo then)."""
         key = (period, target)
         if key not in st.forecasts:
             st.forecasts[key] = phase_forecast(st.bins, target, round(period / self.phase_window),
@@ -308,10 +308,9 @@ class SeasonalPolicy(Policy):
             return Recommendation(None, f"{detail}: no opinion")
         now = signal.samples[-1].t
         st = self.learn(signal.history, now)
-        done = len(st.done)
-        if st.acting[0] != done:
-            st.acting = (done, self.acting_periods(st))
-        acting = st.acting[1]
+        if st.memo_at != len(st.done):  # a bin completed: what depends on the bins is new
+            st.memo_at, st.acting, st.forecasts = len(st.done), self.acting_periods(st), {}
+        acting = st.acting
         if not acting:
             return Recommendation(None, f"no recurring pattern passes the bar {self.min_score:g} "
                                         f"(scores: {self.explain_scores(st)}): no opinion")
