@@ -67,6 +67,7 @@ class QueueTrendPolicy(Policy):
         if not signal.samples:
             return Recommendation(None, "no sample")
         samples = signal.samples
+        floor = self.tolerance * self.per_instance  # growth within +-floor counts as flat
         cut = samples[-1].t - self.window - 1e-9
         window = samples if samples[0].t >= cut else tuple(s for s in samples if s.t >= cut)
         if self.signal == "depth":
@@ -75,7 +76,6 @@ class QueueTrendPolicy(Policy):
                 return Recommendation(None, "need two samples for a trend")
             depth = max(window[-1].value, 0.0)
         else:
-            floor = self.tolerance * self.per_instance
             newest = window[-1].value
             if newest < -floor:
                 # Draining now: the window's mean still remembers the growth before, and
@@ -85,7 +85,6 @@ class QueueTrendPolicy(Policy):
                           f"beyond -{floor:g}/h): no opinion")
             growth = sum(s.value for s in window) / len(window)
             depth = backlog_from_growth(window)
-        floor = self.tolerance * self.per_instance
         drain = depth / (self.drain_within / 3600.0)  # msgs/hour that empty it in time
         if growth > floor:
             extra = ceil_exact((growth + drain) / self.per_instance)
