@@ -35,6 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
+from autoscaler.decide import combine_recommendations
+from autoscaler.model import PolicyResult, SignalState
 from autoscaler.presets import PresetOptions, inflow_per_hour, preset_guards
 from tests.support.daemon import DaemonProcess, daemon_env
 from tests.support.e2e import OwnPrometheus, prom_value, spec_replicas, swarm_service
@@ -308,14 +310,14 @@ def measure_recovery(d: DaemonProcess, names: list[str], fault: str, cleared: fl
 
 
 def asked_for(record: dict[str, Any]) -> int:
-    """What the policies of a decision record asked for together, combined as the engine does
-    (`autoscaler.decide.combine_recommendations`): max wins over the ok answers, and a
-    two-sided threshold votes its `alone` answer (hold in band) while no other ok policy
-    sizes the target, else what its own metric needs (#10 item 6)."""
-    ok = [p for p in record["policies"] if p["state"] == "ok" and p["replicas"] is not None]
-    alone = not any("alone" not in p for p in ok)
-    votes = [p["alone"] if alone and "alone" in p else p["replicas"] for p in ok]
-    return max(votes, default=record["current"])
+    """What the policies of a decision record asked for together: the engine's own
+    `combine_recommendations` on the record's lines (max wins over the ok answers; a
+    two-sided threshold votes its `alone` answer, hold in band, while no other ok policy
+    sizes the target, else what its own metric needs: #10 item 6)."""
+    results = [PolicyResult(p["name"], p["type"], SignalState(p["state"]), p["value"],
+                            p["replicas"], p["reason"], alone=p.get("alone"))
+               for p in record["policies"]]
+    return combine_recommendations(results, record["current"])[0]
 
 
 def check_settling(d: DaemonProcess, names: list[str], fault: str, cleared: float) -> None:
