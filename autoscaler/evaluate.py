@@ -132,7 +132,7 @@ def evaluate(
                         tolerance_up=up, tolerance_down=down)
     gaps = last_unreported or {}
     results = [run_policy(p, policy_signals.get(p.label, NOT_READ), ctx,
-                          bool(gaps) and is_settling(gaps.get(p.label), now, p.settle_seconds()))
+                          p.label in gaps and is_settling(gaps[p.label], now, p.settle_seconds()))
                for p in policies]
     guard_results = [run_guard(g, guard_signals.get(g.label, NOT_READ)) for g in guards]
     return decide(target=target, now=now, status=status, policies=results, rules=rules,

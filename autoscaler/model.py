@@ -1,4 +1,4 @@
-"""Frozen value types shared by the pure core, the adapters and the replay engine.
+"""Immutable value types shared by the pure core, the adapters and the replay engine.
 
 Everything here is plain data: no I/O, no clock. Samples carry their own timestamps so a
 policy never needs to ask what time it is.
@@ -9,7 +9,21 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
+
+_Record = TypeVar("_Record")
+
+
+@dataclass_transform(frozen_default=True)
+def record(cls: type[_Record]) -> type[_Record]:
+    """A value type: frozen to the type checker (mypy --strict rejects every assignment to a
+    field), a plain slotted dataclass at run time, hashable by its fields as a frozen one.
+
+    Why not `frozen=True`: a frozen dataclass sets each field through `object.__setattr__`,
+    three times slower than a plain one; these records are built several times per
+    evaluation, and their construction was 11 % of a 14-day `simulate`.
+    """
+    return dataclass(slots=True, unsafe_hash=True)(cls)
 
 
 class SignalState(StrEnum):
@@ -22,7 +36,7 @@ class SignalState(StrEnum):
     ERROR = "error"  # timeout, HTTP or parse failure
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Sample:
     """One value of a signal at a moment (seconds since the epoch, or simulated seconds)."""
 
@@ -40,7 +54,7 @@ class History:
     v: array[float]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Signal:
     """The samples of one query over a policy's window, oldest first, with its state.
 
@@ -82,7 +96,7 @@ class SignalKind(StrEnum):
     HISTORY = "history"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SignalRequest:
     """One signal to read: `window` seconds of history, or 0 for only the latest value;
     `kind` says whether it is the live read of every tick or a long history range."""
@@ -93,7 +107,7 @@ class SignalRequest:
     kind: SignalKind = SignalKind.LIVE
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Recommendation:
     """A policy's answer: a replica count, or None for "no opinion", and why."""
 
@@ -113,7 +127,7 @@ class Recommendation:
     forecast: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PolicyContext:
     """What a policy may know about the target besides its signal.
 
@@ -128,7 +142,7 @@ class PolicyContext:
     tolerance_down: float = 0.1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PolicyResult:
     """One policy's line in the decision record."""
 
@@ -181,7 +195,7 @@ class GuardBlock(StrEnum):
     SCALE_UP = "scale_up"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GuardResult:
     """A guard's reading: ``active`` True vetoes its direction; None means no usable data."""
 
@@ -222,7 +236,7 @@ class ClipKind(StrEnum):
     PAUSED = "paused"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Clip:
     """One rule that moved the proposal from ``before`` to ``after``, and why."""
 
@@ -247,7 +261,7 @@ class Outcome(StrEnum):
     PAUSED = "paused"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TargetState:
     """What must survive a restart or failover; lives on the target (labels/annotations).
 
@@ -272,7 +286,7 @@ class TargetState:
     predicted: tuple[tuple[float, float, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TargetStatus:
     """What an actuator reads: spec replicas (current), ready replicas, state, pause.
 
@@ -291,7 +305,7 @@ class TargetStatus:
     uid: str = field(default="", compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     """The decision record: what every policy said, the winner, each clip, the result, and
     the state to keep whether or not the change gets written."""
