@@ -36,6 +36,7 @@ PERIODS = {"daily-digest": 86400.0, "hourly-job": 3600.0, "weekly-campaign": 604
 # first period); the others are exact (goal: 0 s). One burst per period in each.
 JITTERS = {"daily-digest"}
 JITTER_GOAL = 15.0  # s of overload per burst
+SIMULATE_GOAL = 10.0  # s of CPU for the profile's 14 days of weekly-campaign at 15 s
 # The guide's own rules as the guide writes them (#10 item 6): CPU 70/35, capacity x1.5 on
 # the 5m inflow, the queue trend, a 5-minute down cooldown; the revised threshold votes only
 # what its own CPU needs beside the others; `spreads: false` is the floor it was before.
@@ -149,6 +150,14 @@ def guide_verdict(rows: dict[str, Any], clair: float) -> list[str]:
             f"{floor['overload_seconds']:.0f} s with the old floor)"]
 
 
+def simulate_verdict(cpu: float | None) -> str:
+    """Whether simulate's own cost on the 14-day trace met its goal (None: not judged, the
+    trace was not run whole)."""
+    if cpu is None:
+        return "not judged: the trace was not run whole"
+    return f"{'met' if cpu < SIMULATE_GOAL else 'not met'}, {cpu:.1f} s"
+
+
 def verdict(rows: dict[str, dict[str, Any]]) -> list[str]:
     """The goals of the benchmark issue, checked for the profile."""
     p, h, c = rows["profile"], rows["hpa-cpu"], rows["clairvoyant-oracle"]
@@ -251,17 +260,27 @@ history began is a miss in its record and is never repeated (newsletter-burst: u
 
 What is not met, and why. hourly-job: 1.17x, not the stretch 1.15x: headroom 1.1 asks 6
 where the oracle keeps 5 (48,000/h) for the job's 10 minutes. The guide's rules (item 6 of
-the issue) stay over 1.6x on hourly-job (1.66x): they hold a 10-minute job's peak longer
-than the job lasts (the 5m rate's lag, the 5-minute scale-down stabilization and the
-5-minute down cooldown after each step; with one rule changed at a time: 1.37x without the
-stabilization, 1.51x without the down cooldown); changing those would no longer be the
-guide's rules. Their overload on hourly-job and newsletter-burst is above the old floor's:
+the issue) stay over 1.6x on hourly-job (1.66x). One hour of it (hour 10, the votes of each
+tick): the job's 10 minutes reach 10 instances (CPU pegged at 95 % asks +1 a minute while
+the 5m rate lags); after the job the threshold votes ceil(10 x 16 / 63) = 3 at once, but the
+capacity rule's 5m rate asks 8, 7, 6, 5, 4 over the next 5 minutes, the 5-minute scale-down
+stabilization holds the highest of those, and the 5-minute down cooldown after each step
+makes it 10 -> 9 -> 6 -> 3 over 12 minutes; between jobs the threshold keeps 3 where the
+capacity rule asks 2 (ceil(3 x 42.5 / 63) = 3: at 2 its CPU, spread evenly, would read
+64 %, over the 63 % its margin sizes for). Changed one at a time: 1.37x without the
+stabilization, 1.51x without the down cooldown, 1.61x at margin 0.05 and 1.58x at margin 0
+(sizing on the bound itself, overload 10,020 s); the first two would no longer be the
+guide's rules, and the margin is the point inside the band the issue asks the threshold to
+size for. Their overload on hourly-job and newsletter-burst is above the old floor's:
 the floor's slow descent left one more instance idle when the next burst came (accidental
 pre-warming at 2.16x / 2.08x the oracle); meeting both needs to know that the burst is
 coming, which is seasonal's job (the profile's figures above). Simulate of 14 days: the
-profile's CPU time above; the goal of 10 s is not met on this machine: the engine before
-seasonal's first repeat took 14.2 s here (measured beside the new one's 15.4 s), where an
-earlier machine recorded 10.1 s; the first repeat adds ~8 % (more periods asked per tick)."""
+profile's CPU time above (goal: under 10 s). It depends on the machine and on what else
+runs: the last recorded figure, 14.1 s, was read on another machine (an Intel Xeon, where
+other work ran beside it); on this one, idle, the same engine took 6.7-7.0 s, and building the decision's value types as plain
+slotted dataclasses (frozen to mypy only) instead of frozen ones took it to 6.2-6.6 s: their
+construction was 11 % of a tick, the rest of the profile is flat (the policies ~45 %,
+`decide` ~20 %, the plant and its scrapes ~15 %)."""
 
 
 def main() -> None:
@@ -322,7 +341,9 @@ def main() -> None:
               "Simulate's own cost, the profile's run (process CPU time; "
               f"load average {load()} during the run, other work shares the machine): "
               + ", ".join(f"{n} {v:.1f} s" for n, v in cpu.items())
-              + " (goal: 14 days at 15 s, weekly-campaign, under 10 s).", "",
+              + f" (goal: 14 days at 15 s, weekly-campaign, under {SIMULATE_GOAL:.0f} s: "
+              + simulate_verdict(None if args.hours else cpu.get("weekly-campaign"))
+              + ").", "",
               BEFORE, "", READING]
     write_section("quality", "\n".join(lines))
 
