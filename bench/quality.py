@@ -279,8 +279,8 @@ profile's CPU time above (goal: under 10 s). It depends on the machine and on wh
 runs: the last recorded figure, 14.1 s, was read on another machine (an Intel Xeon, where
 other work ran beside it); on this one, idle, the same engine took 6.7-7.0 s, and building
 the decision's value types as plain slotted dataclasses (frozen to mypy only) instead of
-frozen ones took it to 6.2-6.6 s: their construction was 11 % of a tick, the rest of the profile is flat (the policies ~45 %,
-`decide` ~20 %, the plant and its scrapes ~15 %)."""
+frozen ones took it to 6.2-6.6 s: their construction was 11 % of a tick, the rest of the
+profile is flat (the policies ~45 %, `decide` ~20 %, the plant and its scrapes ~15 %)."""
 
 
 def main() -> None:
