@@ -833,12 +833,19 @@ class PrometheusSource(SignalSource):
         attempt's detail: if the tick's deadline passes while this still retries, the late
         signal says what went wrong, not only that no answer came.
         """
+        def once() -> Signal | _Body:
+            """One attempt; `on_error` hears its failure."""
+            try:
+                return self._attempt(tick, query, window, now, deadline, span, timeout)
+            except _Transient as exc:
+                if on_error is not None:
+                    on_error(exc.signal.detail)
+                raise
+
         try:
-            return self._attempt(tick, query, window, now, deadline, span, timeout)
+            return once()
         except _Transient as exc:
             first = exc
-            if on_error is not None:
-                on_error(exc.signal.detail)
 
         def out_of_time(state: RetryCallState) -> bool:
             return time.monotonic() + state.upcoming_sleep + MARGIN + MIN_ATTEMPT >= deadline
@@ -858,13 +865,7 @@ class PrometheusSource(SignalSource):
                     if attempt.retry_state.attempt_number == 1:
                         raise first  # the attempt already made: the backoff starts after it
                     attempts += 1
-                    try:
-                        answer = self._attempt(tick, query, window, now, deadline, span,
-                                               timeout)
-                    except _Transient as exc:
-                        if on_error is not None:
-                            on_error(exc.signal.detail)
-                        raise
+                    answer = once()
         except _Transient as exc:
             if attempts > 1:  # already redacted: cutting it now leaks nothing
                 detail = one_line(exc.signal.detail, DETAIL_CHARS - 16)
