@@ -502,14 +502,17 @@ def test_a_prometheus_change_reading_the_same_series_keeps_the_loaded_histories(
         assert outcome.decision is not None
         return outcome.decision.policies[0].history_seconds
 
-    first = cfg({"url": server.url, "timeout": "2s"})
-    engine = Engine(first, source=PrometheusSource(first.prometheus),
-                    actuator_factory=Backend(1).factory)
-    try:
+    def wait_loaded() -> None:
         deadline = time.monotonic() + 30
         while not held():
             assert time.monotonic() < deadline, "history never loaded"
             time.sleep(0.05)
+
+    first = cfg({"url": server.url, "timeout": "2s"})
+    engine = Engine(first, source=PrometheusSource(first.prometheus),
+                    actuator_factory=Backend(1).factory)
+    try:
+        wait_loaded()
         loads = len(ranges(server))
         cases = [
             ({"url": server.url, "timeout": "3s"}, True),  # the same series: kept
@@ -521,8 +524,7 @@ def test_a_prometheus_change_reading_the_same_series_keeps_the_loaded_histories(
             assert (held() or 0.0) > 0 if kept else held() == 0.0, prometheus
             if kept:
                 assert len(ranges(server)) <= loads + 1, "at most this tick's extension"
-            while not held():  # let the new source load before the next case
-                time.sleep(0.05)
+            wait_loaded()  # let the new source load before the next case
             loads = len(ranges(server))
     finally:
         engine.close()
